@@ -1,0 +1,5 @@
+import sys
+
+from dnas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,237 @@
+"""The public Python API: ``search`` and ``train``. The CLI is a thin shell over these.
+
+Example:
+    >>> import dnas
+    >>> result = dnas.search(space="darts", strategy="darts", data="digits",
+    ...                      space_config={"C": 8}, strategy_config={"epochs": 2}, out="runs/demo")
+    >>> dnas.train(result.genotype, data="digits", train_config={"epochs": 5})
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from dnas.config import config_dict, make_config
+from dnas.data import DataConfig, SearchData, load_datasets
+from dnas.errors import DnasError
+from dnas.genotype import Genotype, load_genotype
+from dnas.registry import create_space, create_strategy, did_you_mean
+from dnas.run import Run, atomic_torch_save
+
+TOP_KEYS = ("space", "strategy", "data", "train", "seed", "device")
+DEFAULTS: dict[str, Any] = {
+    "space": {"name": "darts"},
+    "strategy": {"name": "darts"},
+    "data": {"name": "digits"},
+    "train": {},
+    "seed": 0,
+    "device": "cpu",
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise DnasError(f"unknown device '{name}'; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DnasError("device 'cuda' was asked for but no GPU is visible; use --device cpu")
+    return dev
+
+
+def merge_config(base: dict[str, Any], update: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Overlay ``update`` on ``base`` (one level deep for the component sections)."""
+    out = copy.deepcopy(base)
+    if not isinstance(update, dict):
+        raise DnasError(f"{source}: expected a mapping with keys {', '.join(TOP_KEYS)}")
+    for k, v in update.items():
+        if k not in TOP_KEYS:
+            raise DnasError(f"{source}: unknown key '{k}'{did_you_mean(k, TOP_KEYS)}; valid keys: {', '.join(TOP_KEYS)}")
+        if k in ("space", "strategy", "data", "train"):
+            if isinstance(v, str):
+                v = {"name": v}
+            if not isinstance(v, dict):
+                raise DnasError(f"{source}: '{k}' must be a mapping (or a name), got {v!r}")
+            if "name" in v and k != "train" and v["name"] != out[k].get("name"):
+                out[k] = {}  # another component: its options start from its defaults
+            out[k].update(v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise DnasError(f"config file '{p}' not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DnasError(f"config file '{p}' is not valid YAML ({str(e).splitlines()[0]})") from None
+    return merge_config(DEFAULTS, data, source=str(p))
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["space.C=8", "seed=1"]`` -> ``{"space": {"C": 8}, "seed": 1}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise DnasError(f"--set expects key=value (e.g. space.C=8), got '{item}'")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        if len(parts) == 1:
+            out[parts[0]] = value
+        elif len(parts) == 2:
+            out.setdefault(parts[0], {})[parts[1]] = value
+        else:
+            raise DnasError(f"--set key '{key}' has too many dots; use section.option (e.g. strategy.epochs=10)")
+    return out
+
+
+@dataclass
+class Resolved:
+    space: Any
+    strategy: Any
+    data: DataConfig
+    config: dict[str, Any]
+
+
+def resolve(config: dict[str, Any]) -> Resolved:
+    """Validate every section and fill in all defaults (what is written to run/config.yaml)."""
+    cfg = merge_config(DEFAULTS, config)
+    space_kw = {k: v for k, v in cfg["space"].items() if k != "name"}
+    strat_kw = {k: v for k, v in cfg["strategy"].items() if k != "name"}
+    space = create_space(cfg["space"]["name"], **space_kw)
+    strategy = create_strategy(cfg["strategy"]["name"], **strat_kw)
+    strategy.check_compatible(space)
+    data = make_config(DataConfig, cfg["data"], "data")
+    if not isinstance(cfg["seed"], int):
+        raise DnasError(f"seed must be an integer, got {cfg['seed']!r}")
+    resolved = {
+        "space": {"name": space.name, **space.config_dict()},
+        "strategy": {"name": strategy.name, **config_dict(strategy.config)},
+        "data": config_dict(data),
+        "train": cfg["train"],
+        "seed": cfg["seed"],
+        "device": cfg["device"],
+    }
+    return Resolved(space, strategy, data, resolved)
+
+
+@dataclass
+class SearchResult:
+    genotype: Genotype
+    run_dir: Path
+    history: list[dict[str, Any]]
+
+
+def _default_out(cfg: dict[str, Any]) -> Path:
+    return Path("runs") / f"{cfg['space']['name']}-{cfg['strategy']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def search(
+    space: str | None = None,
+    strategy: str | None = None,
+    data: str | None = None,
+    *,
+    config: dict[str, Any] | None = None,
+    space_config: dict[str, Any] | None = None,
+    strategy_config: dict[str, Any] | None = None,
+    data_config: dict[str, Any] | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """Search ``space`` with ``strategy`` on ``data``; results land in the run folder ``out``.
+
+    ``resume=RUN_DIR`` continues a run from its last checkpoint with the config it was started with.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise DnasError(f"cannot resume: '{run_dir}' holds no config.yaml; is it a dnas run folder?")
+        cfg = load_config_file(run_dir / "config.yaml")
+    else:
+        cfg = merge_config(DEFAULTS, config or {})
+        overlay: dict[str, Any] = {}
+        for key, name, kw in (("space", space, space_config), ("strategy", strategy, strategy_config), ("data", data, data_config)):
+            section = dict(kw or {})
+            if name is not None:
+                section["name"] = name
+            if section:
+                overlay[key] = section
+        if seed is not None:
+            overlay["seed"] = seed
+        if device is not None:
+            overlay["device"] = device
+        cfg = merge_config(cfg, overlay)
+        run_dir = Path(out) if out is not None else _default_out(cfg)
+        if (run_dir / "checkpoint.pt").exists() or (run_dir / "genotype.yaml").exists():
+            raise DnasError(f"'{run_dir}' already holds a search; pass --resume {run_dir} to continue it, or choose another --out")
+    r = resolve(cfg)
+    dev = resolve_device(r.config["device"])
+    datasets = load_datasets(r.data) if "data" in r.strategy.needs else None
+    with Run(run_dir, progress=progress) as run:
+        if resume is None:
+            run.write_config(r.config)
+        torch.manual_seed(r.config["seed"])
+        task = datasets.task if datasets is not None else r.space.tiny_task
+        supernet = r.space.supernet(task).to(dev)
+        search_data = SearchData(datasets, r.data, seed=r.config["seed"]) if datasets is not None else None
+        genotype = r.strategy.search(supernet, search_data, run)
+        genotype.save(run.path("genotype.yaml"))
+        atomic_torch_save({k: v.detach().cpu() for k, v in supernet.named_arch_parameters()}, run.path("alphas.pt"))
+        run.log(f"genotype written to {run.path('genotype.yaml')}")
+        return SearchResult(genotype, run_dir, run.history())
+
+
+def train(
+    genotype: Genotype | str | Path,
+    data: str = "digits",
+    *,
+    train_config: dict[str, Any] | None = None,
+    space_config: dict[str, Any] | None = None,
+    data_config: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    out: str | Path | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Evaluation phase: build ``genotype``'s network (space options overridable, e.g. ``{"C": 36,
+    "layers": 20}``), train it from scratch on ``data`` and report top-1/top-5 on its test split."""
+    from dnas.train import TrainConfig, train_network
+
+    g = genotype if isinstance(genotype, Genotype) else load_genotype(genotype)
+    tcfg = make_config(TrainConfig, dict(train_config or {}), "train")
+    dcfg = make_config(DataConfig, {"name": data, **(data_config or {})}, "data")
+    space = create_space(g.space, **{**dict(g.config), **(space_config or {})})
+    datasets = load_datasets(dcfg)
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    model = space.build_network(g, datasets.task)
+    out_dir = Path(out) if out is not None else None
+    result = train_network(model, datasets, tcfg, dev, out=out_dir, log=log, seed=seed)
+    if out_dir is not None:
+        from dnas.run import atomic_write_text
+
+        g.save(out_dir / "genotype.yaml")
+        atomic_write_text(
+            out_dir / "config.yaml",
+            yaml.safe_dump({"space": {"name": space.name, **space.config_dict()}, "data": config_dict(dcfg),
+                            "train": config_dict(tcfg), "seed": seed, "device": device}, sort_keys=False),
+        )
+    return result

@@ -1,0 +1,185 @@
+"""Datasets by name, the bilevel train/val split, and deterministic per-epoch loaders.
+
+Names: ``digits`` (scikit-learn's bundled 8x8 digits: the embedded default, no download),
+``synthetic`` (tiny, learnable, for tests), ``fashion-mnist``, ``cifar10``, ``cifar100``
+(torchvision format under ``data_dir``; downloaded only with ``download=True``), and
+``imagefolder:PATH``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from dnas.errors import DnasError
+from dnas.space import Task
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    data_dir: str = "data"
+    download: bool = False
+    batch_size: int = 64
+    train_portion: float = 0.5  # bilevel: first part trains w, the rest trains α (DARTS: halves)
+    subset: float = 1.0  # fraction of the training set used (CSNAS: 0.1)
+    augment: bool = True
+    num_workers: int = 0
+
+    def check(self):
+        if not 0 < self.train_portion < 1:
+            return "train_portion must be in (0, 1)"
+        if not 0 < self.subset <= 1:
+            return "subset must be in (0, 1]"
+        if self.batch_size < 1:
+            return "batch_size must be >= 1"
+        return None
+
+
+@dataclass
+class Datasets:
+    train: Dataset
+    test: Dataset
+    task: Task
+
+
+class TransformDataset(Dataset):
+    """Apply ``transform`` to the input of (x, y) pairs of another dataset."""
+
+    def __init__(self, base: Dataset, transform: Callable):
+        self.base, self.transform = base, transform
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return self.transform(x), y
+
+
+def _digits() -> Datasets:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = (x - 0.3) / 0.4  # roughly zero-mean, unit-variance
+    y = torch.tensor(d.target, dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))  # fixed split, 1437 / 360
+    n_test = len(y) // 5
+    test, train = perm[:n_test], perm[n_test:]
+    return Datasets(TensorDataset(x[train], y[train]), TensorDataset(x[test], y[test]), Task((1, 8, 8), 10))
+
+
+def synthetic_dataset(n_train: int = 256, n_test: int = 128, classes: int = 4, shape=(3, 8, 8), seed: int = 0) -> Datasets:
+    """Gaussian blobs around one random prototype image per class: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(classes, *shape, generator=g)
+
+    def make(n):
+        y = torch.randint(0, classes, (n,), generator=g)
+        return TensorDataset(protos[y] + 0.8 * torch.randn(n, *shape, generator=g), y)
+
+    return Datasets(make(n_train), make(n_test), Task(tuple(shape), classes))
+
+
+_TORCHVISION = {
+    "cifar10": ("CIFAR10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ("CIFAR100", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "fashion-mnist": ("FashionMNIST", (0.2860,), (0.3530,)),
+}
+
+
+def _torchvision(name: str, root: str, download: bool, augment: bool) -> Datasets:
+    import torchvision
+    from torchvision import transforms as T
+
+    cls_name, mean, std = _TORCHVISION[name]
+    cls = getattr(torchvision.datasets, cls_name)
+    size = 28 if name == "fashion-mnist" else 32
+    norm = [T.ToTensor(), T.Normalize(mean, std)]
+    aug = [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()] if augment and name != "fashion-mnist" else []
+    try:
+        train = cls(root, train=True, download=download, transform=T.Compose(aug + norm))
+        test = cls(root, train=False, download=download, transform=T.Compose(norm))
+    except RuntimeError:
+        raise DnasError(
+            f"dataset '{name}' not found under '{Path(root).resolve()}'; put it there (torchvision layout), "
+            f"pass --data-dir DIR, or add --download to fetch it"
+        ) from None
+    return Datasets(train, test, Task((len(mean), size, size), len(train.classes)))
+
+
+def _imagefolder(path: str) -> Datasets:
+    from torchvision import transforms as T
+    from torchvision.datasets import ImageFolder
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DnasError(f"image folder '{root}' not found; expected class sub-folders (or train/ and val/ inside)")
+    tf = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()])
+    if (root / "train").is_dir():
+        train, test = ImageFolder(root / "train", tf), ImageFolder(root / ("val" if (root / "val").is_dir() else "test"), tf)
+    else:
+        full = ImageFolder(root, tf)
+        perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(0)).tolist()
+        n_test = len(full) // 5
+        train, test = Subset(full, perm[n_test:]), Subset(full, perm[:n_test])
+        train.classes = full.classes
+    return Datasets(train, test, Task((3, 32, 32), len(getattr(train, "classes", full.classes))))
+
+
+def load_datasets(cfg: DataConfig) -> Datasets:
+    """The train and test sets of ``cfg.name`` and the task they define."""
+    name = cfg.name
+    if name == "digits":
+        return _digits()
+    if name == "synthetic":
+        return synthetic_dataset()
+    if name in _TORCHVISION:
+        return _torchvision(name, cfg.data_dir, cfg.download, cfg.augment)
+    if name.startswith("imagefolder:"):
+        return _imagefolder(name.split(":", 1)[1])
+    from dnas.registry import did_you_mean
+
+    known = ["digits", "synthetic", *_TORCHVISION, "imagefolder:PATH"]
+    raise DnasError(f"unknown dataset '{name}'{did_you_mean(name, known)}; choose one of: {', '.join(known)}")
+
+
+class SearchData:
+    """The bilevel split of a training set, served as (train batch, val batch) pairs per epoch.
+
+    Loader order depends only on (seed, epoch), so a resumed run sees the same batches.
+    """
+
+    def __init__(self, datasets: Datasets, cfg: DataConfig, seed: int = 0):
+        self.cfg, self.seed, self.task = cfg, seed, datasets.task
+        n = int(len(datasets.train) * cfg.subset)
+        perm = torch.randperm(len(datasets.train), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+        split = max(1, int(n * cfg.train_portion))
+        self.train = Subset(datasets.train, perm[:split])
+        self.val = Subset(datasets.train, perm[split:]) if split < n else self.train
+        self.test = datasets.test
+
+    def loader(self, ds: Dataset, epoch: int, salt: int, shuffle: bool = True) -> DataLoader:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2 + salt)
+        return DataLoader(
+            ds, batch_size=self.cfg.batch_size, shuffle=shuffle, generator=g, num_workers=self.cfg.num_workers,
+            drop_last=len(ds) > self.cfg.batch_size,
+        )
+
+    def steps_per_epoch(self) -> int:
+        return len(self.loader(self.train, 0, 0))
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Any, Any]]:
+        """(train, val) batch pairs; the val loader cycles if it is shorter."""
+        val_iter = iter(self.loader(self.val, epoch, 1))
+        for tb in self.loader(self.train, epoch, 0):
+            try:
+                vb = next(val_iter)
+            except StopIteration:
+                val_iter = iter(self.loader(self.val, epoch, 1))
+                vb = next(val_iter)
+            yield tb, vb

@@ -1,0 +1,156 @@
+"""Genotype: the discrete architecture as plain, frozen data (YAML/JSON, never ``eval``-ed).
+
+A genotype file looks like::
+
+    space: darts
+    version: 1
+    config: {C: 16, layers: 8, nodes: 4, ops: darts}
+    choices:
+      normal.node0.edge0: [sep_conv_3x3]
+      normal.node0.edge1: []          # edge not kept
+      ...
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import yaml
+
+from dnas.errors import DnasError
+
+GENOTYPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A discrete architecture of space ``space``: ``choices[decision] = tuple of chosen options``."""
+
+    space: str
+    choices: Mapping[str, tuple[str, ...]]
+    config: Mapping[str, Any] = field(default_factory=dict)
+    version: int = GENOTYPE_VERSION
+
+    def __post_init__(self):
+        object.__setattr__(self, "choices", MappingProxyType({k: tuple(v) for k, v in self.choices.items()}))
+        object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
+
+    def __getitem__(self, decision: str) -> tuple[str, ...]:
+        return self.choices[decision]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Genotype) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def replace(self, **kw) -> "Genotype":
+        d = dict(space=self.space, choices=dict(self.choices), config=dict(self.config), version=self.version)
+        d.update(kw)
+        return Genotype(**d)
+
+    # -- plain data -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "space": self.space,
+            "version": self.version,
+            "config": dict(self.config),
+            "choices": {k: list(v) for k, v in self.choices.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "genotype") -> "Genotype":
+        """Build from plain data, checking the shape (not the space: see :func:`load_genotype`)."""
+        if not isinstance(d, dict):
+            raise DnasError(f"{source}: expected a mapping with keys space, version, choices; got {type(d).__name__}")
+        missing = [k for k in ("space", "version", "choices") if k not in d]
+        if missing:
+            raise DnasError(f"{source}: missing key(s) {', '.join(missing)}; is this a dnas genotype file?")
+        extra = set(d) - {"space", "version", "config", "choices"}
+        if extra:
+            raise DnasError(f"{source}: unknown key(s) {', '.join(sorted(extra))}; allowed: space, version, config, choices")
+        if d["version"] != GENOTYPE_VERSION:
+            raise DnasError(
+                f"{source}: genotype version {d['version']!r} is not supported (this dnas reads version "
+                f"{GENOTYPE_VERSION}); upgrade dnas or re-derive the genotype"
+            )
+        if not isinstance(d["space"], str):
+            raise DnasError(f"{source}: 'space' must be a space name, got {d['space']!r}")
+        config = d.get("config") or {}
+        if not isinstance(config, dict):
+            raise DnasError(f"{source}: 'config' must be a mapping of the space's options")
+        choices = d["choices"]
+        if not isinstance(choices, dict):
+            raise DnasError(f"{source}: 'choices' must map decision names to lists of options")
+        clean = {}
+        for name, opts in choices.items():
+            if isinstance(opts, str):
+                opts = [opts]
+            if opts is None:
+                opts = []
+            if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts):
+                raise DnasError(f"{source}: decision '{name}' must list option names, got {opts!r}")
+            clean[str(name)] = tuple(opts)
+        return cls(space=d["space"], choices=clean, config=config, version=d["version"])
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def save(self, path: str | Path) -> Path:
+        """Write as YAML (or JSON if the suffix is ``.json``), atomically."""
+        from dnas.run import atomic_write_text
+
+        path = Path(path)
+        atomic_write_text(path, self.to_json() if path.suffix == ".json" else self.to_yaml())
+        return path
+
+
+def parse_genotype_text(text: str, source: str) -> Genotype:
+    try:
+        data = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DnasError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'YAML'} ({first})") from None
+    return Genotype.from_dict(data, source)
+
+
+def load_genotype(path: str | Path, validate: bool = True) -> Genotype:
+    """Read a genotype file (YAML or JSON), or a genotype shipped with dnas by name (``resnet18``).
+
+    With ``validate`` the genotype is checked against its space: the space must be registered and
+    every decision present with options the space has.
+    """
+    from dnas.genotypes import builtin_genotype_path
+
+    p = Path(path)
+    if not p.exists():
+        builtin = builtin_genotype_path(str(path))
+        if builtin is None:
+            raise DnasError(f"genotype file '{path}' not found (and no built-in genotype has that name)")
+        p = builtin
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DnasError(f"cannot read genotype file '{p}': {e}") from None
+    g = parse_genotype_text(text, str(p))
+    if validate:
+        validate_genotype(g, source=str(p))
+    return g
+
+
+def validate_genotype(g: Genotype, source: str = "genotype") -> None:
+    from dnas.registry import SPACES, create_space
+
+    if g.space not in SPACES:
+        SPACES.get(g.space)  # raises the standard unknown-space line
+    try:
+        space = create_space(g.space, **dict(g.config))
+        space.validate(g)
+    except DnasError as e:
+        raise DnasError(f"{source}: {e}") from None

@@ -1,0 +1,138 @@
+"""Operation factories: one table per op set, small modules (after DARTS ``cnn/operations.py``).
+
+Each factory is ``f(C, stride, affine) -> nn.Module`` mapping C channels to C channels.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, C_in, C_out, kernel, stride, padding, affine=True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class DilConv(nn.Sequential):
+    def __init__(self, C_in, C_out, kernel, stride, padding, dilation, affine=True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two stacked depthwise-separable convolutions (DARTS ``sep_conv``)."""
+
+    def __init__(self, C_in, C_out, kernel, stride, padding, affine=True):
+        super().__init__(
+            DilConv(C_in, C_in, kernel, stride, padding, 1, affine),
+            DilConv(C_in, C_out, kernel, 1, padding, 1, affine),
+        )
+
+
+class FactorizedConv(nn.Sequential):
+    """1xk then kx1 convolution (S_o ``conv_3x1_1x3``, ``conv_7x1_1x7``)."""
+
+    def __init__(self, C, k, stride, affine=True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, (1, k), stride=(1, stride), padding=(0, k // 2), bias=False),
+            nn.Conv2d(C, C, (k, 1), stride=(stride, 1), padding=(k // 2, 0), bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+
+class Bottleneck(nn.Sequential):
+    """1x1 reduce (C/4) -> 3x3 -> 1x1 expand, as in ResNet50's bottleneck (S_o ``bottleneck_1x3x1``)."""
+
+    def __init__(self, C, stride, affine=True):
+        mid = max(C // 4, 1)
+        super().__init__(
+            ReLUConvBN(C, mid, 1, 1, 0, affine),
+            ReLUConvBN(mid, mid, 3, stride, 1, affine),
+            ReLUConvBN(mid, C, 1, 1, 0, affine),
+        )
+
+
+class Zero(nn.Module):
+    """The ``none`` op. Mixed ops skip it (its output is 0), so it costs nothing there."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        x = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+        return torch.zeros_like(x)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the resolution with two offset stride-2 1x1 convolutions (DARTS)."""
+
+    def __init__(self, C_in, C_out, affine=True):
+        super().__init__()
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out - C_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x):
+        x = self.relu(x)
+        y = x[:, :, 1:, 1:] if x.shape[-1] > 1 else x
+        a = self.conv_1(x)
+        b = self.conv_2(y)
+        if b.shape[-2:] != a.shape[-2:]:  # odd sizes: pad the shifted branch
+            b = nn.functional.pad(b, (0, a.shape[-1] - b.shape[-1], 0, a.shape[-2] - b.shape[-2]))
+        return self.bn(torch.cat([a, b], dim=1))
+
+
+def _pool(kind: str, C: int, stride: int, affine: bool) -> nn.Module:
+    pool = (
+        nn.MaxPool2d(3, stride=stride, padding=1)
+        if kind == "max"
+        else nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+    )
+    return pool
+
+
+def _skip(C, stride, affine):
+    return nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine)
+
+
+Factory = Callable[[int, int, bool], nn.Module]
+
+#: DARTS space S (K = 7 + ``none``), FORMULAS "Space S".
+DARTS_OPS: dict[str, Factory] = {
+    "none": lambda C, s, affine: Zero(s),
+    "max_pool_3x3": lambda C, s, affine: _pool("max", C, s, affine),
+    "avg_pool_3x3": lambda C, s, affine: _pool("avg", C, s, affine),
+    "skip_connect": _skip,
+    "sep_conv_3x3": lambda C, s, affine: SepConv(C, C, 3, s, 1, affine),
+    "sep_conv_5x5": lambda C, s, affine: SepConv(C, C, 5, s, 2, affine),
+    "dil_conv_3x3": lambda C, s, affine: DilConv(C, C, 3, s, 2, 2, affine),
+    "dil_conv_5x5": lambda C, s, affine: DilConv(C, C, 5, s, 4, 2, affine),
+}
+
+#: D-DARTS/DARTOpti space S_o: S without ``none`` plus five ResNet/Xception-style ops (12 ops).
+S_O_OPS: dict[str, Factory] = {
+    **{k: v for k, v in DARTS_OPS.items() if k != "none"},
+    "conv_3x1_1x3": lambda C, s, affine: FactorizedConv(C, 3, s, affine),
+    "conv_7x1_1x7": lambda C, s, affine: FactorizedConv(C, 7, s, affine),
+    "simple_conv_1x1": lambda C, s, affine: ReLUConvBN(C, C, 1, s, 0, affine),
+    "simple_conv_3x3": lambda C, s, affine: ReLUConvBN(C, C, 3, s, 1, affine),
+    "bottleneck_1x3x1": lambda C, s, affine: Bottleneck(C, s, affine),
+}
+
+CNN_OP_SETS: dict[str, dict[str, Factory]] = {"darts": DARTS_OPS, "darts-o": S_O_OPS}
+
+#: ops whose search-time output gets a parameter-free BatchNorm (DARTS MixedOp does this for pools)
+POOLS = ("max_pool_3x3", "avg_pool_3x3")

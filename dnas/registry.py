@@ -1,0 +1,106 @@
+"""Registries: register by decorator, look up by string (as timm's ``register_model``).
+
+Example:
+    >>> from dnas import register_space, SearchSpace
+    >>> @register_space("my-space")
+    ... class MySpace(SearchSpace): ...
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import warnings
+from typing import Any, Callable, Generic, TypeVar
+
+from dnas.errors import DnasError
+
+T = TypeVar("T")
+
+
+def did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class Registry(Generic[T]):
+    """A name -> object table with a clear error for unknown names."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            if name in self._items and self._items[name] is not obj:
+                warnings.warn(f"{self.kind} '{name}' was registered twice; the later one wins", stacklevel=2)
+            self._items[name] = obj
+            if isinstance(obj, type):
+                obj.name = name
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise DnasError(
+                f"unknown {self.kind} '{name}'{did_you_mean(name, self._items)}; "
+                f"choose one of: {', '.join(sorted(self._items))}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+
+SPACES: Registry[type] = Registry("space")
+STRATEGIES: Registry[type] = Registry("strategy")
+PARSERS: Registry[Callable] = Registry("parser")
+
+
+def register_space(name: str):
+    """Class decorator: make a :class:`~dnas.space.SearchSpace` available as ``create_space(name)``."""
+    return SPACES.register(name)
+
+
+def register_strategy(name: str):
+    """Class decorator: make a :class:`~dnas.strategy.Strategy` available as ``create_strategy(name)``."""
+    return STRATEGIES.register(name)
+
+
+def register_parser(name: str):
+    """Function decorator: a parser maps (decisions, relaxed weights) to discrete choices."""
+    return PARSERS.register(name)
+
+
+def create_space(name: str, **config: Any):
+    """Build a registered space; ``None`` values keep the space's defaults."""
+    return SPACES.get(name)(**{k: v for k, v in config.items() if v is not None})
+
+
+def create_strategy(name: str, **config: Any):
+    """Build a registered strategy; ``None`` values keep the strategy's defaults."""
+    return STRATEGIES.get(name)(**{k: v for k, v in config.items() if v is not None})
+
+
+def list_spaces() -> list[str]:
+    return SPACES.names()
+
+
+def list_strategies() -> list[str]:
+    return STRATEGIES.names()
+
+
+def list_parsers() -> list[str]:
+    return PARSERS.names()
+
+
+def load_plugin(module: str) -> None:
+    """Import a user module whose import registers spaces or strategies (``dnas --plugin mymod``)."""
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise DnasError(f"cannot import plugin module '{module}': {e}; is it on PYTHONPATH?") from None

@@ -1,0 +1,148 @@
+"""The run folder: config, checkpoints (atomic), history (JSONL), final results, and a lock."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from dnas.errors import DnasError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def safe_torch_load(path: Path, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain data only, never pickled code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DnasError(f"{what} '{path}' not found") from None
+    except Exception as e:  # corrupt, truncated, or holding objects weights_only refuses
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DnasError(f"{what} '{path}' cannot be loaded safely ({msg[:160]}); it is corrupt or not a dnas file") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Run:
+    """One run folder. Holds a lock while open so two searches never interleave in it."""
+
+    def __init__(self, directory: str | Path, progress: bool = True):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self._lock = self.dir / "run.lock"
+        self._acquire()
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    # -- lock ---------------------------------------------------------------------------------
+    def _acquire(self) -> None:
+        for _ in range(2):
+            try:
+                fd = os.open(self._lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self._lock.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _pid_alive(pid):
+                    raise DnasError(
+                        f"run folder '{self.dir}' is in use by process {pid}; wait for it to finish or choose another --out"
+                    ) from None
+                self._lock.unlink(missing_ok=True)  # stale lock of a dead process
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return
+
+    def close(self) -> None:
+        self._lock.unlink(missing_ok=True)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- files --------------------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def log(self, message: str) -> None:
+        self.console.print(message)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.path("config.yaml"), yaml.safe_dump(config, sort_keys=False))
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_torch_save(state, self.path("checkpoint.pt"))
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        p = self.path("checkpoint.pt")
+        return safe_torch_load(p) if p.exists() else None
+
+    def append_history(self, record: dict[str, Any]) -> None:
+        with open(self.path("history.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def history(self) -> list[dict[str, Any]]:
+        return read_history(self.dir)
+
+    def truncate_history(self, epochs: int) -> None:
+        """Keep the records of the first ``epochs`` epochs (those the checkpoint covers)."""
+        kept = [r for r in self.history() if r.get("epoch", 0) <= epochs]
+        atomic_write_text(self.path("history.jsonl"), "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    p = Path(run_dir) / "history.jsonl"
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line from a crash
+    return out

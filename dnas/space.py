@@ -1,0 +1,131 @@
+"""Decision and SearchSpace: what can be chosen, and how to build supernets and networks from it."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import torch
+
+from dnas.config import config_dict, make_config
+from dnas.errors import DnasError
+from dnas.genotype import Genotype
+from dnas.registry import did_you_mean
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from dnas.supernet import Supernet
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One choice point with a stable name.
+
+    Attributes:
+        name: stable id, e.g. ``normal.node2.edge1``, ``projector.layer3``, ``block7``.
+        options: the op names it chooses among.
+        group: decisions that compete (a node's incoming edges, for "keep top-k edges").
+        cell: the cell it lives in (for the distance metric and per-cell α groups).
+        max_options: most options a discrete choice may keep (an edge may keep several ops).
+        min_options: fewest (0 = the decision may be dropped, as an edge not kept).
+    """
+
+    name: str
+    options: tuple[str, ...]
+    group: str | None = None
+    cell: str | None = None
+    max_options: int = 1
+    min_options: int = 1
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the data looks like: enough to size a network. ``num_classes = 0`` for unlabelled data."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int = 0
+    two_views: bool = False
+
+
+class SearchSpace:
+    """Base class of a registered space (``@register_space("name")``).
+
+    A subclass defines ``Config`` (a dataclass of its hyper-parameters), :meth:`decisions`,
+    :meth:`supernet` and :meth:`build_network`; it may override :meth:`validate` and
+    :meth:`random_genotype` when its decisions are constrained (e.g. two edges per node).
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    #: capabilities a strategy may need: "labels" (supervised loss), "cells" (ablation, arch_groups),
+    #: "data" (needs a dataset; data-free spaces leave it out), "alpha" (has architecture parameters)
+    offers: ClassVar[frozenset[str]] = frozenset({"labels", "data", "alpha"})
+    default_parser: ClassVar[str] = "argmax"
+    #: a tiny configuration for tests and the conformance suite
+    tiny_config: ClassVar[dict[str, Any]] = {}
+    tiny_task: ClassVar[Task] = Task((1, 8, 8), 4)
+
+    def __init__(self, **config: Any):
+        self.config = make_config(self.Config, config, f"space '{self.name}'")
+
+    # -- to implement -------------------------------------------------------------------------
+    def decisions(self) -> list[Decision]:
+        raise NotImplementedError
+
+    def supernet(self, task: Task) -> "Supernet":
+        raise NotImplementedError
+
+    def build_network(self, genotype: Genotype, task: Task) -> "nn.Module":
+        raise NotImplementedError
+
+    # -- shared behaviour ---------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        return config_dict(self.config)
+
+    def genotype(self, choices: dict[str, Sequence[str]]) -> Genotype:
+        return Genotype(space=self.name, choices=choices, config=self.config_dict())
+
+    def validate(self, genotype: Genotype) -> None:
+        """Fail in one line if ``genotype`` does not fit this space."""
+        if genotype.space != self.name:
+            raise DnasError(f"genotype is for space '{genotype.space}', not '{self.name}'")
+        decisions = {d.name: d for d in self.decisions()}
+        for name in genotype.choices:
+            if name not in decisions:
+                raise DnasError(f"decision '{name}' does not exist in space '{self.name}'{did_you_mean(name, decisions)}")
+        for name, d in decisions.items():
+            if name not in genotype.choices:
+                raise DnasError(f"decision '{name}' is missing; every decision of space '{self.name}' needs a choice")
+            chosen = genotype.choices[name]
+            for op in chosen:
+                if op not in d.options:
+                    raise DnasError(
+                        f"op '{op}' at '{name}' is not in space '{self.name}'{did_you_mean(op, d.options)}; "
+                        f"options: {', '.join(d.options)}"
+                    )
+            if not d.min_options <= len(chosen) <= d.max_options:
+                raise DnasError(
+                    f"'{name}' keeps {len(chosen)} option(s); space '{self.name}' allows "
+                    f"{d.min_options} to {d.max_options}"
+                )
+
+    def random_genotype(self, rng: random.Random) -> Genotype:
+        """A uniformly random valid genotype (one option per decision); constrained spaces override."""
+        return self.genotype({d.name: [rng.choice(d.options)] for d in self.decisions()})
+
+    def example_batch(self, task: Task, batch_size: int = 4, generator: torch.Generator | None = None):
+        """A batch shaped like this space's data, for the conformance suite."""
+        x = torch.randn(batch_size, *task.input_shape, generator=generator)
+        if task.two_views:
+            x2 = x + 0.1 * torch.randn(x.shape, generator=generator)
+            return (x, x2), torch.zeros(batch_size, dtype=torch.long)
+        y = torch.randint(0, max(task.num_classes, 1), (batch_size,), generator=generator)
+        return x, y
+
+    def space_size(self) -> float:
+        """Number of discrete architectures, counting one option per decision (log-scale friendly)."""
+        n = 1.0
+        for d in self.decisions():
+            n *= len(d.options)
+        return n

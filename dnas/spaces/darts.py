@@ -1,0 +1,286 @@
+"""The DARTS CIFAR cell space (Liu et al., ICLR 2019), shared normal/reduce cells or one α per cell.
+
+A cell has 2 input nodes and ``nodes`` intermediate nodes; node i receives one edge from each of
+the 2 + i earlier states; the output concatenates the intermediate nodes. Reductions sit at 1/3
+and 2/3 of the depth. With ``individual=True`` every cell has its own α (the D-DARTS layout).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from dnas.errors import DnasError
+from dnas.genotype import Genotype
+from dnas.ops import CNN_OP_SETS, POOLS, FactorizedReduce, ReLUConvBN
+from dnas.registry import register_space
+from dnas.space import Decision, SearchSpace, Task
+from dnas.supernet import Supernet
+
+
+@dataclass
+class DartsConfig:
+    C: int = 16  # initial channels
+    layers: int = 8  # number of cells
+    nodes: int = 4  # intermediate nodes per cell (L)
+    stem_multiplier: int = 3
+    ops: Literal["darts", "darts-o"] = "darts"  # S (8 ops with none) or S_o (12 ops)
+    individual: bool = False  # one α per cell (D-DARTS) instead of shared normal/reduce
+    auxiliary: bool = True  # evaluation network: auxiliary head at 2/3 depth
+
+    def check(self):
+        if self.C < 1 or self.layers < 1 or self.nodes < 1 or self.stem_multiplier < 1:
+            return "C, layers, nodes and stem_multiplier must be positive"
+        return None
+
+
+class MixedOp(nn.Module):
+    """One edge of the supernet: Σ_k w_k · o_k(x)."""
+
+    def __init__(self, C: int, stride: int, op_names: tuple[str, ...], table):
+        super().__init__()
+        self.active = [i for i, n in enumerate(op_names) if n != "none"]  # `none` adds exactly 0: skipped
+        self.ops = nn.ModuleList()
+        for n in op_names:
+            op = table[n](C, stride, False)
+            if n in POOLS:
+                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+            self.ops.append(op)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        # DARTS eq. (2.7): ō(x) = Σ_k w_k o_k(x), w = softmax(α) (or σ(α) for FairDARTS)
+        out = w[self.active[0]] * self.ops[self.active[0]](x)
+        for i in self.active[1:]:
+            out = out + w[i] * self.ops[i](x)
+        return out
+
+
+def _preprocess(C_pp, C_p, C, reduction_prev, affine):
+    pre0 = FactorizedReduce(C_pp, C, affine) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0, affine)
+    return pre0, ReLUConvBN(C_p, C, 1, 1, 0, affine)
+
+
+class SearchCell(nn.Module):
+    def __init__(self, nodes, C_pp, C_p, C, reduction, reduction_prev, op_names, table):
+        super().__init__()
+        self.nodes, self.reduction = nodes, reduction
+        self.pre0, self.pre1 = _preprocess(C_pp, C_p, C, reduction_prev, affine=False)
+        self.edges = nn.ModuleList(
+            MixedOp(C, 2 if reduction and j < 2 else 1, op_names, table) for i in range(nodes) for j in range(2 + i)
+        )
+
+    def forward(self, s0, s1, weights):
+        states = [self.pre0(s0), self.pre1(s1)]
+        e = 0
+        for _ in range(self.nodes):
+            node = self.edges[e](states[0], weights[e])
+            for j in range(1, len(states)):
+                node = node + self.edges[e + j](states[j], weights[e + j])
+            e += len(states)
+            states.append(node)
+        return torch.cat(states[2:], dim=1)
+
+
+def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Drop a whole path per sample with probability p, rescaling the kept ones (DARTS drop-path)."""
+    keep = 1.0 - p
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
+class EvalCell(nn.Module):
+    def __init__(self, key, choices, nodes, C_pp, C_p, C, reduction, reduction_prev, table):
+        super().__init__()
+        self.nodes = nodes
+        self.pre0, self.pre1 = _preprocess(C_pp, C_p, C, reduction_prev, affine=True)
+        self.ops = nn.ModuleList()
+        self.wiring: list[tuple[int, int, bool]] = []  # (node, source state, is identity)
+        for i in range(nodes):
+            for j in range(2 + i):
+                for name in choices[f"{key}.node{i}.edge{j}"]:
+                    op = table[name](C, 2 if reduction and j < 2 else 1, True)
+                    self.ops.append(op)
+                    self.wiring.append((i, j, isinstance(op, nn.Identity)))
+
+    def forward(self, s0, s1, drop_prob: float = 0.0):
+        states, k = [self.pre0(s0), self.pre1(s1)], 0
+        for i in range(self.nodes):  # wiring is ordered by node
+            node = None
+            while k < len(self.wiring) and self.wiring[k][0] == i:
+                _, j, identity = self.wiring[k]
+                y = self.ops[k](states[j])
+                if self.training and drop_prob > 0 and not identity:
+                    y = drop_path(y, drop_prob)
+                node = y if node is None else node + y
+                k += 1
+            states.append(node)
+        return torch.cat(states[2:], dim=1)
+
+
+class AuxiliaryHead(nn.Sequential):
+    """DARTS auxiliary classifier at 2/3 depth (adaptive pooling so any input size works)."""
+
+    def __init__(self, C, num_classes):
+        super().__init__(
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(768, num_classes),
+        )
+
+
+def _stack(space: "DartsSpace", task: Task, make_cell):
+    """Stem and cells shared by the supernet and the evaluation network."""
+    cfg = space.config
+    C_curr = cfg.stem_multiplier * cfg.C
+    stem = nn.Sequential(nn.Conv2d(task.input_shape[0], C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+    C_pp, C_p, C_curr = C_curr, C_curr, cfg.C
+    cells, reduction_prev, channels = nn.ModuleList(), False, []
+    for i in range(cfg.layers):
+        reduction = i in space.reduction_layers()
+        C_curr = C_curr * 2 if reduction else C_curr
+        cells.append(make_cell(i, C_pp, C_p, C_curr, reduction, reduction_prev))
+        reduction_prev = reduction
+        C_pp, C_p = C_p, cfg.nodes * C_curr
+        channels.append(C_p)
+    return stem, cells, channels
+
+
+class DartsSupernet(Supernet):
+    def __init__(self, space: "DartsSpace", task: Task):
+        super().__init__(space, task)
+        cfg, table = space.config, CNN_OP_SETS[space.config.ops]
+        ops = tuple(table)
+        self.stem, self.cells, channels = _stack(
+            space, task, lambda i, C_pp, C_p, C, red, red_prev: SearchCell(cfg.nodes, C_pp, C_p, C, red, red_prev, ops, table)
+        )
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels[-1], task.num_classes)
+        self.cell_keys = [space.cell_key(i) for i in range(cfg.layers)]
+        for key in space.cell_keys():
+            self.add_alpha(key, space.cell_decisions(key))  # DARTS init: 1e-3 · N(0, 1)
+        self._ablated: int | None = None
+
+    def forward(self, x):
+        weights = {k: self.mixing_weights(k) for k in self.alphas}
+        s0 = s1 = self.stem(x)
+        for cell, key in zip(self.cells, self.cell_keys):
+            s0, s1 = s1, cell(s0, s1, weights[key])
+        return self.classifier(self.gap(s1).flatten(1))
+
+    def arch_groups(self):
+        return {k: [a] for k, a in self.alphas.items()}
+
+    def num_cells(self) -> int:
+        return len(self.cells)
+
+
+class DartsNetwork(nn.Module):
+    """The evaluation network of a genotype (DARTS NetworkCIFAR): logits, plus aux logits in training."""
+
+    def __init__(self, space: "DartsSpace", genotype: Genotype, task: Task):
+        super().__init__()
+        cfg, table = space.config, CNN_OP_SETS[space.config.ops]
+        self.stem, self.cells, channels = _stack(
+            space,
+            task,
+            lambda i, C_pp, C_p, C, red, red_prev: EvalCell(
+                space.cell_key(i), genotype.choices, cfg.nodes, C_pp, C_p, C, red, red_prev, table
+            ),
+        )
+        self.aux_at = 2 * cfg.layers // 3
+        self.aux = AuxiliaryHead(channels[self.aux_at], task.num_classes) if cfg.auxiliary and cfg.layers > 2 else None
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels[-1], task.num_classes)
+        self.drop_path_prob = 0.0
+
+    def forward(self, x):
+        aux = None
+        s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_at and self.aux is not None and self.training:
+                aux = self.aux(s1)
+        logits = self.classifier(self.gap(s1).flatten(1))
+        return (logits, aux) if aux is not None else logits
+
+
+@register_space("darts")
+class DartsSpace(SearchSpace):
+    """DARTS CNN cells. Decisions are edges ``<cell>.node<i>.edge<j>`` (j = source state)."""
+
+    Config = DartsConfig
+    default_parser = "darts"
+    tiny_config = dict(C=4, layers=3, nodes=2)
+    tiny_task = Task((3, 8, 8), 4)
+
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        return tuple(CNN_OP_SETS[self.config.ops])
+
+    def reduction_layers(self) -> set[int]:
+        n = self.config.layers
+        return {n // 3, 2 * n // 3}
+
+    def cell_key(self, i: int) -> str:
+        if self.config.individual:
+            return f"cell{i}"
+        return "reduce" if i in self.reduction_layers() else "normal"
+
+    def cell_keys(self) -> list[str]:
+        return list(dict.fromkeys(self.cell_key(i) for i in range(self.config.layers)))
+
+    def cell_decisions(self, key: str) -> list[Decision]:
+        opts, nodes = self.op_names, self.config.nodes
+        return [
+            Decision(f"{key}.node{i}.edge{j}", opts, group=f"{key}.node{i}", cell=key, max_options=len(opts), min_options=0)
+            for i in range(nodes)
+            for j in range(2 + i)
+        ]
+
+    def decisions(self) -> list[Decision]:
+        return [d for key in self.cell_keys() for d in self.cell_decisions(key)]
+
+    def supernet(self, task: Task) -> DartsSupernet:
+        return DartsSupernet(self, task)
+
+    def build_network(self, genotype: Genotype, task: Task) -> DartsNetwork:
+        self.validate(genotype)
+        return DartsNetwork(self, genotype, task)
+
+    def validate(self, genotype: Genotype) -> None:
+        super().validate(genotype)
+        for key in self.cell_keys():
+            for i in range(self.config.nodes):
+                if not any(genotype.choices[f"{key}.node{i}.edge{j}"] for j in range(2 + i)):
+                    raise DnasError(f"node '{key}.node{i}' has no incoming op; every node needs at least one")
+                if any("none" in genotype.choices[f"{key}.node{i}.edge{j}"] for j in range(2 + i)):
+                    raise DnasError(f"'{key}.node{i}' keeps the 'none' op; drop the edge instead (an empty list)")
+
+    def random_genotype(self, rng: random.Random) -> Genotype:
+        """Uniform over DARTS cells: per node 2 distinct incoming edges, one non-``none`` op each."""
+        ops = [o for o in self.op_names if o != "none"]
+        choices = {}
+        for key in self.cell_keys():
+            for i in range(self.config.nodes):
+                kept = set(rng.sample(range(2 + i), min(2, 2 + i)))
+                for j in range(2 + i):
+                    choices[f"{key}.node{i}.edge{j}"] = [rng.choice(ops)] if j in kept else []
+        return self.genotype(choices)
+
+    def space_size(self) -> float:
+        """Eq. (4.1): s(K, L) = Π_{i=1..L} ((i+1)i/2) · K² per distinct cell (K = ops without none)."""
+        K = len([o for o in self.op_names if o != "none"])
+        per_cell = 1.0
+        for i in range(1, self.config.nodes + 1):
+            per_cell *= (i + 1) * i / 2 * K**2
+        return per_cell ** len(self.cell_keys())

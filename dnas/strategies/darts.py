@@ -1,0 +1,68 @@
+"""DARTS (Liu et al., ICLR 2019): bilevel search, first or second order."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from dnas.registry import register_strategy
+from dnas.strategy import GradientConfig, GradientStrategy, Optimizers
+
+
+@dataclass
+class DartsConfig(GradientConfig):
+    order: Literal[1, 2] = 1  # 2 = unrolled second-order approximation, eq. (2.9)
+    xi: float | None = None  # virtual step size ξ; None = the current weight learning rate (as DARTS)
+
+
+def unrolled_arch_grads(strategy: GradientStrategy, supernet, train_batch: Any, val_batch: Any, xi: float):
+    """DARTS eq. (2.9): ∇_α L_val(w', α) − ξ ∇²_{α,w} L_train(w, α) ∇_{w'} L_val(w', α),
+    w' = w − ξ ∇_w L_train(w, α); the Hessian-vector product by central finite differences with
+    ε = 0.01 / ‖∇_{w'} L_val‖. The weights are restored bit for bit afterwards."""
+    weights = [p for p in supernet.weight_parameters() if p.requires_grad]
+    alphas = supernet.arch_parameters()
+    backup = [w.detach().clone() for w in weights]
+    g_train = torch.autograd.grad(supernet.loss(train_batch)["loss"], weights, allow_unused=True)
+    with torch.no_grad():
+        for w, g in zip(weights, g_train):
+            if g is not None:
+                w.sub_(xi * g)  # w' = w − ξ ∇_w L_train(w, α)
+    total, metrics = strategy.arch_loss(supernet, val_batch)
+    grads = torch.autograd.grad(total, alphas + weights, allow_unused=True)
+    d_alpha = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads[: len(alphas)])]
+    d_w = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads[len(alphas) :])]
+    eps = 0.01 / torch.sqrt(sum((g * g).sum() for g in d_w)).clamp_min(1e-12)
+
+    def alpha_grad_at(sign: float):
+        with torch.no_grad():
+            for w, b, v in zip(weights, backup, d_w):
+                w.copy_(b + sign * eps * v)  # w± = w ± ε ∇_{w'} L_val
+        gs = torch.autograd.grad(supernet.loss(train_batch)["loss"], alphas, allow_unused=True)
+        return [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, gs)]
+
+    g_plus, g_minus = alpha_grad_at(1.0), alpha_grad_at(-1.0)
+    with torch.no_grad():
+        for w, b in zip(weights, backup):
+            w.copy_(b)
+    hvp = [(p - m) / (2 * eps) for p, m in zip(g_plus, g_minus)]
+    return [da - xi * h for da, h in zip(d_alpha, hvp)], metrics
+
+
+@register_strategy("darts")
+class Darts(GradientStrategy):
+    """Bilevel DARTS (eq. 2.8): α on the val half, w on the train half; softmax relaxation."""
+
+    Config = DartsConfig
+    needs = frozenset({"alpha", "data"})
+
+    def arch_step(self, supernet, train_batch, val_batch, opt: Optimizers):
+        if self.config.order == 1:
+            return super().arch_step(supernet, train_batch, val_batch, opt)
+        xi = self.config.xi if self.config.xi is not None else opt.weights.param_groups[0]["lr"]
+        grads, metrics = unrolled_arch_grads(self, supernet, train_batch, val_batch, xi)
+        for a, g in zip(supernet.arch_parameters(), grads):
+            a.grad = g
+        for o in opt.arch.values():
+            o.step()
+        return metrics

@@ -1,0 +1,282 @@
+"""Strategy base and THE search loop shared by every gradient strategy.
+
+A gradient strategy contributes its α step, its weight step and its named loss terms; the loop
+owns epochs, progress, history, checkpoints and resume (as timm's one ``train.py``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from dnas.config import make_config
+from dnas.errors import DnasError
+
+if TYPE_CHECKING:
+    from dnas.data import SearchData
+    from dnas.genotype import Genotype
+    from dnas.run import Run
+    from dnas.space import SearchSpace
+    from dnas.supernet import Supernet
+
+
+class Strategy:
+    """Base of a registered strategy (``@register_strategy("name")``)."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    #: what the strategy needs from a space (see ``SearchSpace.offers``)
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, **config: Any):
+        self.config = make_config(self.Config, config, f"strategy '{self.name}'")
+
+    def check_compatible(self, space: "SearchSpace") -> None:
+        missing = sorted(self.needs - space.offers)
+        if missing:
+            raise DnasError(
+                f"strategy '{self.name}' needs {', '.join(missing)}, which space '{space.name}' does not offer; "
+                f"pick another strategy for this space"
+            )
+
+    def search(self, supernet: "Supernet", data: "SearchData", run: "Run") -> "Genotype":
+        raise NotImplementedError
+
+
+@dataclass
+class GradientConfig:
+    """Defaults: DARTS CIFAR-10 search (FORMULAS, DARTS "Search defaults")."""
+
+    epochs: int = 50
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    a_lr: float = 3e-4
+    a_betas: tuple[float, float] = (0.5, 0.999)
+    a_weight_decay: float = 1e-3
+    warmup_epochs: int = 0  # epochs in which only the weights train (α frozen)
+    parser: str | None = None  # None: the space's default parser
+
+    def check(self):
+        if self.epochs < 0 or self.warmup_epochs < 0:
+            return "epochs and warmup_epochs must be >= 0"
+        if self.w_lr <= 0 or self.a_lr < 0:
+            return "learning rates must be positive"
+        return None
+
+
+@dataclass
+class Optimizers:
+    weights: torch.optim.Optimizer
+    arch: dict[str, torch.optim.Optimizer]
+    schedule: torch.optim.lr_scheduler.LRScheduler
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "weights": self.weights.state_dict(),
+            "arch": {k: o.state_dict() for k, o in self.arch.items()},
+            "schedule": self.schedule.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.weights.load_state_dict(state["weights"])
+        for k, o in self.arch.items():
+            o.load_state_dict(state["arch"][k])
+        self.schedule.load_state_dict(state["schedule"])
+
+
+def _batch_size(batch: Any) -> int:
+    x = batch[0]
+    while isinstance(x, (tuple, list)):
+        x = x[0]
+    return int(x.shape[0])
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, device) for b in batch)
+    return batch
+
+
+class GradientStrategy(Strategy):
+    """Bilevel first-order search by default: an α step on a val batch, then a weight step on a
+    train batch. Subclasses override :meth:`arch_step`, :meth:`loss_terms`, or :attr:`relaxation`."""
+
+    Config = GradientConfig
+    needs = frozenset({"alpha", "data"})
+    relaxation: ClassVar[str] = "softmax"
+
+    # -- hooks --------------------------------------------------------------------------------
+    def optimizers(self, supernet: "Supernet") -> Optimizers:
+        c = self.config
+        w = torch.optim.SGD(supernet.weight_parameters(), c.w_lr, momentum=c.w_momentum, weight_decay=c.w_weight_decay)
+        arch = {
+            k: torch.optim.Adam(ps, lr=c.a_lr, betas=tuple(c.a_betas), weight_decay=c.a_weight_decay)
+            for k, ps in supernet.arch_groups().items()
+        }
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w, max(c.epochs, 1), eta_min=c.w_lr_min)
+        return Optimizers(w, arch, sched)
+
+    def loss_terms(self, supernet: "Supernet") -> dict[str, torch.Tensor]:
+        """Named regularisers added to the α loss (e.g. FairDARTS' zero-one loss). None here."""
+        return {}
+
+    def arch_loss(self, supernet: "Supernet", batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = supernet.loss(batch)
+        terms = self.loss_terms(supernet)
+        total = out["loss"] + sum(terms.values()) if terms else out["loss"]
+        metrics = {f"val_{k}": v.detach() for k, v in out.items()}
+        metrics.update({k: v.detach() for k, v in terms.items()})
+        return total, metrics
+
+    def arch_step(self, supernet: "Supernet", train_batch: Any, val_batch: Any, opt: Optimizers) -> dict[str, torch.Tensor]:
+        """First order: ∇_α L_val(w, α) at the current w (DARTS, first-order approximation)."""
+        total, metrics = self.arch_loss(supernet, val_batch)
+        alphas = supernet.arch_parameters()
+        for a, g in zip(alphas, torch.autograd.grad(total, alphas)):
+            a.grad = g
+        for o in opt.arch.values():
+            o.step()
+        return metrics
+
+    def weight_step(self, supernet: "Supernet", batch: Any, opt: Optimizers) -> dict[str, torch.Tensor]:
+        """∇_w L_train(w, α), clipped, one SGD step; α receive no gradient."""
+        opt.weights.zero_grad(set_to_none=True)
+        out = supernet.loss(batch)
+        weights = [p for p in supernet.weight_parameters() if p.requires_grad]
+        out["loss"].backward(inputs=weights)
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(weights, self.config.grad_clip)
+        opt.weights.step()
+        return {f"train_{k}": v.detach() for k, v in out.items()}
+
+    def step(self, supernet, train_batch, val_batch, epoch: int, opt: Optimizers) -> dict[str, torch.Tensor]:
+        metrics = {}
+        if epoch >= self.config.warmup_epochs:
+            metrics.update(self.arch_step(supernet, train_batch, val_batch, opt))
+        metrics.update(self.weight_step(supernet, train_batch, opt))
+        return metrics
+
+    def epoch_metrics(self, supernet: "Supernet", history: list[dict[str, Any]]) -> dict[str, Any]:
+        """Extra per-epoch numbers for the history (dominant ops, distances...). None here."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def should_stop(self, history: list[dict[str, Any]]) -> str | None:
+        """A reason to stop early, or None."""
+        return None
+
+    # -- the loop -----------------------------------------------------------------------------
+    def search(self, supernet: "Supernet", data: "SearchData", run: "Run") -> "Genotype":
+        return search_loop(self, supernet, data, run)
+
+
+def alpha_snapshot(supernet: "Supernet") -> dict[str, list]:
+    w = supernet.decision_weights()
+    return {k: [round(float(x), 6) for x in v] for k, v in w.items()}
+
+
+def _check_finite(metrics: dict[str, torch.Tensor], supernet: "Supernet", epoch: int) -> None:
+    for k, v in metrics.items():
+        if isinstance(v, torch.Tensor) and not torch.isfinite(v).all():
+            raise DnasError(f"'{k}' became {float(v)} at epoch {epoch + 1}; lower the learning rates or check the data")
+    for name, a in supernet.named_arch_parameters():
+        if not torch.isfinite(a).all():
+            raise DnasError(f"α '{name}' became non-finite at epoch {epoch + 1}; lower a_lr")
+
+
+def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchData", run: "Run") -> "Genotype":
+    """Epochs of ``strategy.step`` over (train, val) batch pairs, with history, checkpoints, resume."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cfg = strategy.config
+    supernet.relaxation = strategy.relaxation
+    device = next(supernet.parameters()).device
+    opt = strategy.optimizers(supernet)
+    start = 0
+    ckpt = run.load_checkpoint()
+    if ckpt is not None:
+        supernet.load_state_dict(ckpt["supernet"])
+        opt.load_state_dict(ckpt["optimizers"])
+        strategy.load_state_dict(ckpt.get("strategy", {}))
+        torch.set_rng_state(ckpt["rng"])
+        start = ckpt["epoch"]
+        run.truncate_history(start)
+        run.log(f"resuming from epoch {start} in {run.dir}")
+    history = run.history()
+    steps = data.steps_per_epoch()
+    progress = Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=run.console,
+        disable=not run.progress,
+        transient=True,
+    )
+    stop_reason = None
+    with progress:
+        bar = progress.add_task("search", total=steps, epoch="", info="")
+        for epoch in range(start, cfg.epochs):
+            supernet.train()
+            progress.reset(bar, total=steps, epoch=f"{epoch + 1}/{cfg.epochs}", info="")
+            sums: dict[str, torch.Tensor] = {}
+            counts: dict[str, int] = {}
+            t0 = time.perf_counter()
+            for train_batch, val_batch in data.epoch(epoch):
+                train_batch, val_batch = to_device(train_batch, device), to_device(val_batch, device)
+                m = strategy.step(supernet, train_batch, val_batch, epoch, opt)
+                _check_finite(m, supernet, epoch)
+                n = _batch_size(train_batch)
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0) + v.float() * n
+                    counts[k] = counts.get(k, 0) + n
+                if run.progress and "train_loss" in m:
+                    progress.update(bar, advance=1, info=f"loss {float(m['train_loss']):.3f}")
+                else:
+                    progress.update(bar, advance=1)
+            opt.schedule.step()
+            genotype = supernet.genotype(cfg.parser)
+            record = {
+                "epoch": epoch + 1,
+                **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
+                "w_lr": opt.weights.param_groups[0]["lr"],
+                "seconds": round(time.perf_counter() - t0, 3),
+                "alphas": alpha_snapshot(supernet),
+                "genotype": {k: list(v) for k, v in genotype.choices.items()},
+            }
+            record.update(strategy.epoch_metrics(supernet, history))
+            history.append(record)
+            run.append_history(record)
+            run.save_checkpoint(
+                {
+                    "epoch": epoch + 1,
+                    "supernet": supernet.state_dict(),
+                    "optimizers": opt.state_dict(),
+                    "strategy": strategy.state_dict(),
+                    "rng": torch.get_rng_state(),
+                }
+            )
+            shown = {k: record[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc") if k in record}
+            run.log(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k} {v:.4f}" for k, v in shown.items()) + f" ({record['seconds']:.1f}s)")
+            stop_reason = strategy.should_stop(history)
+            if stop_reason:
+                run.log(f"early stop after epoch {epoch + 1}: {stop_reason}")
+                break
+    genotype = supernet.genotype(cfg.parser)
+    return genotype

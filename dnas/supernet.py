@@ -1,0 +1,133 @@
+"""Supernet: an ``nn.Module`` holding every candidate at once, with architecture parameters α.
+
+α are registered ``nn.Parameter``s in ``self.alphas`` (a ``ParameterDict``, insertion-ordered), so they
+are saved, moved and counted like any weight and always come back in the same order.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dnas.errors import DnasError
+from dnas.registry import PARSERS, did_you_mean
+
+if TYPE_CHECKING:
+    from dnas.genotype import Genotype
+    from dnas.space import Decision, SearchSpace, Task
+
+
+def _gumbel(alpha: torch.Tensor, tau: float, training: bool) -> torch.Tensor:
+    return F.gumbel_softmax(alpha, tau=tau, dim=-1) if training else F.softmax(alpha, dim=-1)
+
+
+#: relaxation name -> f(alpha, tau, training) -> mixing weights. A new relaxation is one line here.
+RELAXATIONS: dict[str, Callable[[torch.Tensor, float, bool], torch.Tensor]] = {
+    "softmax": lambda a, tau, training: F.softmax(a, dim=-1),  # DARTS eq. (2.7)
+    "sigmoid": lambda a, tau, training: torch.sigmoid(a),  # FairDARTS: independent σ(α_k)
+    "gumbel": _gumbel,  # GDAS/SNAS-style Gumbel-softmax
+}
+
+
+class Supernet(nn.Module):
+    """Base of every space's supernet. Subclasses build their modules and call :meth:`add_alpha`."""
+
+    def __init__(self, space: "SearchSpace", task: "Task"):
+        super().__init__()
+        self.space = space
+        self.task = task
+        self.alphas = nn.ParameterDict()
+        self._rows: dict[str, tuple[str, int]] = {}  # decision name -> (alpha key, row)
+        self._relaxation = "softmax"
+        self.tau = 1.0
+
+    # -- α ------------------------------------------------------------------------------------
+    def add_alpha(self, key: str, decisions: Sequence["Decision"], init_std: float = 1e-3, init: float = 0.0):
+        """Register one α tensor of shape (len(decisions), n_options); row i belongs to decisions[i]."""
+        n_opts = {len(d.options) for d in decisions}
+        if len(n_opts) != 1:
+            raise ValueError(f"decisions sharing alpha '{key}' must have the same number of options")
+        alpha = torch.full((len(decisions), n_opts.pop()), float(init))
+        if init_std:
+            alpha += init_std * torch.randn(alpha.shape)
+        self.alphas[key] = nn.Parameter(alpha)
+        for row, d in enumerate(decisions):
+            self._rows[d.name] = (key, row)
+        return self.alphas[key]
+
+    @property
+    def relaxation(self) -> str:
+        return self._relaxation
+
+    @relaxation.setter
+    def relaxation(self, name: str) -> None:
+        if name not in RELAXATIONS:
+            raise DnasError(f"unknown relaxation '{name}'{did_you_mean(name, RELAXATIONS)}; choose one of: {', '.join(RELAXATIONS)}")
+        self._relaxation = name
+
+    def mixing_weights(self, key: str) -> torch.Tensor:
+        """The relaxed weights of α[key] (softmax, sigmoid or gumbel), differentiable w.r.t. α."""
+        return RELAXATIONS[self._relaxation](self.alphas[key], self.tau, self.training)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values())
+
+    def named_arch_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return list(self.alphas.items())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.alphas.values()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def arch_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Sets of α with their own optimizer. One group by default; per cell in D-DARTS."""
+        return {"all": self.arch_parameters()}
+
+    def decision_alpha(self, name: str) -> torch.Tensor:
+        key, row = self._rows[name]
+        return self.alphas[key][row]
+
+    @torch.no_grad()
+    def decision_weights(self) -> dict[str, torch.Tensor]:
+        """Relaxed weights per decision (deterministic: no Gumbel noise)."""
+        was = self.training
+        self.train(False)
+        try:
+            w = {key: self.mixing_weights(key).detach().cpu() for key in self.alphas}
+        finally:
+            self.train(was)
+        return {name: w[key][row] for name, (key, row) in self._rows.items()}
+
+    @torch.no_grad()
+    def set_alpha_from_genotype(self, genotype: "Genotype", high: float = 1.0, low: float = -1.0) -> None:
+        """Initialise α from a genotype: chosen options get ``high``, others ``low`` (DARTOpti)."""
+        decisions = {d.name: d for d in self.space.decisions()}
+        for name, chosen in genotype.choices.items():
+            d = decisions[name]
+            row = torch.tensor([high if o in chosen else low for o in d.options])
+            self.decision_alpha(name).copy_(row)
+
+    # -- task ---------------------------------------------------------------------------------
+    def loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The task's loss on a batch: ``{"loss": scalar, ...}`` (cross-entropy + accuracy here)."""
+        x, y = batch
+        logits = self(x)
+        return {"loss": F.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean().detach()}
+
+    @contextmanager
+    def ablated(self, cell: int) -> Iterator[None]:
+        """Context in which cell ``cell`` is switched off (D-DARTS). Spaces with cells override."""
+        raise DnasError(f"space '{self.space.name}' has no cells to ablate")
+        yield  # pragma: no cover
+
+    def num_cells(self) -> int:
+        return 0
+
+    def genotype(self, parser: str | None = None, **parser_kw: Any) -> "Genotype":
+        """Derive the discrete architecture with a registered parser (space default if None)."""
+        fn = PARSERS.get(parser or self.space.default_parser)
+        choices = fn(self.space.decisions(), self.decision_weights(), **parser_kw)
+        return self.space.genotype(choices)

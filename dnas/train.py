@@ -1,0 +1,125 @@
+"""The evaluation phase: train a genotype's network from scratch and report top-1/top-5."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dnas.data import Datasets
+
+
+@dataclass
+class TrainConfig:
+    """Defaults: DARTS CIFAR-10 evaluation (FORMULAS, DARTS "Evaluation defaults")."""
+
+    epochs: int = 600
+    batch_size: int = 96
+    lr: float = 0.025
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    drop_path: float = 0.2  # raised linearly from 0 over the epochs (DARTS)
+    aux_weight: float = 0.4
+    cutout: int | None = None  # None: 16 px for images of 32 px and more, else off
+
+    def check(self):
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            return "epochs >= 0, batch_size >= 1 and lr > 0 are required"
+        return None
+
+
+def cutout(x: torch.Tensor, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero one random length x length square per image (DeVries & Taylor), clipped at the border."""
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n,), generator=generator)
+    cx = torch.randint(0, w, (n,), generator=generator)
+    ys = torch.arange(h).view(1, h, 1)
+    xs = torch.arange(w).view(1, 1, w)
+    half = length // 2
+    inside = ((ys >= (cy - half).view(n, 1, 1)) & (ys < (cy - half + length).view(n, 1, 1))) & (
+        (xs >= (cx - half).view(n, 1, 1)) & (xs < (cx - half + length).view(n, 1, 1))
+    )
+    return x * (~inside).unsqueeze(1).to(x.device, x.dtype)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """Top-1 / top-5 accuracy and mean cross-entropy of a classifier."""
+    model.eval()
+    n = correct1 = correct5 = 0
+    loss = 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += int((top[:, 0] == y).sum())
+        correct5 += int((top == y[:, None]).any(1).sum())
+        n += len(y)
+    return {"top1": correct1 / max(n, 1), "top5": correct5 / max(n, 1), "loss": loss / max(n, 1)}
+
+
+def train_network(
+    model: nn.Module, data: Datasets, cfg: TrainConfig, device: torch.device, out: Path | None = None, log=print, seed: int = 0
+) -> dict[str, Any]:
+    """Train ``model`` (logits, or (logits, aux) in training mode) on ``data.train``; evaluate on ``data.test``."""
+    model.to(device)
+    opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs, 1), eta_min=cfg.lr_min)
+    g = torch.Generator().manual_seed(seed)
+    train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(data.train) > cfg.batch_size)
+    test = DataLoader(data.test, batch_size=max(cfg.batch_size, 256))
+    size = data.task.input_shape[-1]
+    cut = cfg.cutout if cfg.cutout is not None else (16 if size >= 32 else 0)
+    history = []
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        model.train()
+        if hasattr(model, "drop_path_prob"):
+            model.drop_path_prob = cfg.drop_path * epoch / max(cfg.epochs, 1)
+        total, n = 0.0, 0
+        for x, y in train:
+            if cut:
+                x = cutout(x, cut, g)
+            x, y = x.to(device), y.to(device)
+            out_ = model(x)
+            logits, aux = out_ if isinstance(out_, tuple) else (out_, None)
+            loss = F.cross_entropy(logits, y)
+            if aux is not None and cfg.aux_weight:
+                loss = loss + cfg.aux_weight * F.cross_entropy(aux, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += float(loss.detach()) * len(y)
+            n += len(y)
+        sched.step()
+        metrics = {"epoch": epoch + 1, "train_loss": total / max(n, 1), **{f"test_{k}": v for k, v in evaluate(model, test, device).items()}}
+        history.append(metrics)
+        log(f"epoch {epoch + 1}/{cfg.epochs} train_loss {metrics['train_loss']:.4f} test_top1 {metrics['test_top1']:.4f}")
+    final = evaluate(model, test, device) if cfg.epochs == 0 else {k[5:]: v for k, v in history[-1].items() if k.startswith("test_")}
+    result = {
+        "top1": final["top1"],
+        "top5": final["top5"],
+        "params": sum(p.numel() for p in model.parameters()),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "history": history,
+    }
+    if out is not None:
+        from safetensors.torch import save_file
+
+        from dnas.run import atomic_write_text
+
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
+        atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
+    return result
