@@ -52,3 +52,41 @@ def argmax_parser(decisions: Sequence[Decision], weights: dict[str, torch.Tensor
         op = d.options[int(torch.argmax(weights[d.name]))]
         out[d.name] = [] if op == NONE else [op]
     return out
+
+
+def _keep_above(decisions, weights, threshold: float, per_decision: int) -> dict[str, list[str]]:
+    """Options with weight ≥ threshold (best first, at most ``per_decision``, never ``none``).
+
+    A group (node) left with nothing keeps its single best option, so a cell never loses a node.
+    """
+    out: dict[str, list[str]] = {}
+    groups: dict[str | None, list[Decision]] = defaultdict(list)
+    for d in decisions:
+        w = weights[d.name]
+        ranked = sorted((i for i, o in enumerate(d.options) if o != NONE), key=lambda i: -float(w[i]))
+        keep = [d.options[i] for i in ranked if float(w[i]) >= threshold]
+        out[d.name] = keep[: min(per_decision, d.max_options)]
+        groups[d.group].append(d)
+    for group, ds in groups.items():
+        if group is not None and not any(out[d.name] for d in ds):
+            (_, op), _, best = max(((_best_real_op(d, weights[d.name]), -i, d) for i, d in enumerate(ds)), key=lambda s: (s[0][0], s[1]))
+            out[best.name] = [op] if op is not None else []
+    return out
+
+
+@register_parser("sparse")
+def sparse_parser(decisions, weights, threshold: float = 0.85) -> dict[str, list[str]]:
+    """FairDARTS: at most 1 op per edge, kept if σ(α) ≥ threshold (0.85, D-DARTS)."""
+    return _keep_above(decisions, weights, threshold, 1)
+
+
+@register_parser("edge")
+def edge_parser(decisions, weights, threshold: float = 0.85) -> dict[str, list[str]]:
+    """FairDARTS: at most 2 ops per edge, kept if σ(α) ≥ threshold."""
+    return _keep_above(decisions, weights, threshold, 2)
+
+
+@register_parser("threshold")
+def threshold_parser(decisions, weights, threshold: float = 0.85) -> dict[str, list[str]]:
+    """Every option with weight ≥ threshold (up to the decision's ``max_options``); DARIO gates use it."""
+    return _keep_above(decisions, weights, threshold, 10**9)
