@@ -145,10 +145,8 @@ def load_genotype(path: str | Path, validate: bool = True) -> Genotype:
 
 
 def validate_genotype(g: Genotype, source: str = "genotype") -> None:
-    from dnas.registry import SPACES, create_space
+    from dnas.registry import create_space
 
-    if g.space not in SPACES:
-        SPACES.get(g.space)  # raises the standard unknown-space line
     try:
         space = create_space(g.space, **dict(g.config))
         space.validate(g)

@@ -1,0 +1,68 @@
+import warnings
+
+import pytest
+
+import dnas
+from dnas import DnasError
+from dnas.api import merge_config, parse_set, resolve
+
+
+def test_unknown_names_list_the_choices():
+    with pytest.raises(DnasError, match=r"unknown space 'dart'.*did you mean 'darts'.*choose one of: .*darts"):
+        dnas.create_space("dart")
+    with pytest.raises(DnasError, match=r"unknown strategy 'nope'; choose one of: .*darts"):
+        dnas.create_strategy("nope")
+
+
+def test_unknown_and_mistyped_options():
+    with pytest.raises(DnasError, match=r"unknown option 'chanels' for space 'darts'"):
+        dnas.create_space("darts", chanels=8)
+    with pytest.raises(DnasError, match=r"option 'order' of strategy 'darts' must be one of 1, 2, got 3"):
+        dnas.create_strategy("darts", order=3)
+    with pytest.raises(DnasError, match=r"space 'darts': C, layers"):
+        dnas.create_space("darts", C=0)
+    assert dnas.create_space("darts", C=None).config.C == 16  # None keeps the default
+
+
+def test_register_twice_warns_and_user_strategy_is_created():
+    @dnas.register_strategy("user-first-order")
+    class UserStrategy(dnas.GradientStrategy):
+        pass
+
+    assert isinstance(dnas.create_strategy("user-first-order", epochs=1), UserStrategy)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        dnas.register_strategy("user-first-order")(type("Other", (dnas.GradientStrategy,), {}))
+    assert any("registered twice" in str(x.message) for x in w)
+
+
+def test_incompatible_pair_fails_before_any_work():
+    @dnas.register_strategy("needs-cells")
+    class NeedsCells(dnas.GradientStrategy):
+        needs = frozenset({"alpha", "data", "cells"})
+
+    with pytest.raises(DnasError, match=r"strategy 'needs-cells' needs cells, which space 'darts' does not offer"):
+        resolve({"space": {"name": "darts"}, "strategy": {"name": "needs-cells"}})
+    resolve({"space": {"name": "ddarts"}, "strategy": {"name": "needs-cells"}})  # ddarts offers cells
+
+
+def test_config_merge_and_set_parsing():
+    sets = parse_set(["space.C=8", "strategy.a_betas=[0.9, 0.99]", "seed=3", "data.name=synthetic"])
+    assert sets == {"space": {"C": 8}, "strategy": {"a_betas": [0.9, 0.99]}, "seed": 3, "data": {"name": "synthetic"}}
+    r = resolve(sets)
+    assert r.config["space"]["C"] == 8 and r.config["space"]["layers"] == 8
+    assert r.config["strategy"]["w_lr"] == 0.025 and r.config["strategy"]["a_betas"] == [0.9, 0.99]
+    with pytest.raises(DnasError, match=r"unknown key 'sede'.*did you mean 'seed'"):
+        merge_config({}, {"sede": 1})
+    with pytest.raises(DnasError, match="--set expects key=value"):
+        parse_set(["space.C"])
+    # another component's name resets that section to its defaults
+    assert merge_config({"space": {"name": "darts", "C": 4}}, {"space": {"name": "ddarts"}})["space"] == {"name": "ddarts"}
+
+
+def test_darts_defaults_follow_formulas():
+    c = dnas.create_strategy("darts").config
+    assert (c.epochs, c.w_lr, c.w_lr_min, c.w_momentum, c.w_weight_decay, c.grad_clip) == (50, 0.025, 0.001, 0.9, 3e-4, 5.0)
+    assert (c.a_lr, tuple(c.a_betas), c.a_weight_decay) == (3e-4, (0.5, 0.999), 1e-3)
+    s = dnas.create_space("darts").config
+    assert (s.C, s.layers, s.nodes) == (16, 8, 4)
