@@ -7,10 +7,12 @@ and 2/3 of the depth. With ``individual=True`` every cell has its own α (the D-
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dnas.errors import DnasError
@@ -66,7 +68,7 @@ def _preprocess(C_pp, C_p, C, reduction_prev, affine):
 class SearchCell(nn.Module):
     def __init__(self, nodes, C_pp, C_p, C, reduction, reduction_prev, op_names, table):
         super().__init__()
-        self.nodes, self.reduction = nodes, reduction
+        self.nodes, self.reduction, self.C = nodes, reduction, C
         self.pre0, self.pre1 = _preprocess(C_pp, C_p, C, reduction_prev, affine=False)
         self.edges = nn.ModuleList(
             MixedOp(C, 2 if reduction and j < 2 else 1, op_names, table) for i in range(nodes) for j in range(2 + i)
@@ -82,6 +84,26 @@ class SearchCell(nn.Module):
             e += len(states)
             states.append(node)
         return torch.cat(states[2:], dim=1)
+
+    def bypass(self, s0, s1):
+        """The output of this cell switched off (D-DARTS eq. (4.2): "replaced by its input path").
+
+        The previous cell's output ``s1`` itself where it has this cell's output shape (the cell is
+        simply removed). Otherwise (a reduction cell, or a first cell whose stem width differs) the
+        cell's own preprocessing ``pre1(s1)``, a parameter-free 3x3 average pool with stride 2 in a
+        reduction cell, repeated once per node along channels: the cell with every node a skip
+        connection from its input path. No α enters, so L_CE(C without C_i) is constant in α_i.
+        """
+        if not self.reduction and s1.shape[1] == self.nodes * self.C:
+            return s1
+        x = self.pre1(s1)
+        if self.reduction:
+            x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+        return x.repeat(1, self.nodes, 1, 1)
+
+
+#: how an ablated cell is replaced: its input path (the paper) or random op weights (authors' code)
+ABLATIONS = ("input", "random")
 
 
 def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -169,13 +191,38 @@ class DartsSupernet(Supernet):
         for key in space.cell_keys():
             self.add_alpha(key, space.cell_decisions(key))  # DARTS init: 1e-3 · N(0, 1)
         self._ablated: int | None = None
+        self._ablation_mode = "input"
 
     def forward(self, x):
         weights = {k: self.mixing_weights(k) for k in self.alphas}
         s0 = s1 = self.stem(x)
-        for cell, key in zip(self.cells, self.cell_keys):
-            s0, s1 = s1, cell(s0, s1, weights[key])
+        for i, (cell, key) in enumerate(zip(self.cells, self.cell_keys)):
+            if i != self._ablated:
+                out = cell(s0, s1, weights[key])
+            elif self._ablation_mode == "input":
+                out = cell.bypass(s0, s1)
+            else:  # the D-DARTS code: the cell's ops mixed with random weights instead of σ(α)
+                out = cell(s0, s1, torch.rand_like(weights[key]))
+            s0, s1 = s1, out
         return self.classifier(self.gap(s1).flatten(1))
+
+    @contextmanager
+    def ablated(self, cell: int, mode: str = "input"):
+        """Context in which cell ``cell`` is switched off (D-DARTS eq. (4.2)).
+
+        ``mode="input"`` (default, the paper): its output is its input path (:meth:`SearchCell.bypass`);
+        ``mode="random"`` (the authors' code): its ops are mixed with U(0, 1) weights, not σ(α).
+        """
+        if not 0 <= cell < len(self.cells):
+            raise DnasError(f"cannot ablate cell {cell}: the supernet has cells 0 to {len(self.cells) - 1}")
+        if mode not in ABLATIONS:
+            raise DnasError(f"unknown ablation mode '{mode}'; choose one of: {', '.join(ABLATIONS)}")
+        before = self._ablated, self._ablation_mode
+        self._ablated, self._ablation_mode = cell, mode
+        try:
+            yield
+        finally:
+            self._ablated, self._ablation_mode = before
 
     def arch_groups(self):
         return {k: [a] for k, a in self.alphas.items()}
