@@ -18,6 +18,7 @@ from dnas.supernet import Supernet
 from dnas import parsers as _parsers  # noqa: E402,F401  (registers the built-in parsers)
 from dnas import spaces as _spaces  # noqa: E402,F401
 from dnas import strategies as _strategies  # noqa: E402,F401
+from dnas import train as _train_module  # noqa: E402,F401  (imported first: the function below must win)
 from dnas.api import search, train  # noqa: E402
 
 __version__ = "0.1.0"
