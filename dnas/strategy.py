@@ -165,6 +165,10 @@ class GradientStrategy(Strategy):
         metrics.update(self.weight_step(supernet, train_batch, opt))
         return metrics
 
+    def parser_args(self) -> dict[str, Any]:
+        """Keyword arguments for the parser that derives the genotype (e.g. FairDARTS' threshold)."""
+        return {}
+
     def epoch_metrics(self, supernet: "Supernet", history: list[dict[str, Any]]) -> dict[str, Any]:
         """Extra per-epoch numbers for the history (dominant ops, distances...). None here."""
         return {}
@@ -251,7 +255,7 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
                 else:
                     progress.update(bar, advance=1)
             opt.schedule.step()
-            genotype = supernet.genotype(cfg.parser)
+            genotype = supernet.genotype(cfg.parser, **strategy.parser_args())
             record = {
                 "epoch": epoch + 1,
                 **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
@@ -278,5 +282,5 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
             if stop_reason:
                 run.log(f"early stop after epoch {epoch + 1}: {stop_reason}")
                 break
-    genotype = supernet.genotype(cfg.parser)
+    genotype = supernet.genotype(cfg.parser, **strategy.parser_args())
     return genotype
