@@ -87,6 +87,18 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_deepen(args) -> int:
+    from dnas.deepen import deepen
+    from dnas.genotype import load_genotype
+
+    g = deepen(load_genotype(args.genotype), args.cells)
+    if args.out:
+        print(g.save(args.out))
+    else:
+        print(g.to_yaml(), end="")
+    return 0
+
+
 def cmd_show(args) -> int:
     from dnas.show import show
 
@@ -134,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("target")
     sh.add_argument("--plot", metavar="PNG", help="draw the cells to this PNG")
     sh.set_defaults(fn=cmd_show)
+
+    dp = sub.add_parser("deepen", help="derive an N-cell genotype from a searched n-cell one (D-DARTS Algorithm 2)")
+    dp.add_argument("genotype", help="genotype YAML/JSON (darts or ddarts)")
+    dp.add_argument("--cells", type=int, required=True, help="number of cells N of the new genotype")
+    dp.add_argument("--out", help="write it here (default: print the YAML)")
+    dp.set_defaults(fn=cmd_deepen)
     return p
 
 

@@ -1,0 +1,68 @@
+"""D-DARTS Algorithm 2: derive an N-cell genotype from n searched individual cells.
+
+The two reduction cells sit at ⌊n/3⌋ and ⌊2n/3⌋ of the searched net and at ⌊N/3⌋ and ⌊2N/3⌋ of
+the deeper one; they are copied over. Each third of normal positions of the deeper net is filled by
+cycling through the searched normal cells of the same third, in order. Example, 8 → 14 (source
+reductions 2 and 5, target reductions 4 and 9)::
+
+    position  0 1 2 3 | 4 | 5 6 7 8 | 9 | 10 11 12 13
+    source    0 1 0 1 | 2 | 3 4 3 4 | 5 |  6  7  6  7
+
+Example:
+    >>> from dnas.deepen import deepen
+    >>> g14 = deepen(load_genotype("runs/dd/genotype.yaml"), 14)     # or: dnas deepen G --cells 14
+"""
+from __future__ import annotations
+
+from dnas.errors import DnasError
+from dnas.genotype import Genotype
+
+
+def _thirds(n: int) -> tuple[tuple[int, int], list[range]]:
+    r1, r2 = n // 3, 2 * n // 3
+    return (r1, r2), [range(0, r1), range(r1 + 1, r2), range(r2 + 1, n)]
+
+
+def deepen_positions(n: int, N: int) -> list[int]:
+    """The searched cell that fills each of the N positions (D-DARTS Algorithm 2)."""
+    if n < 2 or N < 2:
+        raise DnasError(f"deepen needs at least 2 cells on both sides (two reductions), got {n} -> {N}")
+    (r1, r2), src = _thirds(n)
+    (R1, R2), dst = _thirds(N)
+    out = [-1] * N
+    out[R1], out[R2] = r1, r2  # reduction cells keep their searched cells
+    for third, (s, t) in enumerate(zip(src, dst)):
+        if len(t) and not len(s):
+            raise DnasError(
+                f"the {n}-cell genotype has no normal cell in third {third + 1} to fill {len(t)} position(s) "
+                f"of a {N}-cell net; search with more cells"
+            )
+        for k, pos in enumerate(t):
+            out[pos] = s[k % len(s)]  # cycle the searched normal cells of the same third
+    return out
+
+
+def deepen(genotype: Genotype, cells: int) -> Genotype:
+    """An N-cell genotype (N = ``cells``) of the same cell space from an n-cell one (Algorithm 2).
+
+    Works on genotypes of the ``darts`` family: with one α per cell (``ddarts``) the cells are
+    mapped as :func:`deepen_positions` says; with shared normal/reduce cells only ``layers`` changes.
+    """
+    from dnas.registry import create_space
+    from dnas.spaces.darts import DartsSpace
+
+    src = create_space(genotype.space, **dict(genotype.config))
+    if not isinstance(src, DartsSpace):
+        raise DnasError(f"deepen works on DARTS-style cell genotypes (darts, ddarts), not space '{genotype.space}'")
+    src.validate(genotype)
+    dst = create_space(genotype.space, **{**dict(genotype.config), "layers": cells})
+    if not src.config.individual:
+        return dst.genotype(dict(genotype.choices))
+    choices = {}
+    for pos, s in enumerate(deepen_positions(src.config.layers, cells)):
+        key, new = src.cell_key(s), dst.cell_key(pos)
+        for d in src.cell_decisions(key):
+            choices[new + d.name[len(key) :]] = genotype.choices[d.name]
+    out = dst.genotype(choices)
+    dst.validate(out)
+    return out
