@@ -41,7 +41,7 @@ def resolve_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise DnasError(f"unknown device '{name}'; use cpu, cuda, cuda:N or auto") from None
+        raise DnasError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DnasError("device 'cuda' was asked for but no GPU is visible; use --device cpu")
     return dev
@@ -54,7 +54,7 @@ def merge_config(base: dict[str, Any], update: dict[str, Any], source: str = "co
         raise DnasError(f"{source}: expected a mapping with keys {', '.join(TOP_KEYS)}")
     for k, v in update.items():
         if k not in TOP_KEYS:
-            raise DnasError(f"{source}: unknown key '{k}'{did_you_mean(k, TOP_KEYS)}; valid keys: {', '.join(TOP_KEYS)}")
+            raise DnasError(f"{source}: unknown key {k!r}{did_you_mean(k, TOP_KEYS)}; valid keys: {', '.join(TOP_KEYS)}")
         if k in ("space", "strategy", "data", "train"):
             if isinstance(v, str):
                 v = {"name": v}

@@ -44,13 +44,13 @@ def make_config(cls: type, values: dict[str, Any], where: str):
     for key, value in values.items():
         if key not in fields:
             raise DnasError(
-                f"unknown option '{key}' for {where}{did_you_mean(key, fields)}; "
+                f"unknown option {key!r} for {where}{did_you_mean(key, fields)}; "
                 f"valid options: {', '.join(fields)}"
             )
         if not _type_ok(value, hints[key]):
             allowed = typing.get_args(hints[key]) if typing.get_origin(hints[key]) is typing.Literal else None
             what = f"one of {', '.join(map(repr, allowed))}" if allowed else f"a {getattr(hints[key], '__name__', hints[key])}"
-            raise DnasError(f"option '{key}' of {where} must be {what}, got {value!r}")
+            raise DnasError(f"option {key!r} of {where} must be {what}, got {value!r}")
     cfg = cls(**{k: (float(v) if hints[k] is float and isinstance(v, int) else v) for k, v in values.items()})
     check = getattr(cfg, "check", None)
     if check is not None:

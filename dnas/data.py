@@ -145,7 +145,7 @@ def load_datasets(cfg: DataConfig) -> Datasets:
     from dnas.registry import did_you_mean
 
     known = ["digits", "synthetic", *_TORCHVISION, "imagefolder:PATH"]
-    raise DnasError(f"unknown dataset '{name}'{did_you_mean(name, known)}; choose one of: {', '.join(known)}")
+    raise DnasError(f"unknown dataset {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}")
 
 
 class SearchData:

@@ -71,7 +71,7 @@ class Genotype:
             raise DnasError(f"{source}: missing key(s) {', '.join(missing)}; is this a dnas genotype file?")
         extra = set(d) - {"space", "version", "config", "choices"}
         if extra:
-            raise DnasError(f"{source}: unknown key(s) {', '.join(sorted(extra))}; allowed: space, version, config, choices")
+            raise DnasError(f"{source}: unknown key(s) {', '.join(map(repr, sorted(map(str, extra))))}; allowed: space, version, config, choices")
         if d["version"] != GENOTYPE_VERSION:
             raise DnasError(
                 f"{source}: genotype version {d['version']!r} is not supported (this dnas reads version "
@@ -92,7 +92,7 @@ class Genotype:
             if opts is None:
                 opts = []
             if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts):
-                raise DnasError(f"{source}: decision '{name}' must list option names, got {opts!r}")
+                raise DnasError(f"{source}: decision {name!r} must list option names, got {opts!r}")
             clean[str(name)] = tuple(opts)
         return cls(space=d["space"], choices=clean, config=config, version=d["version"])
 

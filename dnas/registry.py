@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 def did_you_mean(word: str, choices) -> str:
     close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class Registry(Generic[T]):
@@ -45,7 +45,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             raise DnasError(
-                f"unknown {self.kind} '{name}'{did_you_mean(name, self._items)}; "
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; "
                 f"choose one of: {', '.join(sorted(self._items))}"
             ) from None
 

@@ -1,10 +1,12 @@
 """The run folder: config, checkpoints (atomic), history (JSONL), final results, and a lock."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,33 @@ def safe_torch_load(path: Path, what: str = "checkpoint") -> Any:
     except Exception as e:  # corrupt, truncated, or holding objects weights_only refuses
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DnasError(f"{what} '{path}' cannot be loaded safely ({msg[:160]}); it is corrupt or not a dnas file") from None
+
+
+MAGIC = b"DNASCKPT1\n"  # then the sha256 of the payload (32 bytes), then torch.save's bytes
+
+
+def write_checked(obj: Any, path: Path) -> None:
+    """``torch.save`` with a checksum header, written atomically: a torn or corrupted file is detectable."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def read_checked(path: Path, what: str = "checkpoint") -> Any:
+    """Verify the checksum, then load with ``weights_only=True``; DnasError if anything is off."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DnasError(f"{what} '{path}' cannot be read ({e.strerror})") from None
+    head = len(MAGIC) + 32
+    if not data.startswith(MAGIC) or len(data) < head or hashlib.sha256(data[head:]).digest() != data[len(MAGIC):head]:
+        raise DnasError(f"{what} '{path}' is truncated or corrupt (checksum mismatch)")
+    try:
+        return torch.load(io.BytesIO(data[head:]), map_location="cpu", weights_only=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DnasError(f"{what} '{path}' cannot be loaded safely ({msg[:160]})") from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -114,11 +143,28 @@ class Run:
         atomic_write_text(self.path("config.yaml"), yaml.safe_dump(config, sort_keys=False))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_torch_save(state, self.path("checkpoint.pt"))
+        """Write ``checkpoint.pt`` (checksummed, atomic); the one before it stays as ``checkpoint.prev.pt``."""
+        cur, prev = self.path("checkpoint.pt"), self.path("checkpoint.prev.pt")
+        tmp = self.path(".checkpoint.next.pt")
+        write_checked(state, tmp)
+        if cur.exists():
+            os.replace(cur, prev)
+        os.replace(tmp, cur)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        p = self.path("checkpoint.pt")
-        return safe_torch_load(p) if p.exists() else None
+        """The newest intact checkpoint: ``checkpoint.pt``, else (with a warning) ``checkpoint.prev.pt``."""
+        cur, prev = self.path("checkpoint.pt"), self.path("checkpoint.prev.pt")
+        if cur.exists():
+            try:
+                return read_checked(cur)
+            except DnasError as e:
+                if not prev.exists():
+                    raise
+                warnings.warn(f"{e}; using the previous checkpoint {prev.name}", stacklevel=2)
+                self.log(f"[yellow]warning:[/] {e}; using the previous checkpoint {prev.name}")
+        if prev.exists():  # killed between the two renames of save_checkpoint
+            return read_checked(prev)
+        return None
 
     def append_history(self, record: dict[str, Any]) -> None:
         with open(self.path("history.jsonl"), "a") as f:

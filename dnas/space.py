@@ -93,7 +93,7 @@ class SearchSpace:
         decisions = {d.name: d for d in self.decisions()}
         for name in genotype.choices:
             if name not in decisions:
-                raise DnasError(f"decision '{name}' does not exist in space '{self.name}'{did_you_mean(name, decisions)}")
+                raise DnasError(f"decision {name!r} does not exist in space '{self.name}'{did_you_mean(name, decisions)}")
         for name, d in decisions.items():
             if name not in genotype.choices:
                 raise DnasError(f"decision '{name}' is missing; every decision of space '{self.name}' needs a choice")
@@ -101,7 +101,7 @@ class SearchSpace:
             for op in chosen:
                 if op not in d.options:
                     raise DnasError(
-                        f"op '{op}' at '{name}' is not in space '{self.name}'{did_you_mean(op, d.options)}; "
+                        f"op {op!r} at {name!r} is not in space '{self.name}'{did_you_mean(op, d.options)}; "
                         f"options: {', '.join(d.options)}"
                     )
             if not d.min_options <= len(chosen) <= d.max_options:

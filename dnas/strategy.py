@@ -5,7 +5,7 @@ owns epochs, progress, history, checkpoints and resume (as timm's one ``train.py
 """
 from __future__ import annotations
 
-import math
+import copy
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -61,6 +61,8 @@ class GradientConfig:
     a_betas: tuple[float, float] = (0.5, 0.999)
     a_weight_decay: float = 1e-3
     warmup_epochs: int = 0  # epochs in which only the weights train (α frozen)
+    divergence_lr_factor: float = 0.1  # a NaN/inf rolls back to the epoch start and scales every lr by this
+    max_divergences: int = 1  # rollbacks allowed before the run stops
     parser: str | None = None  # None: the space's default parser
 
     def check(self):
@@ -193,13 +195,61 @@ def alpha_snapshot(supernet: "Supernet") -> dict[str, list]:
     return {k: [round(float(x), 6) for x in v] for k, v in w.items()}
 
 
-def _check_finite(metrics: dict[str, torch.Tensor], supernet: "Supernet", epoch: int) -> None:
+class Diverged(Exception):
+    """A loss term or α became NaN/inf during a step."""
+
+    def __init__(self, term: str):
+        super().__init__(term)
+        self.term = term
+
+
+def _check_finite(metrics: dict[str, torch.Tensor], supernet: "Supernet") -> None:
     for k, v in metrics.items():
         if isinstance(v, torch.Tensor) and not torch.isfinite(v).all():
-            raise DnasError(f"'{k}' became {float(v)} at epoch {epoch + 1}; lower the learning rates or check the data")
+            raise Diverged(f"{k} = {float(v)}")
     for name, a in supernet.named_arch_parameters():
         if not torch.isfinite(a).all():
-            raise DnasError(f"α '{name}' became non-finite at epoch {epoch + 1}; lower a_lr")
+            raise Diverged(f"α '{name}' non-finite")
+
+
+def _snapshot(supernet: "Supernet", opt: Optimizers, strategy: "GradientStrategy") -> dict[str, Any]:
+    """The last good state (the start of the epoch), kept in memory to roll back a divergence."""
+    return copy.deepcopy(
+        {"supernet": supernet.state_dict(), "optimizers": opt.state_dict(), "strategy": strategy.state_dict(), "rng": torch.get_rng_state()}
+    )
+
+
+def _restore(state: dict[str, Any], supernet: "Supernet", opt: Optimizers, strategy: "GradientStrategy") -> None:
+    supernet.load_state_dict(state["supernet"])
+    opt.load_state_dict(state["optimizers"])
+    strategy.load_state_dict(state["strategy"])
+    torch.set_rng_state(state["rng"])
+
+
+def _scale_lr(opt: Optimizers, factor: float) -> None:
+    for o in [opt.weights, *opt.arch.values()]:
+        for group in o.param_groups:
+            group["lr"] *= factor
+    opt.schedule.base_lrs = [lr * factor for lr in opt.schedule.base_lrs]
+    opt.schedule.eta_min *= factor
+
+
+def _epoch(strategy, supernet, data, opt, epoch, device, progress, bar, show) -> tuple[dict, dict]:
+    """One pass over the (train, val) pairs; returns the summed metrics and their counts."""
+    supernet.train()
+    progress.reset(bar, total=data.steps_per_epoch(), epoch=f"{epoch + 1}/{strategy.config.epochs}", info="")
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    for train_batch, val_batch in data.epoch(epoch):
+        train_batch, val_batch = to_device(train_batch, device), to_device(val_batch, device)
+        m = strategy.step(supernet, train_batch, val_batch, epoch, opt)
+        _check_finite(m, supernet)
+        n = _batch_size(train_batch)
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0) + v.float() * n
+            counts[k] = counts.get(k, 0) + n
+        progress.update(bar, advance=1, info=f"loss {float(m['train_loss']):.3f}" if show and "train_loss" in m else "")
+    return sums, counts
 
 
 def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchData", run: "Run") -> "Genotype":
@@ -210,7 +260,7 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
     supernet.relaxation = strategy.relaxation
     device = next(supernet.parameters()).device
     opt = strategy.optimizers(supernet)
-    start = 0
+    start, divergences = 0, 0
     ckpt = run.load_checkpoint()
     if ckpt is not None:
         supernet.load_state_dict(ckpt["supernet"])
@@ -218,6 +268,7 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
         strategy.load_state_dict(ckpt.get("strategy", {}))
         torch.set_rng_state(ckpt["rng"])
         start = ckpt["epoch"]
+        divergences = ckpt.get("divergences", 0)
         run.truncate_history(start)
         run.log(f"resuming from epoch {start} in {run.dir}")
     history = run.history()
@@ -237,23 +288,24 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
     with progress:
         bar = progress.add_task("search", total=steps, epoch="", info="")
         for epoch in range(start, cfg.epochs):
-            supernet.train()
-            progress.reset(bar, total=steps, epoch=f"{epoch + 1}/{cfg.epochs}", info="")
-            sums: dict[str, torch.Tensor] = {}
-            counts: dict[str, int] = {}
+            last_good = _snapshot(supernet, opt, strategy)
+            events = []
             t0 = time.perf_counter()
-            for train_batch, val_batch in data.epoch(epoch):
-                train_batch, val_batch = to_device(train_batch, device), to_device(val_batch, device)
-                m = strategy.step(supernet, train_batch, val_batch, epoch, opt)
-                _check_finite(m, supernet, epoch)
-                n = _batch_size(train_batch)
-                for k, v in m.items():
-                    sums[k] = sums.get(k, 0) + v.float() * n
-                    counts[k] = counts.get(k, 0) + n
-                if run.progress and "train_loss" in m:
-                    progress.update(bar, advance=1, info=f"loss {float(m['train_loss']):.3f}")
-                else:
-                    progress.update(bar, advance=1)
+            while True:
+                try:
+                    sums, counts = _epoch(strategy, supernet, data, opt, epoch, device, progress, bar, run.progress)
+                    break
+                except Diverged as d:
+                    divergences += 1
+                    if divergences > cfg.max_divergences:
+                        raise DnasError(
+                            f"the search diverged again at epoch {epoch + 1} ({d.term}); the run folder keeps every "
+                            f"finished epoch (last checkpoint: epoch {epoch}); lower the learning rates and --resume"
+                        ) from None
+                    _restore(last_good, supernet, opt, strategy)
+                    _scale_lr(opt, cfg.divergence_lr_factor)
+                    events.append(f"diverged ({d.term}): restarted epoch {epoch + 1} with learning rates × {cfg.divergence_lr_factor}")
+                    run.log(f"[yellow]warning:[/] {events[-1]}")
             opt.schedule.step()
             genotype = supernet.genotype(cfg.parser, **strategy.parser_args())
             record = {
@@ -263,6 +315,7 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
                 "seconds": round(time.perf_counter() - t0, 3),
                 "alphas": alpha_snapshot(supernet),
                 "genotype": {k: list(v) for k, v in genotype.choices.items()},
+                **({"events": events} if events else {}),
             }
             record.update(strategy.epoch_metrics(supernet, history))
             history.append(record)
@@ -274,6 +327,7 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
                     "optimizers": opt.state_dict(),
                     "strategy": strategy.state_dict(),
                     "rng": torch.get_rng_state(),
+                    "divergences": divergences,
                 }
             )
             shown = {k: record[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc") if k in record}

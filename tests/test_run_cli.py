@@ -12,7 +12,7 @@ import yaml
 import dnas
 from dnas import DnasError
 from dnas.cli import main
-from dnas.run import Run, safe_torch_load
+from dnas.run import Run, read_checked, safe_torch_load
 
 TINY = ["--space", "darts", "--strategy", "darts", "--data", "synthetic", "--set", "space.C=4", "--set", "space.layers=3",
         "--set", "space.nodes=2", "--set", "data.batch_size=32", "--no-progress"]
@@ -87,7 +87,7 @@ def test_resume_is_bitwise_identical(tmp_path, monkeypatch):
     for x, y in zip(ha, hb):
         x.pop("seconds"), y.pop("seconds")
     assert ha == hb
-    ca, cb = safe_torch_load(full / "checkpoint.pt"), safe_torch_load(part / "checkpoint.pt")
+    ca, cb = read_checked(full / "checkpoint.pt"), read_checked(part / "checkpoint.pt")
     assert all(torch.equal(ca["supernet"][k], cb["supernet"][k]) for k in ca["supernet"])
 
 
