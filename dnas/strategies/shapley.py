@@ -97,9 +97,11 @@ def shapley_grads(supernet, batch: Any, w01: float, wAB: float, ablation: str = 
     index = {id(a): k for k, a in enumerate(alphas)}
     n = len(groups)
     out = supernet.loss(batch)
-    L = out["loss"]
-    G = _grad(L, alphas)  # ∇_α L_CE(C); the full graph is freed here
-    L = L.detach()
+    metrics = {f"val_{k}": v.detach() for k, v in out.items()}
+    L = out.pop("loss")
+    del out  # nothing else may keep the graph: autograd.grad frees only the part leading to α
+    G = _grad(L, alphas)  # ∇_α L_CE(C)
+    L = L.detach()  # the full graph is gone here
     S = [torch.zeros_like(a) for a in alphas]
     D: list[list[torch.Tensor]] = []
     Ls = []
@@ -110,6 +112,7 @@ def shapley_grads(supernet, batch: Any, w01: float, wAB: float, ablation: str = 
         S = [s + g for s, g in zip(S, gj)]
         D.append([gj[index[id(a)]] for a in group])
         Ls.append(Lj.detach())
+        del Lj, gj  # free this graph (also its part not leading to α) before the next pass
     M = L - torch.stack(Ls)  # D-DARTS eq. (4.2)
     m = M.mean()
     nonzero = m != 0
@@ -128,7 +131,6 @@ def shapley_grads(supernet, batch: Any, w01: float, wAB: float, ablation: str = 
             cell.append(Gi + w01 * g_01 + wAB * g_ab)  # D-DARTS eq. (4.4), (4.5)
         grads.append(cell)
     l_ab = ablation_loss(M)  # eq. (4.3), for the history
-    metrics = {f"val_{k}": v.detach() for k, v in out.items()}
     metrics.update(
         zero_one=w01 * torch.stack(l01s).mean(),
         ablation_mean_mc=m,
