@@ -42,6 +42,9 @@ def describe(g: Genotype) -> str:
     try:
         space = create_space(g.space, **dict(g.config))
         lines.append(f"space size: {space.space_size():.3g} architectures")
+        summary = space.describe(g)
+        if summary:
+            lines.append(summary)
     except DnasError:
         pass
     return "\n".join(lines)

@@ -41,11 +41,13 @@ class Decision:
 
 @dataclass(frozen=True)
 class Task:
-    """What the data looks like: enough to size a network. ``num_classes = 0`` for unlabelled data."""
+    """What the data looks like: enough to size a network. ``num_classes = 0`` for unlabelled data;
+    a regression task has ``num_classes = 0`` and ``out_dim`` target columns."""
 
     input_shape: tuple[int, ...]
     num_classes: int = 0
     two_views: bool = False
+    out_dim: int = 0
 
 
 class SearchSpace:
@@ -120,8 +122,14 @@ class SearchSpace:
         if task.two_views:
             x2 = x + 0.1 * torch.randn(x.shape, generator=generator)
             return (x, x2), torch.zeros(batch_size, dtype=torch.long)
+        if task.num_classes == 0 and task.out_dim:  # regression targets
+            return x, torch.randn(batch_size, task.out_dim, generator=generator)
         y = torch.randint(0, max(task.num_classes, 1), (batch_size,), generator=generator)
         return x, y
+
+    def describe(self, genotype: Genotype) -> str | None:
+        """A short human reading of ``genotype`` for ``dnas show`` (e.g. a formula); None = none."""
+        return None
 
     def space_size(self) -> float:
         """Number of discrete architectures, counting one option per decision (log-scale friendly)."""
