@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -64,12 +64,15 @@ class GradientConfig:
     divergence_lr_factor: float = 0.1  # a NaN/inf rolls back to the epoch start and scales every lr by this
     max_divergences: int = 1  # rollbacks allowed before the run stops
     parser: str | None = None  # None: the space's default parser
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast the forward of the α and weight steps; fp16 adds a GradScaler
 
     def check(self):
         if self.epochs < 0 or self.warmup_epochs < 0:
             return "epochs and warmup_epochs must be >= 0"
         if self.w_lr <= 0 or self.a_lr < 0:
             return "learning rates must be positive"
+        if self.amp == "fp16" and getattr(self, "order", 1) == 2:
+            return "amp fp16 needs loss scaling, which the second-order finite differences do not use; use amp bf16 or order 1"
         return None
 
 
@@ -131,8 +134,24 @@ class GradientStrategy(Strategy):
         """Named regularisers added to the α loss (e.g. FairDARTS' zero-one loss). None here."""
         return {}
 
+    def autocast(self, supernet: "Supernet"):
+        """The ``amp`` autocast context for a step's forward (disabled for ``amp="none"``)."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.amp)
+        device = next(supernet.parameters()).device.type
+        return torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+    def grad_scaler(self, which: str, supernet: "Supernet") -> "torch.amp.GradScaler | None":
+        """With ``amp="fp16"``, the loss scaler of the ``which`` step ("arch" or "weights"); else None."""
+        if self.config.amp != "fp16":
+            return None
+        scalers = self.__dict__.setdefault("_scalers", {})
+        if which not in scalers:
+            scalers[which] = torch.amp.GradScaler(next(supernet.parameters()).device.type)
+        return scalers[which]
+
     def arch_loss(self, supernet: "Supernet", batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = supernet.loss(batch)
+        with self.autocast(supernet):
+            out = supernet.loss(batch)
         terms = self.loss_terms(supernet)
         total = out["loss"] + sum(terms.values()) if terms else out["loss"]
         metrics = {f"val_{k}": v.detach() for k, v in out.items()}
@@ -142,22 +161,34 @@ class GradientStrategy(Strategy):
     def arch_step(self, supernet: "Supernet", train_batch: Any, val_batch: Any, opt: Optimizers) -> dict[str, torch.Tensor]:
         """First order: ∇_α L_val(w, α) at the current w (DARTS, first-order approximation)."""
         total, metrics = self.arch_loss(supernet, val_batch)
+        scaler = self.grad_scaler("arch", supernet)
+        total = scaler.scale(total) if scaler else total
         alphas = supernet.arch_parameters()
         for a, g in zip(alphas, torch.autograd.grad(total, alphas)):
             a.grad = g
         for o in opt.arch.values():
-            o.step()
+            scaler.step(o) if scaler else o.step()  # fp16: unscales, skips the step on inf/NaN
+        if scaler:
+            scaler.update()
         return metrics
 
     def weight_step(self, supernet: "Supernet", batch: Any, opt: Optimizers) -> dict[str, torch.Tensor]:
         """∇_w L_train(w, α), clipped, one SGD step; α receive no gradient."""
         opt.weights.zero_grad(set_to_none=True)
-        out = supernet.loss(batch)
+        scaler = self.grad_scaler("weights", supernet)
+        with self.autocast(supernet):
+            out = supernet.loss(batch)
         weights = [p for p in supernet.weight_parameters() if p.requires_grad]
-        out["loss"].backward(inputs=weights)
+        (scaler.scale(out["loss"]) if scaler else out["loss"]).backward(inputs=weights)
+        if scaler:
+            scaler.unscale_(opt.weights)
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(weights, self.config.grad_clip)
-        opt.weights.step()
+        if scaler:
+            scaler.step(opt.weights)
+            scaler.update()
+        else:
+            opt.weights.step()
         return {f"train_{k}": v.detach() for k, v in out.items()}
 
     def step(self, supernet, train_batch, val_batch, epoch: int, opt: Optimizers) -> dict[str, torch.Tensor]:

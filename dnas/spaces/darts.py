@@ -7,13 +7,14 @@ and 2/3 of the depth. With ``individual=True`` every cell has its own α (the D-
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from dnas.errors import DnasError
 from dnas.genotype import Genotype
@@ -32,31 +33,57 @@ class DartsConfig:
     ops: Literal["darts", "darts-o"] = "darts"  # S (8 ops with none) or S_o (12 ops)
     individual: bool = False  # one α per cell (D-DARTS) instead of shared normal/reduce
     auxiliary: bool = True  # evaluation network: auxiliary head at 2/3 depth
+    # speed and memory of the supernet (search only; the math is unchanged unless said)
+    partial_channels: int = 1  # PC-DARTS K: 1/K of an edge's channels go through the mixed op (changes the math)
+    edge_normalization: bool | None = None  # PC-DARTS β per edge; None = on when partial_channels > 1
+    channels_last: bool = False  # NHWC memory format for the supernet's convolutions
+    checkpoint_cells: bool = False  # recompute each cell in backward: less memory, same gradients, more time
+    compile: bool = False  # torch.compile the supernet forward (first step pays the compilation)
 
     def check(self):
         if self.C < 1 or self.layers < 1 or self.nodes < 1 or self.stem_multiplier < 1:
             return "C, layers, nodes and stem_multiplier must be positive"
+        if self.partial_channels < 1 or self.C % self.partial_channels:
+            return f"partial_channels must be >= 1 and divide C={self.C}, got {self.partial_channels}"
         return None
 
 
-class MixedOp(nn.Module):
-    """One edge of the supernet: Σ_k w_k · o_k(x)."""
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave ``groups`` channel groups (ShuffleNet; PC-DARTS mixes bypassed and searched channels)."""
+    b, c, h, w = x.shape
+    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
-    def __init__(self, C: int, stride: int, op_names: tuple[str, ...], table):
+
+class MixedOp(nn.Module):
+    """One edge of the supernet: Σ_k w_k · o_k(x).
+
+    With ``partial=K > 1`` (PC-DARTS, Xu et al., ICLR 2020, eq. (2)) only the first C/K channels go
+    through the ops; the others bypass the edge (max-pooled 2x2 on a reduction edge), then the
+    channels are shuffled with K groups.
+    """
+
+    def __init__(self, C: int, stride: int, op_names: tuple[str, ...], table, partial: int = 1):
         super().__init__()
         self.active = [i for i, n in enumerate(op_names) if n != "none"]  # `none` adds exactly 0: skipped
+        self.partial, self.stride = partial, stride
         self.ops = nn.ModuleList()
         for n in op_names:
-            op = table[n](C, stride, False)
+            C_op = C // partial
+            op = table[n](C_op, stride, False)
             if n in POOLS:
-                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+                op = nn.Sequential(op, nn.BatchNorm2d(C_op, affine=False))
             self.ops.append(op)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.partial > 1:
+            x, rest = x.split([x.shape[1] // self.partial, x.shape[1] - x.shape[1] // self.partial], dim=1)
         # DARTS eq. (2.7): ō(x) = Σ_k w_k o_k(x), w = softmax(α) (or σ(α) for FairDARTS)
         out = w[self.active[0]] * self.ops[self.active[0]](x)
         for i in self.active[1:]:
             out = out + w[i] * self.ops[i](x)
+        if self.partial > 1:  # PC-DARTS eq. (2): [ō(S·x), (1 − S)·x], then channel shuffle
+            rest = F.max_pool2d(rest, 2, 2) if self.stride > 1 else rest
+            out = channel_shuffle(torch.cat([out, rest], dim=1), self.partial)
         return out
 
 
@@ -66,21 +93,25 @@ def _preprocess(C_pp, C_p, C, reduction_prev, affine):
 
 
 class SearchCell(nn.Module):
-    def __init__(self, nodes, C_pp, C_p, C, reduction, reduction_prev, op_names, table):
+    def __init__(self, nodes, C_pp, C_p, C, reduction, reduction_prev, op_names, table, partial=1):
         super().__init__()
         self.nodes, self.reduction, self.C = nodes, reduction, C
         self.pre0, self.pre1 = _preprocess(C_pp, C_p, C, reduction_prev, affine=False)
         self.edges = nn.ModuleList(
-            MixedOp(C, 2 if reduction and j < 2 else 1, op_names, table) for i in range(nodes) for j in range(2 + i)
+            MixedOp(C, 2 if reduction and j < 2 else 1, op_names, table, partial) for i in range(nodes) for j in range(2 + i)
         )
 
-    def forward(self, s0, s1, weights):
+    def forward(self, s0, s1, weights, edge_weights=None):
+        """``edge_weights``: PC-DARTS β normalised per node (one per edge), or None."""
         states = [self.pre0(s0), self.pre1(s1)]
         e = 0
         for _ in range(self.nodes):
-            node = self.edges[e](states[0], weights[e])
-            for j in range(1, len(states)):
-                node = node + self.edges[e + j](states[j], weights[e + j])
+            node = None
+            for j in range(len(states)):
+                y = self.edges[e + j](states[j], weights[e + j])
+                if edge_weights is not None:  # PC-DARTS eq. (4): x_j = Σ_i β_ij · ō_ij(x_i)
+                    y = edge_weights[e + j] * y
+                node = y if node is None else node + y
             e += len(states)
             states.append(node)
         return torch.cat(states[2:], dim=1)
@@ -142,6 +173,21 @@ class EvalCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
+@contextmanager
+def _frozen_bn_stats(module: nn.Module):
+    """BatchNorm running statistics left untouched inside (momentum 0), e.g. while a checkpoint recomputes."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, n) in zip(bns, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(n)
+
+
 class AuxiliaryHead(nn.Sequential):
     """DARTS auxiliary classifier at 2/3 depth (adaptive pooling so any input size works)."""
 
@@ -183,26 +229,85 @@ class DartsSupernet(Supernet):
         cfg, table = space.config, CNN_OP_SETS[space.config.ops]
         ops = tuple(table)
         self.stem, self.cells, channels = _stack(
-            space, task, lambda i, C_pp, C_p, C, red, red_prev: SearchCell(cfg.nodes, C_pp, C_p, C, red, red_prev, ops, table)
+            space,
+            task,
+            lambda i, C_pp, C_p, C, red, red_prev: SearchCell(cfg.nodes, C_pp, C_p, C, red, red_prev, ops, table, cfg.partial_channels),
         )
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels[-1], task.num_classes)
         self.cell_keys = [space.cell_key(i) for i in range(cfg.layers)]
+        en = cfg.edge_normalization
+        self.edge_normalization = cfg.partial_channels > 1 if en is None else en
         for key in space.cell_keys():
-            self.add_alpha(key, space.cell_decisions(key))  # DARTS init: 1e-3 · N(0, 1)
+            decisions = space.cell_decisions(key)
+            self.add_alpha(key, decisions)  # DARTS init: 1e-3 · N(0, 1)
+            if self.edge_normalization:  # PC-DARTS β, one per edge, same init as α
+                self.alphas[f"{key}_beta"] = nn.Parameter(1e-3 * torch.randn(len(decisions)))
+        if cfg.channels_last:
+            self.to(memory_format=torch.channels_last)
+        self._compiled = None
         self._ablated: int | None = None
         self._ablation_mode = "input"
 
+    def edge_weights(self, key: str) -> torch.Tensor:
+        """PC-DARTS eq. (4): β of cell ``key`` softmax-normalised over each node's incoming edges."""
+        beta, out, e = self.alphas[f"{key}_beta"], [], 0
+        for i in range(self.space.config.nodes):
+            out.append(F.softmax(beta[e : e + 2 + i], dim=0))
+            e += 2 + i
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decision_weights(self) -> dict[str, torch.Tensor]:
+        """Relaxed weights per edge; with edge normalisation each edge's are scaled by its β weight, so
+        the darts parser ranks edges by β · w as PC-DARTS does (the op chosen on an edge is unchanged)."""
+        w = super().decision_weights()
+        if self.edge_normalization:
+            for key in self.space.cell_keys():
+                b = self.edge_weights(key).detach().cpu()
+                for row, d in enumerate(self.space.cell_decisions(key)):
+                    w[d.name] = w[d.name] * b[row]
+        return w
+
     def forward(self, x):
-        weights = {k: self.mixing_weights(k) for k in self.alphas}
+        if not self.space.config.compile:
+            return self._forward(x)
+        if self._compiled is None:
+            try:
+                self._compiled = torch.compile(self._forward)
+                return self._compiled(x)
+            except Exception as e:  # no compiler, unsupported Python/platform...: say so in one line
+                self._compiled = None
+                msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                raise DnasError(f"torch.compile is unavailable here ({msg}); set space.compile=false") from None
+        return self._compiled(x)
+
+    def _run_cell(self, cell: SearchCell, s0, s1, w, ew):
+        if not (self.space.config.checkpoint_cells and torch.is_grad_enabled()):
+            return cell(s0, s1, w, ew)
+        calls = []
+
+        def fn(s0, s1, w, ew):  # the recomputation in backward must not update BN statistics twice
+            with _frozen_bn_stats(cell) if calls else nullcontext():
+                calls.append(1)
+                return cell(s0, s1, w, ew)
+
+        return checkpoint(fn, s0, s1, w, ew, use_reentrant=False)
+
+    def _forward(self, x):
+        keys = self.space.cell_keys()
+        weights = {k: self.mixing_weights(k) for k in keys}
+        edge_w = {k: self.edge_weights(k) for k in keys} if self.edge_normalization else {}
+        if self.space.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         s0 = s1 = self.stem(x)
         for i, (cell, key) in enumerate(zip(self.cells, self.cell_keys)):
             if i != self._ablated:
-                out = cell(s0, s1, weights[key])
+                out = self._run_cell(cell, s0, s1, weights[key], edge_w.get(key))
             elif self._ablation_mode == "input":
                 out = cell.bypass(s0, s1)
             else:  # the D-DARTS code: the cell's ops mixed with random weights instead of σ(α)
-                out = cell(s0, s1, torch.rand_like(weights[key]))
+                out = self._run_cell(cell, s0, s1, torch.rand_like(weights[key]), edge_w.get(key))
             s0, s1 = s1, out
         return self.classifier(self.gap(s1).flatten(1))
 
@@ -225,7 +330,7 @@ class DartsSupernet(Supernet):
             self._ablated, self._ablation_mode = before
 
     def arch_groups(self):
-        return {k: [a] for k, a in self.alphas.items()}
+        return {k: [self.alphas[k]] + ([self.alphas[f"{k}_beta"]] if self.edge_normalization else []) for k in self.space.cell_keys()}
 
     def num_cells(self) -> int:
         return len(self.cells)
