@@ -1,0 +1,358 @@
+"""Space ``dario``: sigmoid gates on a pretrained vision transformer's blocks and heads (thesis §6.1).
+
+Block gate (eq. 6.1): ``H̃_m = σ(α_m^B) H_m + (1 − σ(α_m^B)) H_{m−1}``; head gate (eq. 6.2):
+``H̃_m = (σ(α_m^A) A_m) · V_m``, applied as a per-head scale of the attention output before the
+output projection (``(cA)V = c(AV)``). Gates are forward hooks, so the wrapped model keeps its own
+state-dict keys and, with every gate open (σ = 1), returns exactly the original outputs.
+
+Models: ``mae-vit-base`` (timm ``vit_base_patch16_224.mae``), ``mobilevit-s`` (timm ``mobilevit_s``,
+its 9 transformer blocks), any timm ViT/DeiT/EVA name, or ``package.module:factory`` with
+``blocks=dotted.path`` naming an ``nn.ModuleList``/``nn.Sequential`` of blocks mapping hidden states
+to hidden states. The hub is never called unless ``pretrained=True``.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import random
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from dnas.errors import DnasError
+from dnas.registry import register_space
+from dnas.space import Decision, SearchSpace, Task
+from dnas.supernet import Supernet
+
+KEEP = "keep"
+ALIASES = {"mae-vit-base": "vit_base_patch16_224.mae", "mobilevit-s": "mobilevit_s"}
+
+
+@dataclass
+class DarioConfig:
+    model: str = "mae-vit-base"  # alias, timm name, or "package.module:factory"
+    model_kwargs: dict = field(default_factory=dict)  # passed to timm.create_model / the factory
+    weights: str | None = None  # safetensors or a state dict (loaded with weights_only=True)
+    pretrained: bool = False  # timm hub weights: only when asked (needs network or a cache)
+    blocks: str | None = None  # dotted path of the blocks' ModuleList/Sequential (non-timm models)
+    granularity: Literal["block", "head", "both"] = "block"
+    input_size: list | None = None  # (C, H, W) of the batch of ones; None: from the model
+
+    def check(self):
+        if self.weights is not None and self.pretrained:
+            return "give weights=FILE or pretrained=True, not both"
+        if self.input_size is not None and len(self.input_size) != 3:
+            return "input_size must be [C, H, W]"
+        return None
+
+
+# -- building and loading the model ------------------------------------------------------------
+def _timm():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never a hub call the user did not ask for
+    import timm
+
+    return timm
+
+
+def load_weights_file(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors file or a ``torch.save``d dict (``weights_only=True``)."""
+    from dnas.run import safe_torch_load
+
+    if not os.path.isfile(path):
+        raise DnasError(f"weights file '{path}' not found")
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    sd = safe_torch_load(path, "weights file")
+    for key in ("model", "state_dict", "module"):  # common checkpoint wrappers (MAE: {"model": ...})
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise DnasError(f"weights file '{path}' holds no state dict of tensors")
+    return sd
+
+
+def build_model(cfg: DarioConfig, load: bool = True) -> nn.Module:
+    """The unpruned model of ``cfg``; with ``load`` its weights (file, hub) or a random-init warning."""
+    name = ALIASES.get(cfg.model, cfg.model)
+    if ":" in name:  # package.module:factory (imported like a plugin; never eval)
+        mod, _, fn = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod), fn)
+        except (ImportError, AttributeError) as e:
+            raise DnasError(f"cannot import model factory '{name}' ({e}); give package.module:function") from None
+        model = factory(**cfg.model_kwargs)
+        if cfg.pretrained:
+            raise DnasError("pretrained=True works for timm models only; give weights=FILE")
+    else:
+        timm = _timm()
+        if not timm.is_model(name.split(".")[0]):
+            raise DnasError(f"unknown model '{cfg.model}'; use mae-vit-base, mobilevit-s, a timm name or package.module:factory")
+        try:
+            model = timm.create_model(name, pretrained=load and cfg.pretrained, **cfg.model_kwargs)
+        except TypeError as e:
+            raise DnasError(f"model '{name}' does not take these model_kwargs ({e})") from None
+        except Exception as e:  # noqa: BLE001 (hub/offline errors come in many types)
+            if load and cfg.pretrained:
+                raise DnasError(f"cannot fetch pretrained weights for '{name}' ({str(e).splitlines()[0][:120]}); "
+                                f"download them and pass weights=FILE") from None
+            raise
+    if load and cfg.weights:
+        sd = load_weights_file(cfg.weights)
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if len(missing) == len(model.state_dict()):
+            raise DnasError(f"no tensor of '{cfg.weights}' matches model '{name}'; is it the right model?")
+        if missing:
+            warnings.warn(f"{len(missing)} tensors of '{name}' are not in '{cfg.weights}' (e.g. {missing[0]}); they stay random", stacklevel=2)
+    elif load and not cfg.pretrained:
+        warnings.warn(
+            f"pruning a randomly initialised '{name}': no weights=FILE (--weights) and no pretrained=True; "
+            f"the result says nothing about a trained model", stacklevel=2
+        )
+    return model.eval()
+
+
+def find_blocks(model: nn.Module, path: str | None) -> list[tuple[str, nn.Module]]:
+    """The containers holding the transformer blocks, as (dotted path, container), in forward order."""
+    if path:
+        try:
+            c = model.get_submodule(path)
+        except AttributeError:
+            raise DnasError(f"model has no submodule '{path}' (blocks=...); give the dotted path of its blocks") from None
+        if not isinstance(c, (nn.ModuleList, nn.Sequential)):
+            raise DnasError(f"'{path}' is a {type(c).__name__}, not an nn.ModuleList/nn.Sequential of blocks")
+        return [(path, c)]
+    if isinstance(getattr(model, "blocks", None), (nn.ModuleList, nn.Sequential)):  # timm ViT, DeiT, EVA
+        return [("blocks", model.blocks)]
+    found = [(f"{n}.transformer", m.transformer) for n, m in model.named_modules()
+             if type(m).__name__.startswith("MobileVit") and isinstance(getattr(m, "transformer", None), nn.Sequential)]
+    if not found:
+        raise DnasError(f"cannot find the transformer blocks of {type(model).__name__}; pass blocks=dotted.path (--blocks)")
+    return found
+
+
+def _attention(block: nn.Module) -> nn.Module:
+    a = getattr(block, "attn", None)
+    if a is None or not isinstance(getattr(a, "proj", None), nn.Linear) or not hasattr(a, "num_heads"):
+        raise DnasError(f"block {type(block).__name__} has no timm-style attention (attn.proj, attn.num_heads); use granularity=block")
+    if not isinstance(getattr(a, "norm", nn.Identity()), nn.Identity):
+        raise DnasError("head gates need attention without scale_norm (gating before a norm is not eq. 6.2); use granularity=block")
+    return a
+
+
+def _head_dim(a: nn.Module) -> int:
+    return getattr(a, "head_dim", None) or a.proj.in_features // a.num_heads
+
+
+# -- the supernet ------------------------------------------------------------------------------
+class DarioSupernet(Supernet):
+    """The model with gate hooks; α = one row per block (``blocks``) and per head (``heads``)."""
+
+    def __init__(self, space: "DarioSpace", task: Task, model: nn.Module | None = None):
+        super().__init__(space, task)
+        cfg = space.config
+        self.model = model if model is not None else build_model(cfg)
+        self.relaxation = "sigmoid"  # independent σ(α) per gate (eq. 6.1, 6.2)
+        self.block_list = [b for _, c in find_blocks(self.model, cfg.blocks) for b in c]
+        self._gates: dict[str, torch.Tensor] = {}
+        self._hooks = []
+        if cfg.granularity in ("block", "both"):
+            self.add_alpha("blocks", space.block_decisions())
+            for i, b in enumerate(self.block_list):
+                self._hooks.append(b.register_forward_hook(self._block_hook(i)))
+        if cfg.granularity in ("head", "both"):
+            self.add_alpha("heads", space.head_decisions())
+            start = 0
+            for b in self.block_list:
+                a = _attention(b)
+                self._hooks.append(a.proj.register_forward_pre_hook(self._head_hook(start, a.num_heads, _head_dim(a))))
+                start += a.num_heads
+
+    def _block_hook(self, i: int):
+        def hook(module, args, output):
+            g = self._gates.get("blocks")
+            if g is None:
+                return output
+            g = g[i, 0].to(output.dtype)
+            return g * output + (1 - g) * args[0]  # DARIO eq. (6.1)
+
+        return hook
+
+    def _head_hook(self, start: int, heads: int, head_dim: int):
+        def hook(module, args):
+            g = self._gates.get("heads")
+            if g is None:
+                return None
+            scale = g[start:start + heads, 0].repeat_interleave(head_dim).to(args[0].dtype)
+            return (args[0] * scale,)  # DARIO eq. (6.2): (σ(α) A) V = σ(α) (A V), per head
+
+        return hook
+
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the batch of ones (config, else the model's patch embedding / pretrained cfg)."""
+        if self.space.config.input_size:
+            return tuple(int(v) for v in self.space.config.input_size)
+        pe = getattr(self.model, "patch_embed", None)
+        if pe is not None and getattr(pe, "img_size", None):
+            h, w = pe.img_size
+            return (getattr(pe.proj, "in_channels", 3), int(h), int(w))
+        size = getattr(self.model, "pretrained_cfg", {}).get("input_size")
+        if size:
+            return tuple(int(v) for v in size)
+        raise DnasError("cannot tell this model's input size; set input_size=[C, H, W]")
+
+    def forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The gated model; ``params`` replaces the model's parameters (torch.func.functional_call)."""
+        self._gates = {k: self.mixing_weights(k) for k in self.alphas}
+        try:
+            if params is None:
+                return self.model(x)
+            return torch.func.functional_call(self.model, params, (x,))
+        finally:
+            self._gates = {}
+
+    def loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Data-free: ``R_SF = Σ H`` on a batch of ones shaped like ``batch`` (DARIO eq. 6.5)."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return {"loss": self(torch.ones_like(x)).sum()}
+
+
+# -- physical pruning --------------------------------------------------------------------------
+class AttnBias(nn.Module):
+    """An attention whose every head was pruned: ``proj(0) = proj.bias`` for each token."""
+
+    def __init__(self, dim: int, bias: torch.Tensor | None):
+        super().__init__()
+        self.register_buffer("bias", bias.detach().clone() if bias is not None else torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.bias.to(x.dtype).expand(*x.shape[:-1], self.bias.shape[0])
+
+
+def prune_heads_(attn: nn.Module, keep: list[int]) -> nn.Module:
+    """Slice the kept heads out of ``attn.qkv`` (rows) and ``attn.proj`` (columns); returns the module."""
+    h, d = attn.num_heads, _head_dim(attn)
+    if len(keep) == h:
+        return attn
+    if not keep:
+        return AttnBias(attn.proj.out_features, attn.proj.bias)
+    qkv = getattr(attn, "qkv", None)
+    if not isinstance(qkv, nn.Linear) or qkv.out_features != 3 * h * d:
+        raise DnasError(f"head pruning needs a fused qkv Linear ({type(attn).__name__} has none); use granularity=block")
+    cols = torch.cat([torch.arange(k * d, (k + 1) * d) for k in keep])
+    rows = torch.cat([cols + j * h * d for j in range(3)])
+    new_qkv = nn.Linear(qkv.in_features, len(rows), bias=qkv.bias is not None)
+    new_qkv.weight.data = qkv.weight.data[rows].clone()
+    if qkv.bias is not None:
+        new_qkv.bias.data = qkv.bias.data[rows].clone()
+    proj = attn.proj
+    new_proj = nn.Linear(len(cols), proj.out_features, bias=proj.bias is not None)
+    new_proj.weight.data = proj.weight.data[:, cols].clone()
+    if proj.bias is not None:
+        new_proj.bias.data = proj.bias.data.clone()
+    attn.qkv, attn.proj = new_qkv, new_proj
+    attn.num_heads = len(keep)
+    if hasattr(attn, "attn_dim"):
+        attn.attn_dim = len(keep) * d
+    if getattr(attn, "gate", None) is not None:
+        g = attn.gate
+        ng = nn.Linear(g.in_features, len(cols), bias=g.bias is not None)
+        ng.weight.data = g.weight.data[cols].clone()
+        if g.bias is not None:
+            ng.bias.data = g.bias.data[cols].clone()
+        attn.gate = ng
+    return attn
+
+
+def apply_pruning(model: nn.Module, blocks_path: str | None, keep_blocks: list[int], keep_heads: dict[int, list[int]]) -> nn.Module:
+    """Remove the blocks not in ``keep_blocks`` (global indices) and slice heads, in place."""
+    i = 0
+    for path, container in find_blocks(model, blocks_path):
+        kept = []
+        for b in container:
+            if i in keep_blocks:
+                if i in keep_heads:
+                    b.attn = prune_heads_(_attention(b), keep_heads[i])
+                kept.append(b)
+            i += 1
+        new = type(container)(*kept) if isinstance(container, nn.Sequential) else nn.ModuleList(kept)
+        parent, _, attr = path.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, new)
+    return model
+
+
+@register_space("dario")
+class DarioSpace(SearchSpace):
+    """Gates on a pretrained ViT's blocks and/or attention heads (DARIO, thesis §6.1)."""
+
+    Config = DarioConfig
+    offers = frozenset({"alpha"})  # data-free: no labels, no data
+    default_parser = "threshold"
+    default_threshold = 0.65  # thesis, final models
+    tiny_config = {"model": "vit_tiny_patch16_224", "granularity": "both",
+                   "model_kwargs": {"img_size": 32, "patch_size": 8, "depth": 3, "embed_dim": 24, "num_heads": 3, "num_classes": 10}}
+    tiny_task = Task((3, 32, 32), 10)
+
+    def __init__(self, **config: Any):
+        super().__init__(**config)
+        self._shape: list[int] | None = None  # heads per block
+
+    def _heads(self) -> list[int]:
+        if self._shape is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with torch.device("meta"):  # structure only: no weights, no memory
+                    model = build_model(self.config, load=False)
+            blocks = [b for _, c in find_blocks(model, self.config.blocks) for b in c]
+            need = self.config.granularity != "block"
+            self._shape = [_attention(b).num_heads if need else 0 for b in blocks]
+        return self._shape
+
+    def block_decisions(self) -> list[Decision]:
+        return [Decision(f"block{i}", (KEEP,), min_options=0) for i in range(len(self._heads()))]
+
+    def head_decisions(self) -> list[Decision]:
+        return [Decision(f"block{i}.head{j}", (KEEP,), cell=f"block{i}", min_options=0)
+                for i, h in enumerate(self._heads()) for j in range(h)]
+
+    def decisions(self) -> list[Decision]:
+        g = self.config.granularity
+        return (self.block_decisions() if g != "head" else []) + (self.head_decisions() if g != "block" else [])
+
+    def supernet(self, task: Task) -> DarioSupernet:
+        return DarioSupernet(self, task)
+
+    def random_genotype(self, rng: random.Random):
+        return self.genotype({d.name: [KEEP] if rng.random() < 0.5 else [] for d in self.decisions()})
+
+    def kept(self, genotype) -> tuple[list[int], dict[int, list[int]]]:
+        """(kept block indices, {block: kept heads}) of a genotype."""
+        heads = self._heads()
+        blocks = [i for i in range(len(heads)) if genotype.choices.get(f"block{i}", [KEEP])]
+        keep_heads = {}
+        if self.config.granularity != "block":
+            for i in blocks:
+                k = [j for j in range(heads[i]) if genotype.choices[f"block{i}.head{j}"]]
+                if len(k) < heads[i]:
+                    keep_heads[i] = k
+        return blocks, keep_heads
+
+    def build_network(self, genotype, task: Task | None = None, model: nn.Module | None = None) -> nn.Module:
+        """The physically pruned model: pruned blocks removed, pruned heads sliced out (not masked)."""
+        self.validate(genotype)
+        blocks, heads = self.kept(genotype)
+        model = copy.deepcopy(model) if model is not None else build_model(self.config)
+        return apply_pruning(model, self.config.blocks, blocks, heads).eval()
+
+    def describe(self, genotype) -> str:
+        blocks, heads = self.kept(genotype)
+        n = len(self._heads())
+        s = f"{len(blocks)} of {n} blocks kept ({', '.join(map(str, blocks)) or 'none'})"
+        if heads:
+            s += "; heads pruned in blocks " + ", ".join(f"{b}: kept {v}" for b, v in heads.items())
+        return s
