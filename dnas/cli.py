@@ -25,6 +25,8 @@ def _search_overlay(args) -> dict:
         data["download"] = True
     if args.batch_size:
         data["batch_size"] = args.batch_size
+    if args.target:
+        data["target"] = args.target
     if data:
         flags["data"] = data
     if args.seed is not None:
@@ -77,6 +79,8 @@ def cmd_train(args) -> int:
         dcfg["data_dir"] = args.data_dir
     if args.download:
         dcfg["download"] = True
+    if args.target:
+        dcfg["target"] = args.target
     out = args.out or str(Path("runs") / ("train-" + Path(args.genotype).stem))
     result = train(
         args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
@@ -117,10 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="run YAML (sections space, strategy, data, seed, device)")
     s.add_argument("--space")
     s.add_argument("--strategy")
-    s.add_argument("--data", help="digits (default), synthetic, cifar10, cifar100, fashion-mnist, imagefolder:PATH")
+    s.add_argument("--data", help="digits (default), synthetic, cifar10, cifar100, fashion-mnist, imagefolder:PATH, csv:PATH, synthetic-regression")
     s.add_argument("--data-dir")
     s.add_argument("--download", action="store_true", help="download the dataset if missing")
     s.add_argument("--batch-size", type=int)
+    s.add_argument("--target", metavar="COLS", help="regression (--data csv:PATH): target column names or indices, a,b")
     s.add_argument("--epochs", type=int)
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. space.C=8, strategy.order=2 (repeatable)")
     s.add_argument("--out", help="run folder (default runs/<space>-<strategy>-<time>)")
@@ -135,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="digits")
     t.add_argument("--data-dir")
     t.add_argument("--download", action="store_true")
+    t.add_argument("--target", metavar="COLS", help="regression (--data csv:PATH): target columns")
     t.add_argument("--epochs", type=int)
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="train.lr=0.05, space.C=36, space.layers=20, ...")
     t.add_argument("--out")

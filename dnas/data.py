@@ -2,8 +2,9 @@
 
 Names: ``digits`` (scikit-learn's bundled 8x8 digits: the embedded default, no download),
 ``synthetic`` (tiny, learnable, for tests), ``fashion-mnist``, ``cifar10``, ``cifar100``
-(torchvision format under ``data_dir``; downloaded only with ``download=True``), and
-``imagefolder:PATH``.
+(torchvision format under ``data_dir``; downloaded only with ``download=True``),
+``imagefolder:PATH``, and for regression ``csv:PATH`` (.csv/.npy/.npz, ``target`` columns) and
+``synthetic-regression`` (y = exp(x) + max(x, 0)).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class DataConfig:
     subset: float = 1.0  # fraction of the training set used (CSNAS: 0.1)
     augment: bool = True
     num_workers: int = 0
+    target: str = ""  # regression (csv:PATH): target columns, names or indices "a,b" (default: the last)
 
     def check(self):
         if not 0 < self.train_portion < 1:
@@ -131,11 +133,84 @@ def _imagefolder(path: str) -> Datasets:
     return Datasets(train, test, Task((3, 32, 32), len(getattr(train, "classes", full.classes))))
 
 
+def synthetic_regression_dataset(fn: Callable[[torch.Tensor], torch.Tensor] | None = None, in_dim: int = 1,
+                                 n_train: int = 512, n_test: int = 256, seed: int = 0) -> Datasets:
+    """Regression data ``y = Σ_j f(x_j)``, x uniform in [-2, 2]^in_dim; f defaults to exp(x) + max(x, 0)."""
+    fn = fn or (lambda x: torch.exp(x) + x.clamp_min(0))
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        x = torch.rand(n, in_dim, generator=g) * 4 - 2
+        return TensorDataset(x, fn(x).sum(1, keepdim=True))
+
+    return Datasets(make(n_train), make(n_test), Task((in_dim,), 0, out_dim=1))
+
+
+def table_dataset(path: str, target: str = "", test_fraction: float = 0.2) -> Datasets:
+    """Regression from a CSV (header row optional), ``.npy`` (2-D array) or ``.npz`` (arrays ``x``, ``y``).
+
+    ``target``: comma-separated column names or indices (default: the last column); the other columns
+    are the inputs. A fixed 80/20 train/test split.
+    """
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise DnasError(f"data file '{p}' not found; --data csv:PATH takes a .csv, .npy or .npz file")
+    names: list[str] = []
+    try:
+        if p.suffix == ".npz":
+            z = np.load(p, allow_pickle=False)
+            if "x" not in z or "y" not in z:
+                raise DnasError(f"'{p}' must hold arrays named x and y (np.savez(path, x=..., y=...))")
+            x, y = np.asarray(z["x"], np.float32).reshape(len(z["x"]), -1), np.asarray(z["y"], np.float32).reshape(len(z["y"]), -1)
+        else:
+            if p.suffix == ".npy":
+                table = np.load(p, allow_pickle=False)
+            else:
+                first = p.read_text().splitlines()[0].split(",")
+                header = any(not _is_number(c) for c in first)
+                names = [c.strip() for c in first] if header else []
+                table = np.loadtxt(p, delimiter=",", skiprows=int(header), dtype=np.float32, ndmin=2)
+            table = np.asarray(table, np.float32)
+            if table.ndim != 2 or table.shape[1] < 2:
+                raise DnasError(f"'{p}' must be a 2-D table with at least one input and one target column")
+            cols = [_column(c.strip(), names, table.shape[1], p) for c in target.split(",") if c.strip()] or [table.shape[1] - 1]
+            x, y = np.delete(table, cols, axis=1), table[:, cols]
+    except (ValueError, OSError, IndexError) as e:
+        raise DnasError(f"cannot read '{p}' as a numeric table ({str(e).splitlines()[0]})") from None
+    x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    n_test = max(1, int(len(x) * test_fraction))
+    te, tr = perm[:n_test], perm[n_test:]
+    return Datasets(TensorDataset(x[tr], y[tr]), TensorDataset(x[te], y[te]), Task((x.shape[1],), 0, out_dim=y.shape[1]))
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _column(c: str, names: list[str], n: int, p: Path) -> int:
+    if c in names:
+        return names.index(c)
+    if c.lstrip("-").isdigit() and -n <= int(c) < n:
+        return int(c) % n
+    raise DnasError(f"target column {c!r} is not in '{p}' (columns: {', '.join(names) or f'0..{n - 1}'})")
+
+
 def load_datasets(cfg: DataConfig) -> Datasets:
     """The train and test sets of ``cfg.name`` and the task they define."""
     name = cfg.name
     if name == "digits":
         return _digits()
+    if name == "synthetic-regression":
+        return synthetic_regression_dataset()
+    if name.startswith("csv:"):
+        return table_dataset(name.split(":", 1)[1], cfg.target)
     if name == "synthetic":
         return synthetic_dataset()
     if name in _TORCHVISION:
@@ -144,7 +219,7 @@ def load_datasets(cfg: DataConfig) -> Datasets:
         return _imagefolder(name.split(":", 1)[1])
     from dnas.registry import did_you_mean
 
-    known = ["digits", "synthetic", *_TORCHVISION, "imagefolder:PATH"]
+    known = ["digits", "synthetic", "synthetic-regression", *_TORCHVISION, "imagefolder:PATH", "csv:PATH"]
     raise DnasError(f"unknown dataset {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}")
 
 
