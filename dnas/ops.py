@@ -136,3 +136,66 @@ CNN_OP_SETS: dict[str, dict[str, Factory]] = {"darts": DARTS_OPS, "darts-o": S_O
 
 #: ops whose search-time output gets a parameter-free BatchNorm (DARTS MixedOp does this for pools)
 POOLS = ("max_pool_3x3", "avg_pool_3x3")
+
+
+# -- MLP ops (NASiam heads) ---------------------------------------------------------------------
+# Each factory is ``f(d_in, d_out, bn) -> nn.Module`` mapping (N, d_in) to (N, d_out); ``bn=False``
+# drops the BatchNorm (NASiam: BN after every op except the predictor's last layer).
+
+
+def resize_features(x: torch.Tensor, d_out: int) -> torch.Tensor:
+    """Parameter-free width change of (N, d) features by 1-D adaptive average pooling (identity if equal)."""
+    if x.shape[1] == d_out:
+        return x
+    return nn.functional.adaptive_avg_pool1d(x.unsqueeze(1), d_out).squeeze(1)
+
+
+class LinearBNAct(nn.Sequential):
+    """linear -> BN -> activation (NASiam MLP space S)."""
+
+    def __init__(self, d_in: int, d_out: int, act: Callable[[], nn.Module], bn: bool = True):
+        super().__init__(nn.Linear(d_in, d_out, bias=not bn), *([nn.BatchNorm1d(d_out)] if bn else []), act())
+
+
+class Pool1d(nn.Module):
+    """1-D max/avg pooling of size 3 (stride 1) along the feature axis, resized to d_out, then BN."""
+
+    def __init__(self, kind: str, d_in: int, d_out: int, bn: bool = True):
+        super().__init__()
+        self.kind, self.d_out = kind, d_out
+        self.bn = nn.BatchNorm1d(d_out) if bn else nn.Identity()
+
+    def forward(self, x):
+        x = x.unsqueeze(1)
+        x = nn.functional.max_pool1d(x, 3, 1, 1) if self.kind == "max" else nn.functional.avg_pool1d(x, 3, 1, 1, count_include_pad=False)
+        return self.bn(resize_features(x.squeeze(1), self.d_out))
+
+
+class IdentityMLP(nn.Module):
+    """Identity (a parameter-free resize where the layer changes the width)."""
+
+    def __init__(self, d_out: int):
+        super().__init__()
+        self.d_out = d_out
+
+    def forward(self, x):
+        return resize_features(x, self.d_out)
+
+
+MLPFactory = Callable[[int, int, bool], nn.Module]
+
+#: NASiam MLP space S (7 ops), FORMULAS "NASiam".
+MLP_OPS: dict[str, MLPFactory] = {
+    "linear_relu": lambda i, o, bn: LinearBNAct(i, o, nn.ReLU, bn),
+    "linear_hardswish": lambda i, o, bn: LinearBNAct(i, o, nn.Hardswish, bn),
+    "linear_silu": lambda i, o, bn: LinearBNAct(i, o, nn.SiLU, bn),
+    "linear_elu": lambda i, o, bn: LinearBNAct(i, o, nn.ELU, bn),
+    "max_pool_3": lambda i, o, bn: Pool1d("max", i, o, bn),
+    "avg_pool_3": lambda i, o, bn: Pool1d("avg", i, o, bn),
+    "identity": lambda i, o, bn: IdentityMLP(o),
+}
+
+#: NASiam S' = S without the two pools (the paper's ablation).
+MLP_OPS_NO_POOL: dict[str, MLPFactory] = {k: v for k, v in MLP_OPS.items() if "pool" not in k}
+
+MLP_OP_SETS: dict[str, dict[str, MLPFactory]] = {"S": MLP_OPS, "S'": MLP_OPS_NO_POOL}
