@@ -185,6 +185,10 @@ def search(
     r = resolve(cfg)
     dev = resolve_device(r.config["device"])
     datasets = load_datasets(r.data) if "data" in r.strategy.needs else None
+    if datasets is not None and getattr(r.space, "two_views", False):  # siamese spaces (NASiam): ((v1, v2), y)
+        from dnas.data import two_view_datasets
+
+        datasets = two_view_datasets(datasets, r.data)
     with Run(run_dir, progress=progress) as run:
         if resume is None:
             run.write_config(r.config)

@@ -258,3 +258,60 @@ class SearchData:
                 val_iter = iter(self.loader(self.val, epoch, 1))
                 vb = next(val_iter)
             yield tb, vb
+
+
+# -- two views (self-supervised spaces: NASiam) -------------------------------------------------------
+class TwoViews:
+    """``x -> (t(x), t(x))``: two independent augmentations of one image (SimSiam/SimCLR)."""
+
+    def __init__(self, transform: Callable):
+        self.transform = transform
+
+    def __call__(self, x):
+        return self.transform(x), self.transform(x)
+
+
+class _ColorOnUnitRange:
+    """Apply a colour transform only to tensors in [0, 1] (normalised tensors would be clamped)."""
+
+    def __init__(self, transform: Callable):
+        self.transform = transform
+
+    def __call__(self, x):
+        if isinstance(x, torch.Tensor) and (x.min() < 0 or x.max() > 1):
+            return x
+        return self.transform(x)
+
+
+def ssl_augmentation(size: int, channels: int) -> list[Callable]:
+    """The SimSiam/SimCLR recipe scaled to the image size: random resized crop (scale 0.2-1, 0.5-1
+    under 32 px), horizontal flip, colour jitter (0.4, 0.4, 0.4, 0.1; p 0.8) and grayscale (p 0.2)
+    with 3 channels, Gaussian blur (p 0.5, kernel ~10 % of the size) from 32 px. Works on PIL images
+    and on (C, H, W) tensors."""
+    from torchvision import transforms as T
+
+    aug: list[Callable] = [T.RandomResizedCrop(size, scale=(0.2 if size >= 32 else 0.5, 1.0), antialias=True), T.RandomHorizontalFlip()]
+    if channels == 3:
+        aug += [_ColorOnUnitRange(T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)), _ColorOnUnitRange(T.RandomGrayscale(0.2))]
+    if size >= 32:
+        k = max(3, int(0.1 * size) // 2 * 2 + 1)
+        aug.append(T.RandomApply([T.GaussianBlur(k, sigma=(0.1, 2.0))], p=0.5))
+    return aug
+
+
+def two_view_datasets(datasets: Datasets, cfg: DataConfig) -> Datasets:
+    """The training set served as ``((view1, view2), y)``; with ``augment=False`` both views are the
+    image itself (NASiam's no-augmentation ablation). The test set is left as it is."""
+    import dataclasses
+
+    from torchvision import transforms as T
+
+    shape = datasets.task.input_shape
+    train = datasets.train
+    aug = ssl_augmentation(shape[-1], shape[0]) if cfg.augment else []
+    if cfg.name in _TORCHVISION and hasattr(train, "transform"):  # PIL images: augment, then normalise
+        _, mean, std = _TORCHVISION[cfg.name]
+        train.transform = TwoViews(T.Compose(aug + [T.ToTensor(), T.Normalize(mean, std)]))
+    else:  # tensors (digits, synthetic, image folders)
+        train = TransformDataset(train, TwoViews(T.Compose(aug)))
+    return Datasets(train, datasets.test, dataclasses.replace(datasets.task, two_views=True))
