@@ -101,6 +101,87 @@ def plot_cells(g: Genotype, path: str | Path) -> Path:
     return path
 
 
+def alpha_matrices(record: dict, g: Genotype) -> dict[str, tuple[list[str], list[str], list[list[float]]]]:
+    """The relaxed α of a history record per cell: ``{cell: (decision names, op names, rows)}``.
+
+    Rows are the record's ``alphas`` (softmax or σ of α, as the search relaxed them), one per
+    decision of the cell; op names come from the space of ``g`` (indices if it cannot be built).
+    """
+    from dnas.registry import create_space
+
+    alphas = record.get("alphas") or {}
+    try:
+        decisions = {d.name: d for d in create_space(g.space, **dict(g.config)).decisions()}
+    except DnasError:
+        decisions = {}
+    out: dict[str, tuple[list[str], list[str], list[list[float]]]] = {}
+    for name, row in alphas.items():
+        d = decisions.get(name)
+        m = _EDGE.match(name)
+        cell = (d.cell if d is not None else None) or (m["cell"] if m else "all")
+        ops = list(d.options) if d is not None else [str(i) for i in range(len(row))]
+        names, op_names, rows = out.setdefault(cell, ([], ops, []))
+        names.append(name[len(cell) + 1 :] if name.startswith(cell + ".") else name)
+        rows.append([float(x) for x in row])
+    return out
+
+
+def plot_run(run_dir: str | Path, g: Genotype, history: list[dict]) -> list[Path]:
+    """PNGs of a search in ``run_dir/plots``: an α heatmap per cell (decisions × ops, last epoch),
+    and the evolution of the distance M (D-DARTS eq. 4.8) and of dominant ops when logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(run_dir) / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(out_dir / name)
+
+    last = history[-1]
+    for cell, (names, ops, rows) in alpha_matrices(last, g).items():
+        fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(ops), 1.4 + 0.3 * len(names)))
+        im = ax.imshow(rows, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(1e-9, max(map(max, rows))))
+        ax.set_xticks(range(len(ops)), ops, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_title(f"{cell}: relaxed α, epoch {last.get('epoch', len(history))}", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        save(fig, f"alpha_{cell}.png")
+    epochs = [r.get("epoch", i + 1) for i, r in enumerate(history)]
+    series = {k: [r.get(k) for r in history] for k in ("distance_prev", "distance_start")}
+    if any(v is not None for vs in series.values() for v in vs):
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        for k, label in (("distance_prev", "M to the previous epoch"), ("distance_start", "M to the start (epoch 0)")):
+            pts = [(e, v) for e, v in zip(epochs, series[k]) if v is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("distance M")
+        ax.set_title("architecture distance M (D-DARTS eq. 4.8)", fontsize=9)
+        ax.legend(fontsize=8)
+        save(fig, "distance.png")
+    if any("dominant_ops" in r for r in history):
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        pts = [(e, r["dominant_ops"]) for e, r in zip(epochs, history) if "dominant_ops" in r]
+        ax.plot(*zip(*pts), color="k", lw=2, label="all cells")
+        cells = list(dict.fromkeys(c for r in history for c in (r.get("dominant_ops_by_cell") or {})))
+        for c in cells:
+            cp = [(e, r["dominant_ops_by_cell"][c]) for e, r in zip(epochs, history) if c in (r.get("dominant_ops_by_cell") or {})]
+            ax.plot(*zip(*cp), lw=1, label=c)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("ops with σ(α) > 0.9")
+        ax.set_title("dominant ops (FairDARTS)", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+        save(fig, "dominant_ops.png")
+    return written
+
+
 def show(target: str, plot: str | None = None) -> str:
     g, run_dir = _target_genotype(target)
     text = describe(g)
@@ -111,8 +192,15 @@ def show(target: str, plot: str | None = None) -> str:
         if hist:
             last = hist[-1]
             text += f"\nrun: {len(hist)} epochs; last " + ", ".join(
-                f"{k} {last[k]:.4f}" for k in ("train_loss", "train_acc", "val_loss", "val_acc") if k in last
+                f"{k} {last[k]:.4f}" for k in ("train_loss", "train_acc", "val_loss", "val_acc", "distance_prev", "distance_start")
+                if k in last
             )
+            text += "\nplots: " + ", ".join(str(p) for p in plot_run(run_dir, g, hist))
+        from dnas.trials import plot_trials, read_trials, trials_summary
+
+        trials = read_trials(run_dir)
+        if trials:  # tpe / random: the trial table and fitness over trials
+            text += "\n" + trials_summary(trials) + f"\nplots: {plot_trials({run_dir.name: run_dir}, run_dir / 'plots' / 'fitness.png')}"
     if plot:
         text += f"\nplot written to {plot_cells(g, plot)}"
     return text

@@ -116,6 +116,22 @@ class SearchSpace:
         """A uniformly random valid genotype (one option per decision); constrained spaces override."""
         return self.genotype({d.name: [rng.choice(d.options)] for d in self.decisions()})
 
+    # -- the space as categorical parameters (TPE, random search) ----------------------------
+    #: the categorical value meaning "keep no option" for a decision with ``min_options = 0``
+    DROP: ClassVar[str] = "<drop>"
+
+    def categorical(self) -> dict[str, tuple[str, ...]]:
+        """The space as named categorical parameters: by default one per decision (its options,
+        plus :attr:`DROP` where the decision may keep none). Constrained spaces override this and
+        :meth:`from_categorical` with an encoding in which every sample is valid (DARTS)."""
+        return {d.name: tuple(d.options) + ((self.DROP,) if d.min_options == 0 else ()) for d in self.decisions()}
+
+    def from_categorical(self, sample: dict[str, str]) -> Genotype:
+        """The genotype of one sample of :meth:`categorical`; DnasError if it breaks a constraint."""
+        g = self.genotype({name: [] if v == self.DROP else [v] for name, v in sample.items()})
+        self.validate(g)
+        return g
+
     def example_batch(self, task: Task, batch_size: int = 4, generator: torch.Generator | None = None):
         """A batch shaped like this space's data, for the conformance suite."""
         x = torch.randn(batch_size, *task.input_shape, generator=generator)

@@ -39,10 +39,25 @@ class DartsConfig:
     channels_last: bool = False  # NHWC memory format for the supernet's convolutions
     checkpoint_cells: bool = False  # recompute each cell in backward: less memory, same gradients, more time
     compile: bool = False  # torch.compile the supernet forward (first step pays the compilation)
+    reductions: list[int] | None = None  # reduction cell positions; None: DARTS' n//3 and 2n//3
+    share: list[int] | None = None  # with individual: cell i uses the α of cell share[i] (DARTOpti)
 
     def check(self):
         if self.C < 1 or self.layers < 1 or self.nodes < 1 or self.stem_multiplier < 1:
             return "C, layers, nodes and stem_multiplier must be positive"
+        if self.reductions is not None and not all(isinstance(r, int) and 0 <= r < self.layers for r in self.reductions):
+            return f"reductions must list cell positions 0 to {self.layers - 1}, got {self.reductions}"
+        if self.share is not None:
+            s = self.share
+            if not self.individual:
+                return "share needs individual cells (space ddarts, or individual: true)"
+            if len(s) != self.layers or not all(isinstance(j, int) and 0 <= j <= i and s[j] == j for i, j in enumerate(s)):
+                return (f"share must give, for each of the {self.layers} cells, the index of an earlier (or the same) "
+                        f"cell that uses its own α, e.g. [0, 1, 1, 3]; got {s}")
+            reds = set(self.reductions) if self.reductions is not None else {self.layers // 3, 2 * self.layers // 3}
+            mixed = [i for i, j in enumerate(s) if (i in reds) != (j in reds)]
+            if mixed:
+                return f"share: cell {mixed[0]} and cell {s[mixed[0]]} are not both normal or both reduction cells"
         if self.partial_channels < 1 or self.C % self.partial_channels:
             return f"partial_channels must be >= 1 and divide C={self.C}, got {self.partial_channels}"
         return None
@@ -381,11 +396,13 @@ class DartsSpace(SearchSpace):
 
     def reduction_layers(self) -> set[int]:
         n = self.config.layers
+        if self.config.reductions is not None:
+            return set(self.config.reductions)
         return {n // 3, 2 * n // 3}
 
     def cell_key(self, i: int) -> str:
         if self.config.individual:
-            return f"cell{i}"
+            return f"cell{i if self.config.share is None else self.config.share[i]}"  # shared cells: one α key
         return "reduce" if i in self.reduction_layers() else "normal"
 
     def cell_keys(self) -> list[str]:
@@ -428,6 +445,35 @@ class DartsSpace(SearchSpace):
                 for j in range(2 + i):
                     choices[f"{key}.node{i}.edge{j}"] = [rng.choice(ops)] if j in kept else []
         return self.genotype(choices)
+
+    def categorical(self) -> dict[str, tuple[str, ...]]:
+        """CSNAS' cell encoding: per node its pair of inputs and one non-``none`` op per input.
+
+        ``<node>.inputs`` picks the 2 source states ("a+b", a < b), ``<node>.op0`` the op on a,
+        ``<node>.op1`` the op on b: a bijection onto the valid cells, so a uniform sample of these
+        parameters is a uniform valid genotype (eq. (4.1) counts them).
+        """
+        from itertools import combinations
+
+        ops = tuple(o for o in self.op_names if o != "none")
+        out: dict[str, tuple[str, ...]] = {}
+        for key in self.cell_keys():
+            for i in range(self.config.nodes):
+                out[f"{key}.node{i}.inputs"] = tuple(f"{a}+{b}" for a, b in combinations(range(2 + i), 2))
+                out[f"{key}.node{i}.op0"] = out[f"{key}.node{i}.op1"] = ops
+        return out
+
+    def from_categorical(self, sample: dict[str, str]) -> Genotype:
+        choices = {}
+        for key in self.cell_keys():
+            for i in range(self.config.nodes):
+                a, b = (int(s) for s in sample[f"{key}.node{i}.inputs"].split("+"))
+                for j in range(2 + i):
+                    kept = {a: sample[f"{key}.node{i}.op0"], b: sample[f"{key}.node{i}.op1"]}.get(j)
+                    choices[f"{key}.node{i}.edge{j}"] = [kept] if kept else []
+        g = self.genotype(choices)
+        self.validate(g)
+        return g
 
     def space_size(self) -> float:
         """Eq. (4.1): s(K, L) = Π_{i=1..L} ((i+1)i/2) · K² per distinct cell (K = ops without none)."""

@@ -1,0 +1,404 @@
+"""Trial-based search (TPE, random search): the small loop shared by both, over an optuna study.
+
+Each trial samples the space's categorical parameters (``SearchSpace.categorical``), maps them to
+a genotype (``SearchSpace.from_categorical``), builds and briefly trains that network and reports
+its fitness (``dnas.fitness``; lower is better). Trials live in an optuna storage: an SQLite file
+in the run folder by default, or any database URL optuna accepts, so several processes
+(``workers``) and several machines (one ``dnas search`` each, same ``storage`` and ``study``)
+fill one study. A worker's heartbeat marks it alive; the trial of a dead worker is failed and
+re-queued once its heartbeat is older than two intervals (optuna's heartbeat and
+``RetryHeartbeatStaleTrialCallback``). With the default storage, the run folder's lock proves no
+other process uses it, so trials left RUNNING by a killed search are failed and re-queued at once.
+
+The budget counts completed trials: the study stops when ``trials`` of them are COMPLETE. A trial
+asked for when the trials before it already cover the budget is pruned (``over_budget``) and
+counts for nothing, so concurrent workers never overshoot.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+import torch
+from torch.utils.data import Subset
+
+from dnas.config import config_dict
+from dnas.errors import DnasError
+from dnas.fitness import TrainSpec, train_and_score
+from dnas.strategy import Strategy
+
+if TYPE_CHECKING:
+    from dnas.data import SearchData
+    from dnas.genotype import Genotype
+    from dnas.run import Run
+    from dnas.space import SearchSpace, Task
+    from dnas.supernet import Supernet
+
+
+@dataclass
+class TrialConfig:
+    """Defaults: CSNAS (FORMULAS, CSNAS); the authors' code trains 10 epochs per candidate with SGD
+    lr 1e-3 and τ = 0.07 (here lr 0.025, the DARTS weight lr, since trials train a few steps)."""
+
+    trials: int = 120  # completed trials to reach (CSNAS code: 120 evaluations)
+    timeout: float | None = None  # seconds this process keeps asking for new trials
+    workers: int = 1  # processes on this machine filling the study
+    storage: str | None = None  # optuna storage URL; None: sqlite:///RUN_DIR/study.db
+    study: str | None = None  # study name; None: "dnas"
+    heartbeat: int = 30  # seconds between worker heartbeats; silent for 2x this = dead
+    retries: int = 1  # times a dead worker's trial is re-queued
+    subset: float = 0.1  # fraction of the search split each trial trains and scores on (CSNAS: 10 %)
+    fitness: Literal["supervised", "contrastive"] = "supervised"
+    epochs: int = 10  # training epochs per trial (CSNAS code: 10)
+    max_steps: int | None = None  # cap on training steps per trial
+    batch_size: int | None = None  # None: the data's batch size
+    lr: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    tau: float = 0.07  # NCE temperature (CSNAS code)
+    nce_weight: float = 0.5  # λ of CSNAS eq. (3)
+    bank_momentum: float = 0.5  # EMA weight of the memory bank (CSNAS code: 0.5)
+    negatives: int | None = None  # bank negatives per batch; None: the whole bank (CSNAS code: 1000)
+
+    def check(self):
+        if self.trials < 1 or self.workers < 1 or self.epochs < 0 or self.heartbeat < 1 or self.retries < 0:
+            return "trials, workers and heartbeat must be >= 1, epochs and retries >= 0"
+        if not 0 < self.subset <= 1:
+            return "subset must be in (0, 1]"
+        if self.timeout is not None and self.timeout <= 0:
+            return "timeout must be a positive number of seconds"
+        if not 0 <= self.nce_weight <= 1 or not 0 <= self.bank_momentum < 1 or self.tau <= 0:
+            return "nce_weight must be in [0, 1], bank_momentum in [0, 1) and tau > 0"
+        return None
+
+
+class TrialStrategy(Strategy):
+    """Base of ``tpe`` and ``random``: a subclass only says which optuna sampler proposes trials."""
+
+    Config = TrialConfig
+    needs = frozenset({"data"})
+
+    def sampler(self, seed: int):
+        raise NotImplementedError
+
+    def search(self, supernet: "Supernet", data: "SearchData", run: "Run") -> "Genotype":
+        device = next(supernet.parameters()).device
+        return run_study(self, supernet.space, supernet.task, data, run, device)
+
+
+# -- storage ------------------------------------------------------------------------------------
+
+
+def _quiet_optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*SQLite.*")
+    return optuna
+
+
+def open_study(url: str, name: str, cfg: TrialConfig, sampler, space: "SearchSpace"):
+    """Create or load study ``name`` in storage ``url`` (heartbeat on, dead trials re-queued)."""
+    optuna = _quiet_optuna()
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    kw = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    for attempt in range(5):  # two processes creating the tables of a new SQLite file at once
+        try:
+            storage = RDBStorage(
+                url, engine_kwargs=kw, heartbeat_interval=cfg.heartbeat,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=cfg.retries),
+            )
+            study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, direction="minimize", load_if_exists=True)
+            break
+        except ImportError as e:
+            raise DnasError(f"storage '{url}' needs a database driver that is not installed ({e})") from None
+        except Exception as e:  # sqlalchemy errors: a race on a new file, or a bad URL
+            if attempt == 4 or "sqlite" not in url:
+                raise DnasError(f"cannot open optuna storage '{url}' ({str(e).splitlines()[0][:160]})") from None
+            time.sleep(0.5 + attempt)
+    identity = {"space": space.name, "config": space.config_dict(), "params": {k: list(v) for k, v in space.categorical().items()}}
+    known = study.user_attrs.get("dnas_space")
+    if known is None:
+        study.set_user_attr("dnas_space", identity)
+    elif known != identity:
+        raise DnasError(
+            f"study '{name}' in '{url}' searches another space ({known['space']} {known['config']}); "
+            f"use another --study name or the same space options"
+        )
+    return study
+
+
+def requeue_orphans(study, retries: int, log: Callable[[str], None]) -> None:
+    """Fail the trials left RUNNING by a search that was killed, and re-queue their parameters."""
+    optuna = _quiet_optuna()
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        try:
+            storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        RetryHeartbeatStaleTrialCallback(max_retry=retries)(study, storage.get_trial(t._trial_id))
+        log(f"trial {t.number} was running when the last search stopped: failed and re-queued")
+
+
+# -- one worker ---------------------------------------------------------------------------------
+
+
+def _subset(ds, fraction: float, seed: int):
+    n = max(2, math.ceil(len(ds) * fraction))
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    return Subset(ds, idx)
+
+
+def make_objective(cfg: TrialConfig, space: "SearchSpace", task: "Task", data: "SearchData", worker: int, device):
+    """The optuna objective of one worker: sample, build, train briefly, return the fitness."""
+    optuna = _quiet_optuna()
+    states = optuna.trial.TrialState
+    params = space.categorical()
+    train, held_out = _subset(data.train, cfg.subset, data.seed), _subset(data.val, cfg.subset, data.seed + 1)
+    spec = TrainSpec(
+        fitness=cfg.fitness, epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size or data.cfg.batch_size,
+        lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, tau=cfg.tau, nce_weight=cfg.nce_weight,
+        bank_momentum=cfg.bank_momentum, negatives=cfg.negatives,
+    )
+    invalid = [0]
+
+    def objective(trial) -> float:
+        before = [t for t in trial.study.get_trials(deepcopy=False, states=(states.COMPLETE, states.RUNNING)) if t.number < trial.number]
+        if len(before) >= cfg.trials:
+            trial.set_user_attr("over_budget", True)
+            raise optuna.TrialPruned()
+        sample = {name: trial.suggest_categorical(name, list(choices)) for name, choices in params.items()}
+        try:
+            g = space.from_categorical(sample)
+        except DnasError as e:  # a sample breaking the space's constraints: not counted, retried
+            invalid[0] += 1
+            if invalid[0] > 1000:
+                raise DnasError(
+                    f"1000 samples in a row break space '{space.name}''s constraints; give it categorical() and "
+                    f"from_categorical() methods whose samples are valid"
+                ) from None
+            trial.set_user_attr("invalid", str(e))
+            raise optuna.TrialPruned() from None
+        invalid[0] = 0
+        t0 = time.perf_counter()
+        torch.manual_seed(data.seed * 1_000_003 + trial.number)
+        model = space.build_network(g, task)
+        result = train_and_score(model, train, held_out, spec, seed=data.seed * 1_000_003 + trial.number, device=device,
+                                 classes=task.num_classes)
+        trial.set_user_attr("genotype", {k: list(v) for k, v in g.choices.items()})
+        trial.set_user_attr("params", sum(p.numel() for p in model.parameters()))
+        trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+        trial.set_user_attr("worker", worker)
+        trial.set_user_attr("pid", os.getpid())
+        for k in ("accuracy", "train_loss", "steps"):
+            if k in result:
+                trial.set_user_attr(k, result[k])
+        return result["fitness"] if math.isfinite(result["fitness"]) else float("nan")  # NaN: optuna marks it failed
+
+    return objective
+
+
+def _counts(study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def worker_loop(cfg: TrialConfig, study, objective, on_trial: Callable | None = None, poll: float = 1.0) -> None:
+    """Run trials until the study holds ``cfg.trials`` completed ones (or ``cfg.timeout`` passes).
+
+    When the running trials of other workers cover the rest of the budget, wait for them: one that
+    dies is failed by the heartbeat and re-queued, and this worker takes it.
+    """
+    optuna = _quiet_optuna()
+    t0 = time.monotonic()
+    failures = 0
+    while cfg.timeout is None or time.monotonic() - t0 < cfg.timeout:
+        n = _counts(study)
+        if n.get("COMPLETE", 0) >= cfg.trials:
+            return
+        if n.get("COMPLETE", 0) + n.get("RUNNING", 0) >= cfg.trials:
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(poll)
+            continue
+        before = n.get("FAIL", 0)
+        study.optimize(objective, n_trials=1, callbacks=[on_trial] if on_trial else None, gc_after_trial=False)
+        if _counts(study).get("FAIL", 0) > before:
+            failures += 1
+            if failures > max(10, cfg.trials):
+                raise DnasError(f"{failures} trials failed (non-finite fitness); lower strategy.lr or check the data")
+
+
+# -- several processes --------------------------------------------------------------------------
+
+
+def _worker_main(spec: dict[str, Any]) -> None:
+    """Entry point of a spawned worker process: rebuild everything from plain data, then loop."""
+    from dnas.data import DataConfig, SearchData, load_datasets
+    from dnas.config import make_config
+    from dnas.registry import create_space, create_strategy
+
+    for module in spec["modules"]:
+        importlib.import_module(module)
+    torch.set_num_threads(spec["threads"])
+    space = create_space(spec["space"], **spec["space_config"])
+    strategy = create_strategy(spec["strategy"], **spec["strategy_config"])
+    dcfg = make_config(DataConfig, spec["data_config"], "data")
+    data = SearchData(load_datasets(dcfg), dcfg, seed=spec["seed"])
+    cfg = strategy.config
+    study = open_study(spec["url"], spec["study"], cfg, strategy.sampler(spec["seed"] + 7919 * spec["worker"]), space)
+    worker_loop(cfg, study, make_objective(cfg, space, spec["task"], data, spec["worker"], torch.device(spec["device"])))
+
+
+def _spawn_workers(strategy: TrialStrategy, space, task, data, url, name, device, n: int):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    base = {
+        "modules": sorted({type(space).__module__, type(strategy).__module__}),
+        "space": space.name, "space_config": space.config_dict(),
+        "strategy": strategy.name, "strategy_config": config_dict(strategy.config),
+        "data_config": config_dict(data.cfg), "seed": data.seed, "task": task,
+        "url": url, "study": name, "device": str(device), "threads": max(1, torch.get_num_threads() // (n + 1)),
+    }
+    procs = []
+    for w in range(1, n + 1):
+        p = ctx.Process(target=_worker_main, args=({**base, "worker": w},), daemon=True)
+        p.start()
+        procs.append(p)
+    return procs
+
+
+# -- the study as a table -----------------------------------------------------------------------
+
+
+def trial_records(study) -> list[dict[str, Any]]:
+    """One plain record per trial: number, state, fitness, worker, params, seconds, genotype."""
+    out = []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        u = t.user_attrs
+        out.append({
+            "trial": t.number,
+            "state": t.state.name,
+            "fitness": t.value if t.value is not None and math.isfinite(t.value) else None,
+            **{k: u[k] for k in ("accuracy", "params", "seconds", "worker", "steps") if k in u},
+            **({"retry_of": t.system_attrs["failed_trial"]} if "failed_trial" in t.system_attrs else {}),
+            **({"note": "over budget"} if u.get("over_budget") else {}),
+            **({"note": f"invalid: {u['invalid']}"} if "invalid" in u else {}),
+            "start": t.datetime_start.isoformat() if t.datetime_start else None,
+            "genotype": u.get("genotype"),
+        })
+    return out
+
+
+def write_table(study, run: "Run") -> Path:
+    from dnas.run import atomic_write_text
+
+    path = run.path("trials.jsonl")
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in trial_records(study)))
+    return path
+
+
+def read_trials(run_dir: str | Path) -> list[dict[str, Any]]:
+    p = Path(run_dir) / "trials.jsonl"
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+
+
+def best_curve(records: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """(completed-trial count, best fitness so far) over the completed trials in trial order."""
+    xs, ys, best = [], [], math.inf
+    for r in records:
+        if r["state"] == "COMPLETE" and r["fitness"] is not None:
+            best = min(best, r["fitness"])
+            xs.append(len(xs) + 1)
+            ys.append(best)
+    return xs, ys
+
+
+def trials_summary(records: list[dict[str, Any]]) -> str:
+    """One line: how many trials in which state, and the best completed one."""
+    states: dict[str, int] = {}
+    for r in records:
+        states[r["state"]] = states.get(r["state"], 0) + 1
+    done = [r for r in records if r["state"] == "COMPLETE" and r["fitness"] is not None]
+    text = "trials: " + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+    if done:
+        b = min(done, key=lambda r: r["fitness"])
+        text += f"; best trial {b['trial']}: fitness {b['fitness']:.4f}" + (f", accuracy {b['accuracy']:.4f}" if "accuracy" in b else "")
+    return text
+
+
+def plot_trials(runs: dict[str, str | Path], path: str | Path) -> Path:
+    """Fitness of every completed trial (dots) and the best so far (line), one colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, run_dir in runs.items():
+        recs = [r for r in read_trials(run_dir) if r["state"] == "COMPLETE" and r["fitness"] is not None]
+        xs, ys = best_curve(recs)
+        line, = ax.plot(xs, ys, label=f"{label} (best so far)")
+        ax.scatter(xs, [r["fitness"] for r in recs], s=10, alpha=0.4, color=line.get_color())
+    ax.set_xlabel("completed trials")
+    ax.set_ylabel("fitness (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -- the search ---------------------------------------------------------------------------------
+
+
+def run_study(strategy: TrialStrategy, space: "SearchSpace", task: "Task", data: "SearchData", run: "Run", device) -> "Genotype":
+    """Fill the study to its budget with this process and ``workers - 1`` spawned ones; write the
+    trial table; return the genotype of the best completed trial."""
+    cfg = strategy.config
+    url = cfg.storage or f"sqlite:///{(run.dir / 'study.db').resolve()}"
+    name = cfg.study or "dnas"
+    study = open_study(url, name, cfg, strategy.sampler(data.seed), space)
+    if cfg.storage is None:  # our own file, and the run lock says nobody else is using it
+        requeue_orphans(study, cfg.retries, run.log)
+    run.log(f"study '{name}' in {url}: {_counts(study).get('COMPLETE', 0)}/{cfg.trials} trials done")
+    procs = _spawn_workers(strategy, space, task, data, url, name, device, cfg.workers - 1) if cfg.workers > 1 else []
+
+    def on_trial(study, t):
+        if t.state.name == "COMPLETE":
+            run.log(f"trial {t.number}: fitness {t.value:.4f} (best {study.best_value:.4f}) {t.user_attrs.get('seconds', 0):.1f}s")
+        write_table(study, run)
+
+    try:
+        worker_loop(cfg, study, make_objective(cfg, space, task, data, 0, device), on_trial)
+    finally:
+        for p in procs:
+            p.join(timeout=None if cfg.timeout is None else cfg.timeout + 60)
+            if p.is_alive():
+                p.terminate()
+        write_table(study, run)
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if bad:
+        run.log(f"[yellow]warning:[/] {len(bad)} worker process(es) exited with an error (codes {bad}); their trials were re-queued")
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not done:
+        raise DnasError(f"no trial of study '{name}' completed (timeout too short?); the trial table is in {run.path('trials.jsonl')}")
+    best = min(done, key=lambda t: t.value)
+    run.log(f"best: trial {best.number}, fitness {best.value:.4f} ({len(done)} completed trials)")
+    return space.genotype(best.user_attrs["genotype"])
