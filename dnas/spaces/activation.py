@@ -64,7 +64,7 @@ def _blame(x: torch.Tensor, U: Sequence[torch.Tensor], Bv: Sequence[torch.Tensor
     fix = "lower the learning rates, normalise the data, or drop the primitive"
     if _nonfinite(x):
         return DnasError(f"{where}: the input to the activation is already NaN/inf (the preceding linear layer diverged); {fix}")
-    big = f"|x| up to {float(x.abs().max()):.3g}"
+    big = f"|x| up to {float(x.detach().abs().max()):.3g}"
     for name, u in zip(UNARY, U):
         if _nonfinite(u):
             return DnasError(f"{where}: unary primitive '{name}' ({UNARY[name][0]}) produced NaN/inf ({big}); {fix}")

@@ -1,0 +1,228 @@
+"""Activation and depth search for MLPs (thesis §6.2), regression data, and the NaN/inf blame."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import dnas
+from dnas.data import DataConfig, load_datasets, synthetic_regression_dataset, table_dataset
+from dnas.errors import DnasError
+from dnas.show import describe
+from dnas.space import Task
+from dnas.spaces.activation import BINARY, UNARY, Activation, MixedActivation, formula, formula_parser
+from dnas.spaces.mlp_depth import task_loss
+from dnas.testing import check_space
+
+
+@pytest.mark.parametrize("name", ["mlp-depth", "activation"])
+@pytest.mark.parametrize("task", [None, Task((1, 4, 4), 3)])  # regression (tiny_task) and classification
+def test_mlp_spaces_conform(name, task):
+    g = check_space(name, task=task)
+    assert g.space == name
+
+
+# -- primitives ----------------------------------------------------------------------------------
+HAND_UNARY = {
+    "max0": lambda v: max(v, 0.0), "min0": lambda v: min(v, 0.0), "exp": math.exp, "tanh": math.tanh,
+    "x": lambda v: v, "abs": abs, "sin": math.sin, "cos": math.cos, "one": lambda v: 1.0, "square": lambda v: v * v,
+}
+HAND_BINARY = {
+    "add": lambda a, b: a + b, "prod": lambda a, b: a * b, "sub": lambda a, b: a - b,
+    "max": max, "min": min, "mask": lambda a, b: a,
+}
+XS = [-1.7, -0.3, 0.0, 0.4, 2.1]
+
+
+@pytest.mark.parametrize("u", list(UNARY))
+def test_each_unary_primitive_matches_its_formula(u):
+    assert set(HAND_UNARY) == set(UNARY)
+    out = Activation("mask", u, "x")(torch.tensor(XS, dtype=torch.float64))  # mask(a, b) = a: U1 alone
+    assert out.tolist() == pytest.approx([HAND_UNARY[u](v) for v in XS], rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("b", list(BINARY))
+def test_each_binary_primitive_matches_its_formula(b):
+    assert set(HAND_BINARY) == set(BINARY)
+    out = Activation(b, "sin", "square")(torch.tensor(XS, dtype=torch.float64))  # B(sin x, x²)
+    assert out.tolist() == pytest.approx([HAND_BINARY[b](math.sin(v), v * v) for v in XS], rel=1e-12, abs=1e-12)
+
+
+def test_mixed_activation_is_the_softmax_mixture_by_hand():
+    torch.manual_seed(0)
+    ab, a1, a2 = torch.randn(6, dtype=torch.float64), torch.randn(10, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    pb, p1, p2 = (torch.softmax(a, 0) for a in (ab, a1, a2))
+    out = MixedActivation()(torch.tensor(XS, dtype=torch.float64), pb, p1, p2)
+    for v, o in zip(XS, out.tolist()):
+        u1 = sum(float(p1[k]) * HAND_UNARY[n](v) for k, n in enumerate(UNARY))
+        u2 = sum(float(p2[k]) * HAND_UNARY[n](v) for k, n in enumerate(UNARY))
+        assert o == pytest.approx(sum(float(pb[k]) * HAND_BINARY[n](u1, u2) for k, n in enumerate(BINARY)), rel=1e-10)
+
+
+def test_formula_text():
+    assert formula("add", "exp", "max0") == "exp(x) + max(x, 0)"
+    assert formula("max", "square", "one") == "max(x^2, 1)"
+    assert formula("mask", "tanh", "cos") == "tanh(x)"
+
+
+# -- numerical safety ----------------------------------------------------------------------------
+def _uniform():
+    return torch.full((6,), 1 / 6), torch.full((10,), 0.1), torch.full((10,), 0.1)
+
+
+def test_nan_detector_names_exp():
+    with pytest.raises(DnasError, match="'exp'"):
+        MixedActivation()(torch.tensor([1.0, 100.0]), *_uniform())  # exp(100) overflows float32
+
+
+def test_nan_detector_names_square_and_prod():
+    with pytest.raises(DnasError, match="'square'"):
+        Activation("add", "x", "square")(torch.tensor([1e20]))
+    with pytest.raises(DnasError, match="'prod'"):  # exp(50) is finite, exp(50)² is not
+        Activation("prod", "exp", "exp")(torch.tensor([50.0]))
+    with pytest.raises(DnasError, match="already NaN"):
+        Activation("add", "x", "x")(torch.tensor([float("nan")]))
+
+
+def test_nan_in_supernet_loss_is_reported_not_propagated():
+    net = dnas.create_space("activation", widths=[4]).supernet(Task((2,), 0, out_dim=1))
+    with torch.no_grad():
+        net.linears[0].weight.fill_(100.0)
+    with pytest.raises(DnasError, match=r"linear layer 0: unary primitive 'exp'"):
+        net.loss((torch.ones(3, 2), torch.zeros(3, 1)))
+
+
+# -- derivation ----------------------------------------------------------------------------------
+def _weights(**kw):
+    w = {"binary": torch.full((6,), 0.01), "unary1": torch.full((10,), 0.01), "unary2": torch.full((10,), 0.01)}
+    for key, (opts, vals) in kw.items():
+        for o, v in zip(opts, vals):
+            names = list(BINARY) if key == "binary" else list(UNARY)
+            w[key][names.index(o)] = v
+    return w
+
+
+def test_formula_parser_merges_the_two_orders_of_a_commutative_binary():
+    space = dnas.create_space("activation")
+    # add with U1 = U2 = ½ exp + ½ relu: exp + relu is learnt, per-decision argmax would say exp + exp
+    w = _weights(binary=(["add"], [0.9]), unary1=(["exp", "max0"], [0.46, 0.44]), unary2=(["exp", "max0"], [0.46, 0.44]))
+    assert formula_parser(space.decisions(), w) == {"binary": ["add"], "unary1": ["max0"], "unary2": ["exp"]}
+    assert dnas.parsers.argmax_parser(space.decisions(), w)["unary2"] == ["exp"]
+    # sub is not commutative: the ordered argmax stands
+    w = _weights(binary=(["sub"], [0.9]), unary1=(["exp", "max0"], [0.46, 0.44]), unary2=(["exp", "max0"], [0.46, 0.44]))
+    assert formula_parser(space.decisions(), w) == {"binary": ["sub"], "unary1": ["exp"], "unary2": ["exp"]}
+
+
+def test_recovers_exp_plus_relu_elementwise():
+    """Data y = exp(x) + max(x, 0) elementwise; the MLP's linear layers fixed to the identity, so only
+    α learn (the first-order DARTS α step, Adam on ∇_α L). The derived formula must be the target."""
+    torch.manual_seed(0)
+    data = synthetic_regression_dataset(n_train=256)
+    x, y = data.train.tensors
+    net = dnas.create_space("activation", widths=[1]).supernet(data.task)
+    with torch.no_grad():
+        for lin in [*net.linears, net.out]:
+            lin.weight.fill_(1.0)
+            lin.bias.zero_()
+    opt = torch.optim.Adam(net.arch_parameters(), lr=0.2)
+    for _ in range(800):
+        loss = net.loss((x, y))["loss"]
+        opt.zero_grad()
+        loss.backward(inputs=net.arch_parameters())
+        opt.step()
+    g = net.genotype()
+    assert {k: v[0] for k, v in g.choices.items()} == {"binary": "add", "unary1": "max0", "unary2": "exp"}
+    assert "A(x) = max(x, 0) + exp(x)" in describe(g)
+    assert float(loss) < 1e-2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 2])
+def test_recovers_exp_plus_relu_inside_a_fixed_mlp(seed):
+    """y = a fixed random MLP (2 -> 4 -> 4 -> 1) with A = exp + relu; the student shares its linear layers."""
+    torch.manual_seed(seed)
+    x = torch.rand(256, 2) * 4 - 2
+    net = dnas.create_space("activation", widths=[4, 4]).supernet(Task((2,), 0, out_dim=1))
+    with torch.no_grad():
+        h = x
+        for lin in net.linears:
+            h = Activation("add", "exp", "max0")(lin(h))
+        y = net.out(h)
+    opt = torch.optim.Adam(net.arch_parameters(), lr=0.2)
+    for _ in range(1500):
+        loss = net.loss((x, y))["loss"]
+        opt.zero_grad()
+        loss.backward(inputs=net.arch_parameters())
+        opt.step()
+    assert {k: v[0] for k, v in net.genotype().choices.items()} == {"binary": "add", "unary1": "max0", "unary2": "exp"}
+
+
+# -- mlp-depth -----------------------------------------------------------------------------------
+def test_mlp_depth_mixes_layer_and_identity_by_hand():
+    torch.manual_seed(0)
+    net = dnas.create_space("mlp-depth", width=3, max_layers=2).supernet(Task((2,), 0, out_dim=1))
+    x = torch.randn(4, 2)
+    W = torch.softmax(net.alphas["layers"].detach(), -1)
+    h = torch.relu(net.inp(x))
+    for i, lin in enumerate(net.hidden):
+        h = W[i, 0] * torch.relu(lin(h)) + W[i, 1] * h
+    assert torch.allclose(net(x), net.out(h))
+
+
+def test_mlp_depth_network_keeps_only_chosen_layers():
+    space = dnas.create_space("mlp-depth", width=5, max_layers=4)
+    g = space.genotype({"layer0": ["identity"], "layer1": ["linear_relu"], "layer2": ["identity"], "layer3": ["linear_relu"]})
+    net = space.build_network(g, Task((3,), 0, out_dim=2))
+    assert sum(isinstance(m, torch.nn.Linear) for m in net) == 2 + 2  # input, output + 2 kept
+    assert net(torch.randn(7, 3)).shape == (7, 2)
+    assert "2 of 4" in describe(g)
+
+
+def test_task_loss_is_mse_for_regression_and_ce_for_classes():
+    out, y = torch.tensor([[1.0, 2.0], [0.0, -1.0]]), torch.tensor([[0.0, 2.0], [1.0, 1.0]])
+    assert float(task_loss(out, y, Task((2,), 0, out_dim=2))["loss"]) == pytest.approx((1 + 0 + 1 + 4) / 4)
+    logits, labels = torch.tensor([[2.0, 0.0]]), torch.tensor([1])
+    assert float(task_loss(logits, labels, Task((2,), 2))["loss"]) == pytest.approx(math.log(1 + math.exp(2.0)))
+
+
+# -- regression data -----------------------------------------------------------------------------
+def test_csv_with_header_and_named_targets(tmp_path):
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(50, 4)).astype(np.float32)
+    p = tmp_path / "d.csv"
+    np.savetxt(p, table, delimiter=",", header="a,b,c,d", comments="")
+    ds = load_datasets(DataConfig(name=f"csv:{p}", target="b,d"))
+    assert ds.task == Task((2,), 0, out_dim=2)
+    xs, ys = ds.train.tensors
+    assert len(xs) + len(ds.test.tensors[0]) == 50 and len(ds.test.tensors[0]) == 10
+    row = table[np.isclose(table[:, 0], float(xs[0, 0]))][0]
+    assert xs[0].tolist() == pytest.approx(row[[0, 2]].tolist()) and ys[0].tolist() == pytest.approx(row[[1, 3]].tolist())
+
+
+def test_npy_npz_and_default_last_column(tmp_path):
+    table = np.arange(40, dtype=np.float32).reshape(10, 4)
+    np.save(tmp_path / "t.npy", table)
+    ds = table_dataset(str(tmp_path / "t.npy"))
+    assert ds.task.input_shape == (3,) and ds.task.out_dim == 1
+    x, y = ds.train.tensors
+    assert torch.equal(y[:, 0], x[:, 2] + 1)  # the last column is the target
+    np.savez(tmp_path / "t.npz", x=table[:, :2], y=table[:, 2:])
+    assert table_dataset(str(tmp_path / "t.npz")).task == Task((2,), 0, out_dim=2)
+
+
+def test_bad_regression_input_is_one_clear_error(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("a,b\n1,2\n3,4\n")
+    with pytest.raises(DnasError, match="target column 'zz'"):
+        load_datasets(DataConfig(name=f"csv:{p}", target="zz"))
+    with pytest.raises(DnasError, match="not found"):
+        load_datasets(DataConfig(name=f"csv:{tmp_path / 'missing.csv'}"))
+
+
+def test_synthetic_regression_is_exp_plus_relu():
+    ds = load_datasets(DataConfig(name="synthetic-regression"))
+    x, y = ds.train.tensors
+    assert torch.allclose(y, torch.exp(x) + x.clamp_min(0))
+    assert ds.task == Task((1,), 0, out_dim=1)
