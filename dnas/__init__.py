@@ -20,11 +20,12 @@ from dnas import spaces as _spaces  # noqa: E402,F401
 from dnas import strategies as _strategies  # noqa: E402,F401
 from dnas import train as _train_module  # noqa: E402,F401  (imported first: the function below must win)
 from dnas.api import search, train  # noqa: E402
+from dnas.ssl_eval import retrieve, ssl_train  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Decision", "DnasError", "Genotype", "GradientStrategy", "SearchSpace", "Strategy", "Supernet", "Task",
     "create_space", "create_strategy", "list_parsers", "list_spaces", "list_strategies", "load_genotype",
-    "register_parser", "register_space", "register_strategy", "search", "train",
+    "register_parser", "register_space", "register_strategy", "retrieve", "search", "ssl_train", "train",
 ]
