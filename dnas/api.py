@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import yaml
 
+from dnas import distributed
 from dnas.config import config_dict, make_config
 from dnas.data import DataConfig, SearchData, load_datasets
 from dnas.errors import DnasError
@@ -180,26 +181,33 @@ def search(
             overlay["device"] = device
         cfg = merge_config(cfg, overlay)
         run_dir = Path(out) if out is not None else _default_out(cfg)
-        if (run_dir / "checkpoint.pt").exists() or (run_dir / "genotype.yaml").exists():
+        if distributed.is_main() and ((run_dir / "checkpoint.pt").exists() or (run_dir / "genotype.yaml").exists()):
             raise DnasError(f"'{run_dir}' already holds a search; pass --resume {run_dir} to continue it, or choose another --out")
     r = resolve(cfg)
-    dev = resolve_device(r.config["device"])
+    dev = distributed.init_from_env(resolve_device(r.config["device"]))  # torchrun: join the group
     datasets = load_datasets(r.data) if "data" in r.strategy.needs else None
     if datasets is not None and getattr(r.space, "two_views", False):  # siamese spaces (NASiam): ((v1, v2), y)
         from dnas.data import two_view_datasets
 
         datasets = two_view_datasets(datasets, r.data)
-    with Run(run_dir, progress=progress) as run:
+    with Run(run_dir, progress=progress, writer=distributed.is_main()) as run:
         if resume is None:
             run.write_config(r.config)
         torch.manual_seed(r.config["seed"])
         task = datasets.task if datasets is not None else r.space.tiny_task
         supernet = r.space.supernet(task).to(dev)
+        init = getattr(r.strategy.config, "init_genotype", None)
+        if init and resume is None:  # DARTOpti: α start from a genotype (a resume restores its own α)
+            from dnas.dartopti import init_alpha_from_genotype
+
+            init_alpha_from_genotype(supernet, init)
+        distributed.broadcast_module_(supernet)
         search_data = SearchData(datasets, r.data, seed=r.config["seed"]) if datasets is not None else None
         genotype = r.strategy.search(supernet, search_data, run)
-        genotype.save(run.path("genotype.yaml"))
-        atomic_torch_save({k: v.detach().cpu() for k, v in supernet.named_arch_parameters()}, run.path("alphas.pt"))
-        run.log(f"genotype written to {run.path('genotype.yaml')}")
+        if run.writer:
+            genotype.save(run.path("genotype.yaml"))
+            atomic_torch_save({k: v.detach().cpu() for k, v in supernet.named_arch_parameters()}, run.path("alphas.pt"))
+            run.log(f"genotype written to {run.path('genotype.yaml')}")
         return SearchResult(genotype, run_dir, run.history())
 
 

@@ -102,15 +102,6 @@ def cmd_train(args) -> int:
         print(json.dumps({k: v for k, v in result.items() if k != "history"}))
         print(f"weights and metrics written to {out}")
         return 0
-    if args.ssl:  # self-supervised genotypes (nasiam-mlp): pretraining + linear evaluation
-        from dnas.ssl_eval import ssl_train
-
-        out = args.out or str(Path("runs") / ("ssl-" + Path(args.genotype).stem))
-        result = ssl_train(args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
-                           seed=args.seed or 0, device=args.device or "cpu", out=out)
-        print(json.dumps({k: v for k, v in result.items() if k != "history"}))
-        print(f"weights and metrics written to {out}")
-        return 0
     out = args.out or str(Path("runs") / ("train-" + Path(args.genotype).stem))
     result = train(
         args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
@@ -186,16 +177,6 @@ def cmd_retrieve(args) -> int:
     return 0
 
 
-def cmd_retrieve(args) -> int:
-    import json
-
-    from dnas.ssl_eval import retrieve
-
-    dcfg = {"data_dir": args.data_dir} if args.data_dir else None
-    print(json.dumps(retrieve(args.run, data=args.data, data_config=dcfg, threshold=args.threshold, device=args.device or "cpu")))
-    return 0
-
-
 def cmd_show(args) -> int:
     from dnas.show import show
 
@@ -248,16 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--device")
     t.add_argument("--ssl", action="store_true", help="self-supervised genotype (nasiam-mlp): pretrain, then linear evaluation")
-    t.add_argument("--ssl", action="store_true", help="self-supervised genotype (nasiam-mlp): pretrain, then linear evaluation")
     t.set_defaults(fn=cmd_train)
-
-    rt = sub.add_parser("retrieve", help="retrieval mAP of a 'train --ssl' model: test split queries, train split gallery")
-    rt.add_argument("run", help="the --out folder of 'dnas train --ssl' (genotype.yaml + model.safetensors)")
-    rt.add_argument("--data", default="digits", help="the labelled data it was trained on")
-    rt.add_argument("--data-dir")
-    rt.add_argument("--threshold", type=float, help="retrieve only gallery items with cosine similarity > τ (default: all)")
-    rt.add_argument("--device")
-    rt.set_defaults(fn=cmd_retrieve)
 
     rt = sub.add_parser("retrieve", help="retrieval mAP of a 'train --ssl' model: test split queries, train split gallery")
     rt.add_argument("run", help="the --out folder of 'dnas train --ssl' (genotype.yaml + model.safetensors)")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, Subset, TensorDataset
 
 from dnas.errors import DnasError
 from dnas.space import Task
@@ -223,6 +223,20 @@ def load_datasets(cfg: DataConfig) -> Datasets:
     raise DnasError(f"unknown dataset {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}")
 
 
+class _Sharded(Sampler):
+    def __init__(self, batches: BatchSampler):
+        self.batches = batches
+
+    def __iter__(self):
+        from dnas.distributed import shard
+
+        for b in self.batches:
+            yield shard(b)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 class SearchData:
     """The bilevel split of a training set, served as (train batch, val batch) pairs per epoch.
 
@@ -239,11 +253,15 @@ class SearchData:
         self.test = datasets.test
 
     def loader(self, ds: Dataset, epoch: int, salt: int, shuffle: bool = True) -> DataLoader:
+        """Batches in an order fixed by (seed, epoch). Data-parallel: ``batch_size`` is per rank; the
+        global batch (batch_size × ranks) is drawn the same on every rank and each takes its shard."""
+        from dnas.distributed import rank_and_size
+
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2 + salt)
-        return DataLoader(
-            ds, batch_size=self.cfg.batch_size, shuffle=shuffle, generator=g, num_workers=self.cfg.num_workers,
-            drop_last=len(ds) > self.cfg.batch_size,
-        )
+        size = self.cfg.batch_size * rank_and_size()[1]
+        sampler = RandomSampler(ds, generator=g) if shuffle else SequentialSampler(ds)
+        batches = _Sharded(BatchSampler(sampler, size, drop_last=len(ds) > size))
+        return DataLoader(ds, batch_sampler=batches, num_workers=self.cfg.num_workers)
 
     def steps_per_epoch(self) -> int:
         return len(self.loader(self.train, 0, 0))

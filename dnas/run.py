@@ -91,17 +91,22 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Run:
-    """One run folder. Holds a lock while open so two searches never interleave in it."""
+    """One run folder. Holds a lock while open so two searches never interleave in it.
 
-    def __init__(self, directory: str | Path, progress: bool = True):
+    With ``writer=False`` (the non-zero ranks of a data-parallel search) it writes and logs nothing.
+    """
+
+    def __init__(self, directory: str | Path, progress: bool = True, writer: bool = True):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.progress = progress
+        self.writer = writer
+        self.progress = progress and writer
         self._lock = self.dir / "run.lock"
-        self._acquire()
         from rich.console import Console
 
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True, quiet=not writer)
+        if writer:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._acquire()
 
     # -- lock ---------------------------------------------------------------------------------
     def _acquire(self) -> None:
@@ -124,7 +129,8 @@ class Run:
             return
 
     def close(self) -> None:
-        self._lock.unlink(missing_ok=True)
+        if self.writer:
+            self._lock.unlink(missing_ok=True)
 
     def __enter__(self) -> "Run":
         return self
@@ -140,10 +146,13 @@ class Run:
         self.console.print(message)
 
     def write_config(self, config: dict[str, Any]) -> None:
-        atomic_write_text(self.path("config.yaml"), yaml.safe_dump(config, sort_keys=False))
+        if self.writer:
+            atomic_write_text(self.path("config.yaml"), yaml.safe_dump(config, sort_keys=False))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Write ``checkpoint.pt`` (checksummed, atomic); the one before it stays as ``checkpoint.prev.pt``."""
+        if not self.writer:
+            return
         cur, prev = self.path("checkpoint.pt"), self.path("checkpoint.prev.pt")
         tmp = self.path(".checkpoint.next.pt")
         write_checked(state, tmp)
@@ -153,6 +162,8 @@ class Run:
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The newest intact checkpoint: ``checkpoint.pt``, else (with a warning) ``checkpoint.prev.pt``."""
+        if not self.writer:
+            return None  # rank 0 reads it and broadcasts
         cur, prev = self.path("checkpoint.pt"), self.path("checkpoint.prev.pt")
         if cur.exists():
             try:
@@ -167,6 +178,8 @@ class Run:
         return None
 
     def append_history(self, record: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         with open(self.path("history.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -177,6 +190,8 @@ class Run:
 
     def truncate_history(self, epochs: int) -> None:
         """Keep the records of the first ``epochs`` epochs (those the checkpoint covers)."""
+        if not self.writer:
+            return
         kept = [r for r in self.history() if r.get("epoch", 0) <= epochs]
         atomic_write_text(self.path("history.jsonl"), "".join(json.dumps(r) + "\n" for r in kept))
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dnas.config import make_config
+from dnas.distributed import average_, broadcast_object
 from dnas.errors import DnasError
 
 if TYPE_CHECKING:
@@ -65,10 +66,18 @@ class GradientConfig:
     max_divergences: int = 1  # rollbacks allowed before the run stops
     parser: str | None = None  # None: the space's default parser
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast the forward of the α and weight steps; fp16 adds a GradScaler
+    init_genotype: str | None = None  # DARTOpti: α start from this genotype (file or shipped name); fresh runs only
+    early_stop: Literal["none", "distance"] = "none"  # D-DARTS: stop when the distance M is stable (dnas/distance.py)
+    early_stop_on: Literal["previous", "start"] = "previous"  # M to the previous epoch ≤ tol (thesis), or M to the start moving ≤ tol (code)
+    early_stop_patience: int = 5  # epochs the criterion must hold (thesis 5; the authors' code: 4)
+    early_stop_from: int = 10  # first epoch at which the search may stop (thesis: 10)
+    early_stop_tol: float = 0.0  # thesis: M to the previous epoch = 0 (genotype unchanged); code: 0.001 on M to the start
 
     def check(self):
         if self.epochs < 0 or self.warmup_epochs < 0:
             return "epochs and warmup_epochs must be >= 0"
+        if self.early_stop_patience < 1 or self.early_stop_from < 1 or self.early_stop_tol < 0:
+            return "early_stop_patience and early_stop_from must be >= 1 and early_stop_tol >= 0"
         if self.w_lr <= 0 or self.a_lr < 0:
             return "learning rates must be positive"
         if self.amp == "fp16" and getattr(self, "order", 1) == 2:
@@ -128,6 +137,7 @@ class GradientStrategy(Strategy):
             for k, ps in supernet.arch_groups().items()
         }
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(w, max(c.epochs, 1), eta_min=c.w_lr_min)
+        self._start_choices = self._distance_genotype(supernet)  # the epoch-0 genotype (a resume restores it)
         return Optimizers(w, arch, sched)
 
     def loss_terms(self, supernet: "Supernet") -> dict[str, torch.Tensor]:
@@ -164,7 +174,9 @@ class GradientStrategy(Strategy):
         scaler = self.grad_scaler("arch", supernet)
         total = scaler.scale(total) if scaler else total
         alphas = supernet.arch_parameters()
-        for a, g in zip(alphas, torch.autograd.grad(total, alphas)):
+        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, torch.autograd.grad(total, alphas, allow_unused=True))]
+        average_(grads)  # data-parallel: the mean over ranks
+        for a, g in zip(alphas, grads):
             a.grad = g
         for o in opt.arch.values():
             scaler.step(o) if scaler else o.step()  # fp16: unscales, skips the step on inf/NaN
@@ -180,6 +192,7 @@ class GradientStrategy(Strategy):
             out = supernet.loss(batch)
         weights = [p for p in supernet.weight_parameters() if p.requires_grad]
         (scaler.scale(out["loss"]) if scaler else out["loss"]).backward(inputs=weights)
+        average_(p.grad for p in weights)  # data-parallel: the mean over ranks
         if scaler:
             scaler.unscale_(opt.weights)
         if self.config.grad_clip:
@@ -202,18 +215,61 @@ class GradientStrategy(Strategy):
         """Keyword arguments for the parser that derives the genotype (e.g. FairDARTS' threshold)."""
         return {}
 
+    def _distance_genotype(self, supernet: "Supernet") -> dict[str, list[str]] | None:
+        """The genotype the loop derives, as plain choices; None where the distance M is undefined."""
+        from dnas.distance import has_cells
+
+        if not has_cells(supernet.space):
+            return None
+        g = supernet.genotype(self.config.parser, **self.parser_args())
+        return {k: list(v) for k, v in g.choices.items()}
+
     def epoch_metrics(self, supernet: "Supernet", history: list[dict[str, Any]]) -> dict[str, Any]:
-        """Extra per-epoch numbers for the history (dominant ops, distances...). None here."""
-        return {}
+        """Extra per-epoch numbers for the history: the D-DARTS distance M (eq. 4.8) of this epoch's
+        genotype to the previous epoch's and to the start (epoch 0), on spaces with cells.
+        Subclasses adding their own numbers merge ``super().epoch_metrics(...)``."""
+        from dnas.distance import distance
+
+        now = self._distance_genotype(supernet)
+        start = getattr(self, "_start_choices", None)
+        if now is None or start is None:
+            return {}
+        space = supernet.space
+        prev = history[-1].get("genotype", start) if history else start
+        g = space.genotype(now)
+        return {
+            "distance_prev": round(distance(g, space.genotype(prev)), 6),  # D-DARTS eq. (4.8)
+            "distance_start": round(distance(g, space.genotype(start)), 6),
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        start = getattr(self, "_start_choices", None)
+        return {} if start is None else {"start_genotype": start}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        if "start_genotype" in state:
+            self._start_choices = state["start_genotype"]
 
     def should_stop(self, history: list[dict[str, Any]]) -> str | None:
-        """A reason to stop early, or None."""
+        """A reason to stop early, or None. ``early_stop: distance`` (D-DARTS): from epoch
+        ``early_stop_from`` on, stop once the last ``early_stop_patience`` epochs after the warm-up
+        all had M to the previous epoch ≤ tol (``early_stop_on: previous``, the thesis), or M to the
+        start varying by ≤ tol across them (``start``, the authors' code: 0.001 over 4 epochs)."""
+        c = self.config
+        if c.early_stop != "distance" or not history:
+            return None
+        epoch, k = history[-1]["epoch"], c.early_stop_patience
+        window = [r for r in history if r["epoch"] > c.warmup_epochs][-k:]  # α frozen in warm-up: not evidence
+        if epoch < c.early_stop_from or len(window) < k or any("distance_prev" not in r for r in window):
+            return None
+        if c.early_stop_on == "previous":
+            worst = max(r["distance_prev"] for r in window)
+            if worst <= c.early_stop_tol:
+                return f"distance M to the previous epoch ≤ {c.early_stop_tol:g} for {k} epochs (max {worst:.6f})"
+        else:
+            values = [r["distance_start"] for r in window]
+            if max(values) - min(values) <= c.early_stop_tol:
+                return f"distance M to the start changed by ≤ {c.early_stop_tol:g} over {k} epochs ({min(values):.6f}–{max(values):.6f})"
         return None
 
     # -- the loop -----------------------------------------------------------------------------
@@ -274,6 +330,7 @@ def _epoch(strategy, supernet, data, opt, epoch, device, progress, bar, show) ->
     for train_batch, val_batch in data.epoch(epoch):
         train_batch, val_batch = to_device(train_batch, device), to_device(val_batch, device)
         m = strategy.step(supernet, train_batch, val_batch, epoch, opt)
+        average_(m.values())
         _check_finite(m, supernet)
         n = _batch_size(train_batch)
         for k, v in m.items():
@@ -292,7 +349,7 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
     device = next(supernet.parameters()).device
     opt = strategy.optimizers(supernet)
     start, divergences = 0, 0
-    ckpt = run.load_checkpoint()
+    ckpt = broadcast_object(run.load_checkpoint())
     if ckpt is not None:
         supernet.load_state_dict(ckpt["supernet"])
         opt.load_state_dict(ckpt["optimizers"])
@@ -302,7 +359,7 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
         divergences = ckpt.get("divergences", 0)
         run.truncate_history(start)
         run.log(f"resuming from epoch {start} in {run.dir}")
-    history = run.history()
+    history = broadcast_object(run.history())
     steps = data.steps_per_epoch()
     progress = Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 import torch
 
+from dnas.distributed import average_
 from dnas.registry import register_strategy
 from dnas.strategy import GradientConfig, GradientStrategy, Optimizers
 
@@ -24,6 +25,7 @@ def unrolled_arch_grads(strategy: GradientStrategy, supernet, train_batch: Any, 
     alphas = supernet.arch_parameters()
     backup = [w.detach().clone() for w in weights]
     g_train = torch.autograd.grad(supernet.loss(train_batch)["loss"], weights, allow_unused=True)
+    average_(g_train)  # data-parallel: every gradient below is the mean over ranks
     with torch.no_grad():
         for w, g in zip(weights, g_train):
             if g is not None:
@@ -32,6 +34,7 @@ def unrolled_arch_grads(strategy: GradientStrategy, supernet, train_batch: Any, 
     grads = torch.autograd.grad(total, alphas + weights, allow_unused=True)
     d_alpha = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads[: len(alphas)])]
     d_w = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads[len(alphas) :])]
+    average_(d_alpha + d_w)
     eps = 0.01 / torch.sqrt(sum((g * g).sum() for g in d_w)).clamp_min(1e-12)
 
     def alpha_grad_at(sign: float):
@@ -39,7 +42,9 @@ def unrolled_arch_grads(strategy: GradientStrategy, supernet, train_batch: Any, 
             for w, b, v in zip(weights, backup, d_w):
                 w.copy_(b + sign * eps * v)  # w± = w ± ε ∇_{w'} L_val
         gs = torch.autograd.grad(supernet.loss(train_batch)["loss"], alphas, allow_unused=True)
-        return [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, gs)]
+        gs = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, gs)]
+        average_(gs)
+        return gs
 
     g_plus, g_minus = alpha_grad_at(1.0), alpha_grad_at(-1.0)
     with torch.no_grad():
