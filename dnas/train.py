@@ -110,7 +110,7 @@ def train_network(
     result = {
         "top1": final["top1"],
         "top5": final["top5"],
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("aux.")),  # as DARTS reports
         "seconds": round(time.perf_counter() - t0, 2),
         "history": history,
     }
