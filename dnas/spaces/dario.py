@@ -149,6 +149,20 @@ def _head_dim(a: nn.Module) -> int:
     return getattr(a, "head_dim", None) or a.proj.in_features // a.num_heads
 
 
+def model_input_shape(model: nn.Module, cfg: DarioConfig) -> tuple[int, int, int]:
+    """(C, H, W) the model takes: the config's input_size, else its patch embedding or pretrained cfg."""
+    if cfg.input_size:
+        return tuple(int(v) for v in cfg.input_size)
+    pe = getattr(model, "patch_embed", None)
+    if pe is not None and getattr(pe, "img_size", None):
+        h, w = pe.img_size
+        return (getattr(getattr(pe, "proj", None), "in_channels", 3), int(h), int(w))
+    size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
+    if size:
+        return tuple(int(v) for v in size)
+    raise DnasError("cannot tell this model's input size; set input_size=[C, H, W] (--input-size)")
+
+
 # -- the supernet ------------------------------------------------------------------------------
 class DarioSupernet(Supernet):
     """The model with gate hooks; α = one row per block (``blocks``) and per head (``heads``)."""
@@ -194,17 +208,8 @@ class DarioSupernet(Supernet):
         return hook
 
     def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the batch of ones (config, else the model's patch embedding / pretrained cfg)."""
-        if self.space.config.input_size:
-            return tuple(int(v) for v in self.space.config.input_size)
-        pe = getattr(self.model, "patch_embed", None)
-        if pe is not None and getattr(pe, "img_size", None):
-            h, w = pe.img_size
-            return (getattr(pe.proj, "in_channels", 3), int(h), int(w))
-        size = getattr(self.model, "pretrained_cfg", {}).get("input_size")
-        if size:
-            return tuple(int(v) for v in size)
-        raise DnasError("cannot tell this model's input size; set input_size=[C, H, W]")
+        """(C, H, W) of the batch of ones."""
+        return model_input_shape(self.model, self.space.config)
 
     def forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The gated model; ``params`` replaces the model's parameters (torch.func.functional_call)."""

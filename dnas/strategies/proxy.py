@@ -151,7 +151,7 @@ class ProxyStrategy(Strategy):
                     sched.step()
                     if not all(torch.isfinite(a).all() for a in alphas) or not torch.isfinite(s):
                         raise DnasError(f"the proxy search diverged at iteration {it + 1}; lower lr or gamma")
-                    self._record(supernet, run, history, len(history) + 1, {"phase": "gradient", "proxy": float(s)}, t0)
+                    self._record(supernet, run, history, len(history) + 1, {"phase": "gradient", "proxy": float(s.detach())}, t0)
                     bar.update(task, advance=1)
         run.log(f"proxy search: {len(history)} proxy evaluations in {time.perf_counter() - t0:.1f}s")
         return supernet.genotype("threshold", threshold=c.threshold)
