@@ -70,7 +70,8 @@ class FairLossMixin:
 
     def epoch_metrics(self, supernet, history) -> dict[str, Any]:
         by_cell = dominant_ops(supernet)
-        return {"dominant_ops": sum(by_cell.values()), "dominant_ops_by_cell": by_cell}
+        base = super().epoch_metrics(supernet, history)  # the distance M (GradientStrategy)
+        return {**base, "dominant_ops": sum(by_cell.values()), "dominant_ops_by_cell": by_cell}
 
 
 @register_strategy("fairdarts")
