@@ -1,0 +1,19 @@
+"""A non-timm model for the dario space: two bias-free linear blocks in ``layers`` (width → width)."""
+import torch
+from torch import nn
+
+
+class Toy(nn.Module):
+    def __init__(self, width: int = 2):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width, bias=False) for _ in range(2))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def toy(width: int = 2) -> Toy:
+    torch.manual_seed(1)
+    return Toy(width)

@@ -1,0 +1,311 @@
+"""DARIO: gates (eq. 6.1, 6.2), physical pruning, proxies (Table 6.1), the synflow step (6.5, 6.6)."""
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+import dnas
+from dnas.errors import DnasError
+from dnas.proxies import PROXIES, get_proxy
+from dnas.run import Run
+from dnas.spaces.dario import DarioSpace, apply_pruning, build_model
+from dnas.strategies.proxy import ProxyConfig, ProxyStrategy, proxy_objective
+
+pytestmark = pytest.mark.filterwarnings("ignore:pruning a randomly initialised")
+
+KW = {"img_size": 32, "patch_size": 8, "depth": 4, "embed_dim": 24, "num_heads": 3, "num_classes": 10}
+TINY = {"model": "vit_tiny_patch16_224", "model_kwargs": KW}
+TOY = {"model": "dario_toy:toy", "blocks": "layers", "input_size": [1, 1, 2]}
+
+
+def supernet(granularity="both", **cfg):
+    space = dnas.create_space("dario", **{**TINY, "granularity": granularity, **cfg})
+    return space, space.supernet(space.tiny_task)
+
+
+def original_of(space, net):
+    m = build_model(space.config, load=False)
+    m.load_state_dict(net.model.state_dict())
+    return m.eval()
+
+
+def set_gates(net, key, values):
+    with torch.no_grad():
+        net.alphas[key].copy_(torch.tensor([math.inf if v else -math.inf for v in values]).view(-1, 1))
+
+
+def x_batch(n=2):
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
+def test_gates_open_reproduce_the_original_model_bitwise():
+    space, net = supernet("both")
+    net.eval()
+    for key in net.alphas:
+        set_gates(net, key, [1] * net.alphas[key].shape[0])
+    x = x_batch()
+    with torch.no_grad():
+        assert torch.equal(net(x), original_of(space, net)(x))
+
+
+def test_a_closed_block_equals_removing_it():
+    space, net = supernet("block")
+    net.eval()
+    set_gates(net, "blocks", [1, 0, 1, 1])
+    removed = apply_pruning(original_of(space, net), None, [0, 2, 3], {})
+    assert len(removed.blocks) == 3
+    x = x_batch()
+    with torch.no_grad():
+        assert torch.allclose(net(x), removed(x), atol=1e-6, rtol=0)
+
+
+def test_half_open_block_gate_is_eq_6_1():
+    space, net = supernet("block")
+    net.eval()
+    with torch.no_grad():
+        net.alphas["blocks"].fill_(math.inf)
+        net.alphas["blocks"][3] = 0.0  # σ = 1/2 on the last block
+    orig = original_of(space, net)
+    x = x_batch()
+    with torch.no_grad():
+        h = orig.patch_embed(x)
+        h = orig.norm_pre(orig.patch_drop(orig._pos_embed(h)))
+        for b in orig.blocks[:3]:
+            h = b(h)
+        h = 0.5 * orig.blocks[3](h) + 0.5 * h  # H̃ = σ H_m + (1 − σ) H_{m−1}
+        ref = orig.forward_head(orig.norm(h))
+        assert torch.allclose(net(x), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("granularity", ["block", "head", "both"])
+def test_physically_pruned_equals_gated_with_hard_gates(granularity, tmp_path):
+    space, net = supernet(granularity)
+    net.eval()
+    blocks = [1, 0, 1, 1]
+    heads = [1, 1, 1,  0, 1, 1,  0, 0, 0,  1, 0, 1]  # block2 loses every head (attention -> proj bias)
+    if "blocks" in net.alphas:
+        set_gates(net, "blocks", blocks)
+    if "heads" in net.alphas:
+        set_gates(net, "heads", heads)
+    g = net.genotype("threshold", threshold=0.65)
+    kept, kept_heads = space.kept(g)
+    assert kept == ([0, 2, 3] if granularity != "head" else [0, 1, 2, 3])
+    if granularity != "block":
+        assert kept_heads[2] == [] and kept_heads[3] == [0, 2]
+    pruned = space.build_network(g, model=original_of(space, net))
+    n_orig = sum(p.numel() for p in net.model.parameters())
+    assert sum(p.numel() for p in pruned.parameters()) < n_orig  # smaller, not masked
+    if granularity != "block":
+        assert pruned.blocks[-1].attn.qkv.weight.shape == (3 * 2 * 8, 24)  # 2 heads of 8 kept
+        assert pruned.blocks[-1].attn.proj.weight.shape == (24, 16)
+    x = x_batch()
+    with torch.no_grad():
+        ref = net(x)
+        assert torch.allclose(pruned(x), ref, atol=1e-5, rtol=0)
+        from dnas.prune import load_pruned, save_pruned
+
+        save_pruned(pruned, space.config_dict(), kept, kept_heads, tmp_path)
+        assert torch.allclose(load_pruned(tmp_path)(x), ref, atol=1e-5, rtol=0)
+
+
+def test_all_ones_batch_of_b_is_b_times_one_sample():
+    """The documented equivalence: R_SF over B identical samples = B · R_SF of one (eval mode)."""
+    _, net = supernet("both")
+    net.eval()
+    w = [p for p in net.model.parameters()]
+    g1 = torch.autograd.grad(net(torch.ones(1, 3, 32, 32)).sum(), w)
+    g4 = torch.autograd.grad(net(torch.ones(4, 3, 32, 32)).sum(), w)
+    for a, b in zip(g1, g4):
+        assert torch.allclose(4 * a, b, rtol=1e-4, atol=1e-6)
+
+
+# -- proxies --------------------------------------------------------------------------------------
+def test_proxies_by_hand():
+    t = [torch.tensor([[1.0, -2.0], [0.0, 3.0]]), torch.tensor([[0.5, -0.5]])]
+    g = [torch.tensor([[1.0, 1.0], [2.0, 0.0]]), torch.tensor([[-2.0, 4.0]])]
+    l0 = (3 + 2) / 2
+    l1 = (6 + 1) / 2
+    l2 = (math.sqrt(14) + math.sqrt(0.5)) / 2
+    vals = [1, -2, 0, 3, 0.5, -0.5]
+    mean = sum(vals) / 6
+    var = sum((v - mean) ** 2 for v in vals) / 5
+    syn = (1 - 2 + 0 + 0) + (-1 - 2)
+    expect = {"l0": l0, "l1": l1, "l2": l2, "var": var, "synflow": syn, "synflow_norm": syn / 6,
+              "l0-var": l0 - 0.5 * var, "l1-var": l1 - 0.5 * var, "l0+l1": l0 + 0.5 * l1}
+    assert set(expect) == set(PROXIES)
+    for name, v in expect.items():
+        assert float(get_proxy(name)(t, g, 0.5)) == pytest.approx(v, rel=1e-6), name
+    with pytest.raises(DnasError, match="unknown proxy 'varr'.*did you mean 'var'"):
+        get_proxy("varr")
+
+
+def toy_net(dtype=torch.float32):
+    space = dnas.create_space("dario", **TOY)
+    net = space.supernet(space.tiny_task).to(dtype)
+    return space, net
+
+
+def test_synflow_step_and_proxy_on_a_two_layer_toy_net_by_hand():
+    _, net = toy_net(torch.float64)
+    with torch.no_grad():
+        net.alphas["blocks"].copy_(torch.tensor([[0.3], [-0.7]], dtype=torch.float64))
+    cfg = ProxyConfig(gamma=0.01, batch_size=3)
+    W1, W2 = (l.weight.detach() for l in net.model.layers)
+    g1, g2 = torch.sigmoid(torch.tensor([0.3, -0.7], dtype=torch.float64))
+    one, eye = torch.ones(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+    u = g1 * W1 @ one + (1 - g1) * one  # H̃_1 (eq. 6.1)
+    v = (g2 * W2 + (1 - g2) * eye).T @ one  # ∂R/∂H̃_1
+    dW2 = 3 * g2 * torch.outer(one, u)  # R_SF = B · 1ᵀ H̃_2
+    dW1 = 3 * g1 * torch.outer(v, one)
+    t1, t2 = W1 - 0.01 * dW1, W2 - 0.01 * dW2  # θ̃ = θ − γ ∂R/∂θ
+    allv = torch.cat([t1.flatten(), t2.flatten()])
+    assert float(proxy_objective(net, cfg).detach()) == pytest.approx(float(allv.var(unbiased=True)), rel=1e-10)
+    cfg.proxy = "synflow"
+    assert float(proxy_objective(net, cfg).detach()) == pytest.approx(float((dW1 * t1).sum() + (dW2 * t2).sum()), rel=1e-10)
+    cfg.proxy, cfg.maximize = "l1", True
+    assert float(proxy_objective(net, cfg).detach()) == pytest.approx(-float((t1.abs().sum() + t2.abs().sum()) / 2), rel=1e-10)
+
+
+def _fd_check(net, cfg, eps=1e-6):
+    alphas = net.arch_parameters()
+    s = proxy_objective(net, cfg)
+    grads = torch.autograd.grad(s, alphas)
+    for a, ga in zip(alphas, grads):
+        for i in range(a.numel()):
+            with torch.no_grad():
+                a.view(-1)[i] += eps
+            sp = float(proxy_objective(net, cfg, create_graph=False))
+            with torch.no_grad():
+                a.view(-1)[i] -= 2 * eps
+            sm = float(proxy_objective(net, cfg, create_graph=False))
+            with torch.no_grad():
+                a.view(-1)[i] += eps
+            fd = (sp - sm) / (2 * eps)
+            assert float(ga.view(-1)[i]) == pytest.approx(fd, rel=1e-5, abs=1e-12)
+    return grads
+
+
+@pytest.mark.parametrize("proxy", ["var", "synflow", "l2"])
+def test_alpha_gradient_through_the_synflow_step_matches_finite_differences_toy(proxy):
+    _, net = toy_net(torch.float64)
+    with torch.no_grad():
+        net.alphas["blocks"].normal_()
+    grads = _fd_check(net, ProxyConfig(proxy=proxy, gamma=0.05, batch_size=2))
+    assert any(float(g.abs().sum()) > 0 for g in grads)  # not the authors' in-place update (no path to α)
+
+
+def test_alpha_gradient_matches_finite_differences_on_a_vit_with_heads():
+    space = dnas.create_space("dario", **{**TINY, "granularity": "both",
+                                          "model_kwargs": {**KW, "depth": 2, "img_size": 16, "num_classes": 3}})
+    net = space.supernet(space.tiny_task).double().eval()
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.normal_()
+    from dnas.strategies.proxy import unfused_attention
+
+    with unfused_attention(net):
+        grads = _fd_check(net, ProxyConfig(gamma=1e-2, batch_size=1), eps=1e-5)
+    assert all(float(g.abs().sum()) > 0 for g in grads)
+
+
+# -- the strategy ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["gradient", "random"])
+def test_search_never_changes_theta_and_restores_fused_attention(mode, tmp_path):
+    _, net = supernet("both")
+    theta = {k: v.clone() for k, v in net.model.state_dict().items()}
+    alpha0 = [a.detach().clone() for a in net.arch_parameters()]
+    fused = [m.fused_attn for m in net.model.modules() if hasattr(m, "fused_attn")]
+    strat = dnas.create_strategy("proxy", iters=3, warm_start=2, mode=mode, gamma=0.1)
+    with Run(tmp_path, progress=False) as run:
+        g = strat.search(net, None, run)
+        hist = run.history()
+    for k, v in net.model.state_dict().items():
+        assert torch.equal(v, theta[k]), k  # bitwise
+    assert any(not torch.equal(a, b) for a, b in zip(net.arch_parameters(), alpha0))
+    assert [m.fused_attn for m in net.model.modules() if hasattr(m, "fused_attn")] == fused
+    assert len(hist) == 5 and {h["phase"] for h in hist} == ({"sample", "gradient"} if mode == "gradient" else {"sample"})
+    assert g == net.genotype("threshold", threshold=0.65)
+
+
+def test_gradient_steps_lower_the_proxy(tmp_path):
+    _, net = toy_net()
+    strat = dnas.create_strategy("proxy", iters=20, warm_start=0, gamma=0.1, batch_size=1)
+    with Run(tmp_path, progress=False) as run:
+        strat.search(net, None, run)
+        hist = run.history()
+    assert hist[-1]["proxy"] < hist[0]["proxy"]
+
+
+def test_warm_start_keeps_the_best_sample(tmp_path):
+    _, net = toy_net()
+    strat = dnas.create_strategy("proxy", iters=0, warm_start=6, gamma=0.1)
+    with Run(tmp_path, progress=False) as run:
+        strat.search(net, None, run)
+        hist = run.history()
+    best = min(h["proxy"] for h in hist)
+    assert float(proxy_objective(net, strat.config, create_graph=False)) == pytest.approx(best, rel=1e-6)
+
+
+# -- models, weights, export ----------------------------------------------------------------------
+def test_mae_vit_base_six_of_twelve_blocks_removed_is_43_3m():
+    space = dnas.create_space("dario", model="mae-vit-base")
+    with torch.device("meta"):
+        m = build_model(space.config, load=False)
+        before = sum(p.numel() for p in m.parameters())
+        apply_pruning(m, None, [0, 1, 2, 3, 4, 5], {})
+        after = sum(p.numel() for p in m.parameters())
+    assert round(before / 1e6, 1) == 85.8 and round(after / 1e6, 1) == 43.3
+    assert len(space.decisions()) == 12
+
+
+def test_mobilevit_s_has_nine_transformer_blocks_of_four_heads():
+    space = dnas.create_space("dario", model="mobilevit-s", granularity="both")
+    assert space._heads() == [4] * 9
+    assert len(space.decisions()) == 9 + 36
+
+
+@pytest.mark.parametrize("suffix", ["safetensors", "pt"])
+def test_weights_file_is_loaded(suffix, tmp_path):
+    src = build_model(dnas.create_space("dario", **TINY).config, load=False)
+    path = tmp_path / f"w.{suffix}"
+    if suffix == "pt":
+        torch.save({"model": src.state_dict()}, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(src.state_dict(), str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no random-init warning when weights are given
+        space, net = supernet("block", weights=str(path))
+    x = x_batch()
+    with torch.no_grad():
+        assert torch.equal(net.model(x), src.eval()(x))
+
+
+def test_random_init_is_warned_and_bad_input_is_one_line(tmp_path):
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        supernet("block")
+    with pytest.raises(DnasError, match="weights file .* not found"):
+        supernet("block", weights=str(tmp_path / "missing.safetensors"))
+    with pytest.raises(DnasError, match="no submodule 'nope'"):
+        dnas.create_space("dario", **{**TINY, "blocks": "nope"}).decisions()
+    with pytest.raises(DnasError, match="unknown model"):
+        dnas.create_space("dario", model="not-a-model").decisions()
+
+
+def test_cli_prune_keep_blocks_exports_a_loadable_smaller_model(tmp_path, capsys):
+    from dnas.cli import main
+
+    args = ["prune", "--model", "vit_tiny_patch16_224", "--keep-blocks", "0,3", "--bench-batch", "2", "--no-progress"]
+    args += [f"--model-arg={k}={v}" for k, v in KW.items()]
+    assert main(args + ["--out", str(tmp_path / "p")]) == 0
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert report["blocks_kept"] == [0, 3] and report["params_after"] < report["params_before"]
+    assert report["images_per_s_before"] > 0 and report["images_per_s_after"] > 0
+    model = dnas.load_pruned(tmp_path / "p")
+    assert len(model.blocks) == 2
+    assert main(args + ["--out", str(tmp_path / "p")]) == 2  # refuses to overwrite
+    assert main(["prune", "--model", "vit_tiny_patch16_224", "--keep-blocks", "0,x", "--out", str(tmp_path / "q")]) == 2
+    assert "dnas: error:" in capsys.readouterr().err
