@@ -227,3 +227,14 @@ def test_fuzzed_configs_raise_only_dnas_errors(tmp_path_factory, section, value)
         resolve(load_config_file(p))
     except DnasError as e:
         assert "\n" not in str(e)
+
+
+def test_nothing_is_written_outside_the_run_folder(tmp_path):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "dnas", *SEARCH[:-2], "--epochs", "1", "--out", str(out)],
+                          env=ENV, cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert list(work.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == ["alphas.pt", "checkpoint.pt", "config.yaml", "genotype.yaml", "history.jsonl"]
