@@ -18,7 +18,7 @@ import dnas
 from dnas import DnasError
 from dnas.api import load_config_file, resolve
 from dnas.genotype import parse_genotype_text
-from dnas.run import MAGIC, Run, read_checked, safe_torch_load, write_checked
+from dnas.run import MAGIC, Run, read_checked, safe_torch_load
 
 PLUGINS = str(Path(__file__).parent / "plugins")
 ENV = {**os.environ, "PYTHONPATH": PLUGINS, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
