@@ -258,3 +258,27 @@ def test_jacobian_loss_example_plugs_in_and_matches_per_sample_autograd():
     assert float(out["loss"]) == pytest.approx(mse + 0.5 * float(jac), rel=1e-9)
     out["loss"].backward()
     assert all(a.grad is not None and float(a.grad.abs().sum()) > 0 for a in net.arch_parameters())
+
+
+# -- β-DARTS Beta-Decay ----------------------------------------------------------------------------
+def test_beta_decay_term_by_hand():
+    from dnas.strategies.darts import beta_decay_loss
+
+    net = dnas.create_space("mlp-depth", width=2, max_layers=3).supernet(Task((2,), 0, out_dim=1))
+    alpha = torch.tensor([[0.5, -1.0], [2.0, 0.0], [0.0, 0.0]])
+    with torch.no_grad():
+        net.alphas["layers"].copy_(alpha)
+    hand = sum(math.log(math.exp(a) + math.exp(b)) for a, b in alpha.tolist()) / 3
+    assert float(beta_decay_loss(net).detach()) == pytest.approx(hand, rel=1e-6)
+    strat = dnas.create_strategy("darts", beta_decay=0.7)
+    total, metrics = strat.arch_loss(net, (torch.randn(4, 2), torch.randn(4, 1)))
+    assert float(metrics["beta_decay"]) == pytest.approx(0.7 * hand, rel=1e-6)
+    assert float(total) == pytest.approx(float(metrics["val_loss"]) + 0.7 * hand, rel=1e-6)
+    # its α gradient is λ · softmax(α_e) / |E| per row
+    g = torch.autograd.grad(0.7 * beta_decay_loss(net), net.alphas["layers"])[0]
+    assert torch.allclose(g, 0.7 * torch.softmax(alpha, -1) / 3, atol=1e-6)
+    assert dnas.create_strategy("darts").loss_terms(net) == {}
+    fair = dnas.create_strategy("fairdarts", beta_decay=0.7).loss_terms(net)
+    assert set(fair) == {"beta_decay", "zero_one"} and float(fair["beta_decay"].detach()) == pytest.approx(0.7 * hand, rel=1e-6)
+    with pytest.raises(DnasError, match="beta_decay"):
+        dnas.create_strategy("darts", beta_decay=-1)

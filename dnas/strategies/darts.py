@@ -15,6 +15,20 @@ from dnas.strategy import GradientConfig, GradientStrategy, Optimizers
 class DartsConfig(GradientConfig):
     order: Literal[1, 2] = 1  # 2 = unrolled second-order approximation, eq. (2.9)
     xi: float | None = None  # virtual step size ξ; None = the current weight learning rate (as DARTS)
+    beta_decay: float = 0.0  # β-DARTS: weight λ of the Beta-Decay term added to the α loss; 0 = off
+
+    def check(self):
+        if self.beta_decay < 0:
+            return "beta_decay must be >= 0"
+        return super().check()
+
+
+def beta_decay_loss(supernet) -> torch.Tensor:
+    """β-DARTS (Ye et al., CVPR 2022), Beta-Decay regularisation: L_Beta = (1/|E|) Σ_e log Σ_k exp(α_e,k),
+    the mean over decisions (edges) of the log-sum-exp of their α. A constant weight here; the paper
+    ramps λ up linearly over the search (its code: λ = 50 · epoch / 100)."""
+    names = [d.name for d in supernet.space.decisions()]
+    return torch.stack([torch.logsumexp(supernet.decision_alpha(n), dim=-1) for n in names]).mean()
 
 
 def unrolled_arch_grads(strategy: GradientStrategy, supernet, train_batch: Any, val_batch: Any, xi: float):
@@ -60,6 +74,10 @@ class Darts(GradientStrategy):
 
     Config = DartsConfig
     needs = frozenset({"alpha", "data"})
+
+    def loss_terms(self, supernet) -> dict[str, torch.Tensor]:
+        w = self.config.beta_decay
+        return {"beta_decay": w * beta_decay_loss(supernet)} if w else {}  # β-DARTS: L_val + λ L_Beta
 
     def arch_step(self, supernet, train_batch, val_batch, opt: Optimizers):
         if self.config.order == 1:

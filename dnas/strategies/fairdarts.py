@@ -82,4 +82,5 @@ class FairDarts(FairLossMixin, Darts):
     relaxation = "sigmoid"
 
     def loss_terms(self, supernet) -> dict[str, torch.Tensor]:
-        return {"zero_one": self.config.w01 * zero_one_loss(supernet.arch_parameters())}  # FairDARTS eq. (3.2)
+        terms = super().loss_terms(supernet)  # β-DARTS' beta_decay when set
+        return {**terms, "zero_one": self.config.w01 * zero_one_loss(supernet.arch_parameters())}  # FairDARTS eq. (3.2)
