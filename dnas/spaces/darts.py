@@ -69,8 +69,26 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
+def _strip_leading_relu(op: nn.Module) -> bool:
+    """Replace the ReLU an op starts with (through nested Sequentials) by Identity; True if it did.
+
+    ReLU holds no state, so parameter names and checkpoints are unchanged; the caller feeds relu(x).
+    """
+    parent = op
+    while isinstance(parent, nn.Sequential) and len(parent) > 0:
+        if isinstance(parent[0], nn.ReLU):
+            parent[0] = nn.Identity()
+            return True
+        parent = parent[0]
+    return False
+
+
 class MixedOp(nn.Module):
     """One edge of the supernet: Σ_k w_k · o_k(x).
+
+    Same math as the DARTS MixedOp, computed leaner: ``none`` is skipped (it adds exactly 0), and
+    the ops that start with a ReLU share one relu(x) per input state (given by the cell) instead of
+    each storing its own copy for backward.
 
     With ``partial=K > 1`` (PC-DARTS, Xu et al., ICLR 2020, eq. (2)) only the first C/K channels go
     through the ops; the others bypass the edge (max-pooled 2x2 on a reduction edge), then the
@@ -82,20 +100,28 @@ class MixedOp(nn.Module):
         self.active = [i for i, n in enumerate(op_names) if n != "none"]  # `none` adds exactly 0: skipped
         self.partial, self.stride = partial, stride
         self.ops = nn.ModuleList()
+        self.pre_relu: list[bool] = []  # op i takes relu(x): its leading ReLU was stripped
         for n in op_names:
             C_op = C // partial
             op = table[n](C_op, stride, False)
+            self.pre_relu.append(_strip_leading_relu(op))
             if n in POOLS:
                 op = nn.Sequential(op, nn.BatchNorm2d(C_op, affine=False))
             self.ops.append(op)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, rx: torch.Tensor | None = None) -> torch.Tensor:
+        """``rx``: relu(x) when the caller shares it between edges (computed here otherwise)."""
+        if rx is None and any(self.pre_relu):
+            rx = F.relu(x)
         if self.partial > 1:
-            x, rest = x.split([x.shape[1] // self.partial, x.shape[1] - x.shape[1] // self.partial], dim=1)
+            sizes = [x.shape[1] // self.partial, x.shape[1] - x.shape[1] // self.partial]
+            x, rest = x.split(sizes, dim=1)
+            rx = rx.split(sizes, dim=1)[0] if rx is not None else None
         # DARTS eq. (2.7): ō(x) = Σ_k w_k o_k(x), w = softmax(α) (or σ(α) for FairDARTS)
-        out = w[self.active[0]] * self.ops[self.active[0]](x)
-        for i in self.active[1:]:
-            out = out + w[i] * self.ops[i](x)
+        out = None
+        for i in self.active:
+            y = w[i] * self.ops[i](rx if self.pre_relu[i] else x)
+            out = y if out is None else out + y
         if self.partial > 1:  # PC-DARTS eq. (2): [ō(S·x), (1 − S)·x], then channel shuffle
             rest = F.max_pool2d(rest, 2, 2) if self.stride > 1 else rest
             out = channel_shuffle(torch.cat([out, rest], dim=1), self.partial)
@@ -119,16 +145,18 @@ class SearchCell(nn.Module):
     def forward(self, s0, s1, weights, edge_weights=None):
         """``edge_weights``: PC-DARTS β normalised per node (one per edge), or None."""
         states = [self.pre0(s0), self.pre1(s1)]
+        relus = [F.relu(s) for s in states] if any(self.edges[0].pre_relu) else [None] * 2  # shared by every edge
         e = 0
         for _ in range(self.nodes):
             node = None
             for j in range(len(states)):
-                y = self.edges[e + j](states[j], weights[e + j])
+                y = self.edges[e + j](states[j], weights[e + j], relus[j])
                 if edge_weights is not None:  # PC-DARTS eq. (4): x_j = Σ_i β_ij · ō_ij(x_i)
                     y = edge_weights[e + j] * y
                 node = y if node is None else node + y
             e += len(states)
             states.append(node)
+            relus.append(F.relu(node) if relus[0] is not None and len(states) < 2 + self.nodes else None)
         return torch.cat(states[2:], dim=1)
 
     def bypass(self, s0, s1):

@@ -1,0 +1,174 @@
+"""Speed and memory options of the darts supernet and the gradient strategies (issue 7).
+
+Every option that claims "same math" is checked against the plain computation on a tiny supernet;
+PC-DARTS partial channels and edge normalisation against a hand computation.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dnas
+from dnas.errors import DnasError
+from dnas.space import Task
+from dnas.spaces.darts import MixedOp, channel_shuffle
+from dnas.ops import CNN_OP_SETS
+from dnas.testing import check_space
+
+TINY = dict(C=4, layers=3, nodes=2)
+TASK = Task((3, 8, 8), 4)
+
+
+def _batch(seed=1, n=4):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+def _net(**options):
+    torch.manual_seed(0)
+    return dnas.create_space("darts", **TINY, **options).supernet(TASK).train()
+
+
+def _grads(net, batch):
+    net.zero_grad(set_to_none=True)
+    net.loss(batch)["loss"].backward()
+    return {n: p.grad.clone() for n, p in net.named_parameters()}
+
+
+def test_checkpoint_cells_gives_the_plain_gradients_and_bn_statistics():
+    plain, ckpt = _net(), _net(checkpoint_cells=True)
+    ckpt.load_state_dict(plain.state_dict())
+    batch = _batch()
+    g0, g1 = _grads(plain, batch), _grads(ckpt, batch)
+    assert g0.keys() == g1.keys()
+    for n in g0:
+        assert torch.allclose(g0[n], g1[n], atol=1e-6, rtol=0), n
+    assert any(n.startswith("alphas.") and g0[n].abs().sum() > 0 for n in g0)
+    # the recomputation in backward must not update the BN running statistics a second time
+    for (n, b0), b1 in zip(plain.named_buffers(), ckpt.buffers()):
+        assert torch.equal(b0, b1), n
+
+
+def test_lean_mixed_op_equals_the_naive_sum_over_all_ops():
+    """dnas skips `none` and shares relu(x) per state; the benchmark's reference sums every op."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.bench_darts import _reference_classes
+
+    net = _net()
+    space = net.space
+    ref = _reference_classes()(space, TASK).train()
+    ref.load_state_dict(net.state_dict())
+    x, y = _batch()
+    out, out_ref = net(x), ref(x)
+    assert torch.allclose(out, out_ref, atol=1e-6)
+    g = torch.autograd.grad(F.cross_entropy(out, y), net.arch_parameters())
+    g_ref = torch.autograd.grad(F.cross_entropy(out_ref, y), list(ref.alphas.values()))
+    for a, b in zip(g, g_ref):
+        assert torch.allclose(a, b, atol=1e-7)
+    assert all(float(a.abs().sum()) > 0 for a in g)
+
+
+def test_channels_last_output_equals_the_default_layout():
+    plain, nhwc = _net(), _net(channels_last=True)
+    nhwc.load_state_dict(plain.state_dict())
+    assert nhwc.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x, _ = _batch()
+    assert torch.allclose(plain(x), nhwc(x), atol=1e-5)
+
+
+def test_compile_unavailable_fails_in_one_line(monkeypatch):
+    def broken(fn, *a, **k):
+        raise RuntimeError("no C++ compiler found\nlong trace...")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    net = _net(compile=True)
+    with pytest.raises(DnasError, match="torch.compile is unavailable here \\(no C\\+\\+ compiler found\\); set space.compile=false"):
+        net(_batch()[0])
+
+
+def _step(amp, order=1):
+    net = _net()
+    strategy = dnas.create_strategy("darts", amp=amp, order=order)
+    net.relaxation = strategy.relaxation
+    opt = strategy.optimizers(net)
+    dtypes = []
+    hook = net.stem[0].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    before = [a.detach().clone() for a in net.arch_parameters()]
+    metrics = strategy.step(net, _batch(1, 8), _batch(2, 8), 0, opt)
+    hook.remove()
+    moved = max(float((a.detach() - b).abs().max()) for a, b in zip(net.arch_parameters(), before))
+    return metrics, moved, dtypes
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_bf16_autocast_step_runs_in_bf16_and_moves_alpha(order):
+    metrics, moved, dtypes = _step("bf16", order)
+    assert torch.bfloat16 in dtypes  # the step's forward ran under autocast
+    assert moved > 1e-5  # Adam's first step moves α by about its lr (3e-4)
+    assert all(torch.isfinite(v).all() for v in metrics.values())
+    _, _, plain = _step("none")
+    assert set(plain) == {torch.float32}
+
+
+def test_fp16_step_uses_a_scaler_and_fp16_second_order_is_refused():
+    metrics, moved, dtypes = _step("fp16")
+    assert torch.float16 in dtypes and moved > 1e-5
+    with pytest.raises(DnasError, match="amp fp16"):
+        dnas.create_strategy("darts", amp="fp16", order=2)
+
+
+def test_partial_channels_supernet_conforms():
+    g = check_space("darts", partial_channels=2)
+    assert g.space == "darts"
+    check_space("ddarts", partial_channels=2)
+    with pytest.raises(DnasError, match="partial_channels"):
+        dnas.create_space("darts", C=4, partial_channels=3)
+
+
+def test_partial_mixed_op_by_hand():
+    """PC-DARTS eq. (2): ops on the first C/K channels, the rest bypass, then a K-group shuffle."""
+    torch.manual_seed(0)
+    table = CNN_OP_SETS["darts"]
+    op = MixedOp(8, 1, tuple(table), table, partial=4)
+    x = torch.randn(2, 8, 6, 6)
+    w = torch.softmax(torch.randn(len(table)), 0)
+    mixed = sum(w[i] * op.ops[i](F.relu(x[:, :2]) if op.pre_relu[i] else x[:, :2]) for i in range(1, len(table)))
+    expected = torch.cat([mixed, x[:, 2:]], 1)
+    expected = expected.view(2, 4, 2, 6, 6).transpose(1, 2).reshape(2, 8, 6, 6)
+    assert torch.allclose(op(x, w), expected, atol=1e-6)
+    assert torch.equal(channel_shuffle(torch.arange(6.0).view(1, 6, 1, 1), 3).flatten(), torch.tensor([0.0, 2, 4, 1, 3, 5]))
+    red = MixedOp(8, 2, tuple(table), table, partial=2)
+    assert red(x, w).shape == (2, 8, 3, 3)
+
+
+def test_edge_normalisation_sums_to_one_per_node_and_ranks_edges():
+    net = _net(partial_channels=2)
+    assert "normal_beta" in dict(net.named_arch_parameters())
+    assert [p.shape for p in net.arch_groups()["normal"]] == [torch.Size([5, 8]), torch.Size([5])]
+    with torch.no_grad():
+        net.alphas["normal_beta"].copy_(torch.randn(5))
+    b = net.edge_weights("normal")
+    assert torch.allclose(b[:2].sum(), torch.tensor(1.0)) and torch.allclose(b[2:].sum(), torch.tensor(1.0))
+    # node 1 = rows 2, 3, 4 (edges from states 0, 1, 2): α prefers edge0, β flips the ranking
+    with torch.no_grad():
+        a = net.alphas["normal"]
+        a.zero_()
+        a[2, 4] = 3.0  # node1.edge0: sep_conv_3x3, softmax weight ≈ 0.74
+        a[3, 5] = 2.0  # node1.edge1: sep_conv_5x5, ≈ 0.51
+        a[4, 6] = 1.0  # node1.edge2: dil_conv_3x3, ≈ 0.28
+        net.alphas["normal_beta"][2:] = torch.tensor([-2.0, 2.0, 1.5])  # softmax ≈ 0.011, 0.615, 0.373
+    w = net.decision_weights()
+    sm = torch.softmax(net.alphas["normal"].detach(), -1)
+    beta = net.edge_weights("normal").detach()
+    assert torch.allclose(w["normal.node1.edge1"], sm[3] * beta[3])
+    g = net.genotype("darts")
+    kept = {e for e in range(3) if g.choices[f"normal.node1.edge{e}"]}
+    assert kept == {1, 2}  # by β·w: 0.32 and 0.10 beat edge0's 0.74 · 0.011 = 0.008
+    assert g.choices["normal.node1.edge1"] == ("sep_conv_5x5",)
+    # without edge normalisation the same α keep edge0
+    plain = _net()
+    with torch.no_grad():
+        plain.alphas["normal"].copy_(net.alphas["normal"])
+    assert plain.genotype("darts").choices["normal.node1.edge0"] == ("sep_conv_3x3",)
