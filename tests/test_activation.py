@@ -282,3 +282,38 @@ def test_beta_decay_term_by_hand():
     assert set(fair) == {"beta_decay", "zero_one"} and float(fair["beta_decay"].detach()) == pytest.approx(0.7 * hand, rel=1e-6)
     with pytest.raises(DnasError, match="beta_decay"):
         dnas.create_strategy("darts", beta_decay=-1)
+
+
+# -- ColorNAS ------------------------------------------------------------------------------------
+def test_colornas_conforms_and_every_group_has_its_own_normal_and_reduce_alpha():
+    g = check_space("colornas")
+    space = dnas.create_space("colornas", **dnas.registry.SPACES.get("colornas").tiny_config)
+    net = space.supernet(space.tiny_task)
+    keys = [k for k, _ in net.named_arch_parameters()]
+    assert keys == [f"{grp}_{c}" for grp in ("rgb", "rb", "rgby") for c in ("normal", "reduce")]
+    assert len({id(a) for a in net.arch_parameters()}) == 6
+    assert {k.split(".")[0] for k in g.choices} == set(keys)
+    net.relaxation = "sigmoid"  # the strategy's relaxation reaches each group network
+    assert all(b.relaxation == "sigmoid" for b in net.branches)
+
+
+def test_colornas_channel_groups_by_hand():
+    from dnas.spaces.colornas import GROUPS
+
+    x = torch.tensor([0.9, 0.2, 0.5]).reshape(1, 3, 1, 1)
+    assert GROUPS["rb"][1](x).flatten().tolist() == pytest.approx([0.9, 0.5])
+    # R' = R − min(R, G) = 0.7, G' = 0, B, Y = R' + G'
+    assert GROUPS["rgby"][1](x).flatten().tolist() == pytest.approx([0.7, 0.0, 0.5, 0.7])
+    assert GROUPS["g"][1](x).flatten().tolist() == pytest.approx([0.2])
+
+
+def test_colornas_group_network_sees_only_its_channels():
+    torch.manual_seed(0)
+    space = dnas.create_space("colornas", groups=["rb"], C=4, layers=3, nodes=2, hidden=8)
+    net = space.supernet(Task((3, 8, 8), 4)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    x2 = x.clone()
+    x2[:, 1] += 5.0  # green changes; the RB network ignores it
+    assert torch.allclose(net(x), net(x2))
+    with pytest.raises(DnasError, match="RGB"):
+        space.supernet(Task((1, 8, 8), 4))
