@@ -63,6 +63,8 @@ class NASiamConfig:
             return "momentum must be in [0, 1)"
         if self.queue_size < 1:
             return "queue_size must be >= 1"
+        if self.backbone not in ("tiny", "resnet18-cifar", "resnet18", "resnet50") and not self.backbone.startswith("timm:"):
+            return f"unknown backbone '{self.backbone}'; choose tiny, resnet18-cifar, resnet18, resnet50 or timm:NAME"
         return None
 
 
