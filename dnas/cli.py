@@ -37,6 +37,8 @@ def _search_overlay(args) -> dict:
     sets = parse_set(args.set or [])
     if args.epochs is not None:
         sets.setdefault("strategy", {})["epochs"] = args.epochs
+    if args.beta_decay is not None:
+        sets.setdefault("strategy", {})["beta_decay"] = args.beta_decay
     if args.init_genotype:
         sets.setdefault("strategy", {})["init_genotype"] = args.init_genotype
     for flag in ("trials", "timeout", "workers", "storage", "study", "fitness"):  # trial strategies (tpe, random)
@@ -201,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int)
     s.add_argument("--target", metavar="COLS", help="regression (--data csv:PATH): target column names or indices, a,b")
     s.add_argument("--epochs", type=int)
+    s.add_argument("--beta-decay", type=float, metavar="W", help="β-DARTS Beta-Decay weight (darts, fairdarts)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. space.C=8, strategy.order=2 (repeatable)")
     s.add_argument("--init-genotype", metavar="GENOTYPE", help="DARTOpti: start α from this genotype (file or shipped name, e.g. resnet18)")
     s.add_argument("--trials", type=int, help="tpe/random: completed trials to reach (the budget)")
