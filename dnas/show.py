@@ -152,7 +152,14 @@ def plot_run(run_dir: str | Path, g: Genotype, history: list[dict]) -> list[Path
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.set_title(f"{cell}: relaxed α, epoch {last.get('epoch', len(history))}", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        if len(names) * len(ops) <= 400:  # small enough to print every weight
+            hi = max(map(max, rows))
+            for r, row in enumerate(rows):
+                for c, v in enumerate(row):
+                    ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=5.5, color="k" if v > 0.6 * hi else "w")
         save(fig, f"alpha_{cell}.png")
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(history)]
     series = {k: [r.get(k) for r in history] for k in ("distance_prev", "distance_start")}
     if any(v is not None for vs in series.values() for v in vs):
@@ -162,6 +169,7 @@ def plot_run(run_dir: str | Path, g: Genotype, history: list[dict]) -> list[Path
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=3, label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("distance M")
         ax.set_title("architecture distance M (D-DARTS eq. 4.8)", fontsize=9)
         ax.legend(fontsize=8)
@@ -175,6 +183,8 @@ def plot_run(run_dir: str | Path, g: Genotype, history: list[dict]) -> list[Path
             cp = [(e, r["dominant_ops_by_cell"][c]) for e, r in zip(epochs, history) if c in (r.get("dominant_ops_by_cell") or {})]
             ax.plot(*zip(*cp), lw=1, label=c)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("ops with σ(α) > 0.9")
         ax.set_title("dominant ops (FairDARTS)", fontsize=9)
         ax.legend(fontsize=7, ncol=2)
