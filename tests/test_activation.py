@@ -317,3 +317,28 @@ def test_colornas_group_network_sees_only_its_channels():
     assert torch.allclose(net(x), net(x2))
     with pytest.raises(DnasError, match="RGB"):
         space.supernet(Task((1, 8, 8), 4))
+
+
+# -- experiment config -----------------------------------------------------------------------------
+def test_activation_experiment_yaml_validates():
+    from pathlib import Path
+
+    from dnas.api import load_config_file, resolve
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "activation_search.yaml"
+    r = resolve(load_config_file(path))
+    assert r.space.name == "activation" and r.strategy.name == "darts" and r.data.name == "synthetic-regression"
+    assert r.config["space"]["widths"] == [64, 64]
+
+
+@pytest.mark.slow
+def test_activation_experiment_small_scale_runs(tmp_path):
+    from pathlib import Path
+
+    from dnas.api import load_config_file, merge_config
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "activation_search.yaml"
+    cfg = merge_config(load_config_file(path), {"space": {"widths": [16]}, "strategy": {"epochs": 5}})
+    result = dnas.search(config=cfg, out=tmp_path / "run", progress=False)
+    assert len(result.history) == 5 and result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert "A(x) = " in describe(result.genotype)
