@@ -372,6 +372,12 @@ def run_study(strategy: TrialStrategy, space: "SearchSpace", task: "Task", data:
     """Fill the study to its budget with this process and ``workers - 1`` spawned ones; write the
     trial table; return the genotype of the best completed trial."""
     cfg = strategy.config
+    if task.two_views or (cfg.fitness == "supervised" and not task.num_classes and not getattr(task, "out_dim", 0)):
+        raise DnasError(
+            f"strategy '{strategy.name}' trains each network on single images with "
+            f"{'labels' if cfg.fitness == 'supervised' else 'its own two views'}; space '{space.name}' "
+            f"{'serves two-view batches' if task.two_views else 'has no labels'}: use --fitness contrastive on a single-view space"
+        )
     url = cfg.storage or f"sqlite:///{(run.dir / 'study.db').resolve()}"
     name = cfg.study or "dnas"
     study = open_study(url, name, cfg, strategy.sampler(data.seed), space)

@@ -1,0 +1,258 @@
+"""TPE and random search: categorical encodings, the CSNAS loss by hand, reproducibility,
+several workers on one SQLite study, and resume after SIGKILL."""
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import dnas
+from dnas import DnasError, create_space, create_strategy
+from dnas.fitness import csnas_loss, ema_update_, negatives_for
+from dnas.registry import SPACES
+from dnas.trials import best_curve, read_trials
+
+TINY = ["--space", "darts", "--data", "synthetic", "--set", "space.C=4", "--set", "space.layers=3", "--set", "space.nodes=2",
+        "--set", "space.auxiliary=false", "--set", "data.batch_size=8", "--set", "strategy.subset=0.5", "--no-progress"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+
+
+def _study(url, name="dnas"):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def _darts_structure_ok(space, g):
+    """DARTS cells: every node keeps exactly 2 incoming edges, one non-none op each."""
+    for key in space.cell_keys():
+        for i in range(space.config.nodes):
+            kept = [g.choices[f"{key}.node{i}.edge{j}"] for j in range(2 + i)]
+            if sum(1 for k in kept if k) != 2 or any(len(k) > 1 or "none" in k for k in kept):
+                return False
+    return True
+
+
+# -- encodings ----------------------------------------------------------------------------------
+
+
+def test_darts_encoding_is_a_bijection_onto_valid_cells():
+    space = create_space("darts", C=4, layers=1, nodes=2)  # one cell key: every sample of it can be listed
+    params = space.categorical()
+    seen = set()
+    for values in itertools.product(*params.values()):
+        g = space.from_categorical(dict(zip(params, values)))
+        assert _darts_structure_ok(space, g)
+        seen.add(g)
+    n = math.prod(len(v) for v in params.values())
+    assert len(seen) == n == space.space_size()  # injective, and as many as DARTS eq. (4.1) counts
+
+
+@pytest.mark.parametrize("name", ["darts", "ddarts", "nasiam-mlp", "dario"])
+@pytest.mark.parametrize("strategy", ["tpe", "random"])
+def test_sampling_respects_constraints(name, strategy):
+    if name not in SPACES:
+        pytest.skip(f"space '{name}' is not registered in this tree")
+    import optuna
+
+    space = create_space(name, **SPACES.get(name).tiny_config)
+    sampler = create_strategy(strategy, n_startup_trials=3).sampler(0) if strategy == "tpe" else create_strategy(strategy).sampler(0)
+    study = optuna.create_study(sampler=sampler)
+    params, accepted, rejected = space.categorical(), 0, 0
+    for _ in range(15):
+        t = study.ask()
+        sample = {k: t.suggest_categorical(k, list(v)) for k, v in params.items()}
+        try:
+            g = space.from_categorical(sample)
+        except DnasError:
+            rejected += 1
+            study.tell(t, state=optuna.trial.TrialState.PRUNED)
+            continue
+        space.validate(g)
+        if name in ("darts", "ddarts"):
+            assert _darts_structure_ok(space, g)
+        accepted += 1
+        study.tell(t, float(len(str(sorted(g.choices.items())))))  # any deterministic value
+    assert accepted >= 6
+    if name in ("darts", "ddarts"):
+        assert rejected == 0  # the DARTS encoding only yields valid cells
+
+
+def test_random_inputs_are_uniform():
+    import optuna
+
+    space = create_space("darts", C=4, layers=3, nodes=2)
+    study = optuna.create_study(sampler=create_strategy("random").sampler(1))
+    counts: dict[str, int] = {}
+    for _ in range(600):
+        t = study.ask()
+        v = t.suggest_categorical("normal.node1.inputs", list(space.categorical()["normal.node1.inputs"]))
+        counts[v] = counts.get(v, 0) + 1
+        study.tell(t, 0.0)
+    assert sorted(counts) == ["0+1", "0+2", "1+2"]
+    assert all(150 <= c <= 250 for c in counts.values()), counts  # 200 expected each (±~5 σ)
+
+
+# -- the CSNAS loss -----------------------------------------------------------------------------
+
+
+def test_csnas_loss_matches_hand_computation():
+    g = torch.Generator().manual_seed(3)
+    bank = torch.randn(5, 3, generator=g)
+    index = torch.tensor([1, 3])
+    f = torch.randn(2, 3, generator=g, requires_grad=True)
+    gv = torch.randn(2, 3, generator=g)
+    tau, lam = 0.2, 0.3
+
+    def cos(a, b):
+        return float(a @ b / (a.norm() * b.norm()))
+
+    def l_nce(q):
+        total = 0.0
+        for b in range(2):
+            pos = math.exp(cos(bank[index[b]], q[b]) / tau)
+            negs = [math.exp(cos(q[b], bank[j]) / tau) for j in range(5) if j != index[b]]
+            negs += [math.exp(cos(q[b], q[k]) / tau) for k in range(2) if k != b]
+            total += -math.log(pos / (pos + sum(negs)))
+        return total / 2
+
+    expect = lam * l_nce(gv.detach()) + (1 - lam) * l_nce(f.detach())
+    got = csnas_loss(bank[index], f, gv, index, bank, tau, lam)
+    assert abs(float(got.detach()) - expect) < 1e-5
+    got.backward()
+    assert f.grad is not None and float(f.grad.abs().sum()) > 0  # the view gets a gradient, the bank none
+    # a capped bank: k random rows outside the batch, the same for both samples
+    negs = negatives_for(index, bank, f.detach(), k=2, generator=torch.Generator().manual_seed(0))
+    assert negs.shape == (2, 3, 3) and torch.equal(negs[0, :2], negs[1, :2])
+    rows = {tuple(r.tolist()) for r in negs[0, :2]}
+    assert rows <= {tuple(bank[j].tolist()) for j in (0, 2, 4)}
+    # the memory bank's EMA
+    before = bank.clone()
+    ema_update_(bank, index, f, 0.5)
+    assert torch.allclose(bank[index], 0.5 * before[index] + 0.5 * f.detach())
+    assert torch.equal(bank[[0, 2, 4]], before[[0, 2, 4]])
+
+
+# -- searches -----------------------------------------------------------------------------------
+
+
+def _search(out, *extra, seed=0):
+    from dnas.cli import main
+
+    assert main(["search", *TINY, "--strategy", "tpe", "--out", str(out), "--seed", str(seed), *extra]) == 0
+
+
+def test_fixed_seed_reproduces_the_trial_sequence(tmp_path, capsys):
+    args = ("--trials", "3", "--set", "strategy.n_startup_trials=1", "--set", "strategy.epochs=1")
+    _search(tmp_path / "a", *args)
+    _search(tmp_path / "b", *args)
+    a, b = read_trials(tmp_path / "a"), read_trials(tmp_path / "b")
+    assert len(a) == 3 and all(r["state"] == "COMPLETE" for r in a)
+    assert [(r["genotype"], r["fitness"]) for r in a] == [(r["genotype"], r["fitness"]) for r in b]
+    assert len({json.dumps(r["genotype"], sort_keys=True) for r in a}) > 1
+    best = min(a, key=lambda r: r["fitness"])
+    assert dnas.load_genotype(tmp_path / "a" / "genotype.yaml").choices == {k: tuple(v) for k, v in best["genotype"].items()}
+    xs, ys = best_curve(a)
+    assert xs == [1, 2, 3] and ys == sorted(ys, reverse=True) and ys[-1] == best["fitness"]
+    from dnas.show import show
+
+    text = show(str(tmp_path / "a"))
+    assert "3 complete" in text and (tmp_path / "a" / "plots" / "fitness.png").is_file()
+
+
+def _cli(out, *extra):
+    cmd = [sys.executable, "-m", "dnas", "search", *TINY, "--strategy", "tpe", "--out", str(out), *extra]
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(cond, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _completed(url, name="dnas"):
+    try:
+        return sum(t.state.name == "COMPLETE" for t in _study(url, name).get_trials())
+    except Exception:  # not created yet
+        return -1
+
+
+def test_two_processes_fill_one_sqlite_study(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    common = ("--trials", "8", "--storage", url, "--study", "s", "--set", "strategy.epochs=3", "--set", "strategy.n_startup_trials=2")
+    other = _cli(tmp_path / "w1", *common, "--seed", "1")  # a second process, as on another machine
+    assert _wait_for(lambda: _completed(url, "s") >= 0 and _study(url, "s").get_trials()), "the worker process never started a trial"
+    _search(tmp_path / "w0", *common, seed=0)  # this process joins the same study
+    _, err = other.communicate(timeout=240)
+    assert other.returncode == 0, err[-2000:]
+    trials = _study(url, "s").get_trials()
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) == 8  # the budget, not more: none lost, none extra
+    assert len({t.number for t in trials}) == len(trials)  # no duplicated trial
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING", "FAIL")]
+    assert {t.user_attrs["pid"] for t in done} == {os.getpid(), other.pid}  # both processes contributed
+    for w in ("w0", "w1"):  # each run folder holds the whole table and the same best genotype
+        assert sum(r["state"] == "COMPLETE" for r in read_trials(tmp_path / w)) == 8
+    assert (tmp_path / "w0" / "genotype.yaml").read_text() == (tmp_path / "w1" / "genotype.yaml").read_text()
+
+
+def test_resume_after_sigkill(tmp_path, capsys):
+    run = tmp_path / "run"
+    url = f"sqlite:///{(run / 'study.db').resolve()}"
+    args = ("--trials", "4", "--set", "strategy.epochs=2", "--set", "strategy.n_startup_trials=2")
+    p = _cli(run, *args)
+
+    def inside_third_trial():
+        return _completed(url) >= 2 and any(t.state.name == "RUNNING" for t in _study(url).get_trials())
+
+    assert _wait_for(inside_third_trial, timeout=240)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    before = _study(url).get_trials()
+    done_before = {t.number: t.params for t in before if t.state.name == "COMPLETE"}
+    running = [t for t in before if t.state.name == "RUNNING"]
+    assert 2 <= len(done_before) < 4 and len(running) == 1
+    _search(run, *args)  # the same command again (here in this process)
+    after = _study(url).get_trials()
+    done = [t for t in after if t.state.name == "COMPLETE"]
+    assert len(done) == 4 and not [t for t in after if t.state.name in ("RUNNING", "WAITING")]
+    assert {t.number: t.params for t in done if t.number in done_before} == done_before  # kept, not redone
+    for t in running:  # the killed trial: failed, then retried with the parameters it had drawn
+        assert after[t.number].state.name == "FAIL"
+        retry = [r for r in after if r.system_attrs.get("failed_trial") == t.number]
+        assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
+        assert retry[0].params.items() >= t.params.items()
+    assert (run / "genotype.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_workers_flag_spawns_processes(tmp_path):
+    _search(tmp_path / "run", "--trials", "6", "--workers", "2", "--set", "strategy.epochs=3")
+    recs = read_trials(tmp_path / "run")
+    assert sum(r["state"] == "COMPLETE" for r in recs) == 6
+    assert {r["worker"] for r in recs if r["state"] == "COMPLETE"} == {0, 1}
+
+
+def test_bad_inputs_fail_in_one_line(tmp_path):
+    from dnas.api import resolve
+
+    with pytest.raises(DnasError, match="unknown option 'trials' for strategy 'darts'"):
+        resolve({"strategy": {"name": "darts", "trials": 3}})
+    with pytest.raises(DnasError, match="subset must be in"):
+        create_strategy("tpe", subset=0)
+    if "nasiam-mlp" in SPACES:
+        with pytest.raises(DnasError, match="two-view"):
+            dnas.search("nasiam-mlp", "random", "synthetic", space_config=SPACES.get("nasiam-mlp").tiny_config,
+                        strategy_config={"trials": 1}, out=tmp_path / "n", progress=False)
