@@ -41,6 +41,8 @@ def _search_overlay(args) -> dict:
         sets.setdefault("strategy", {})["beta_decay"] = args.beta_decay
     if args.init_genotype:
         sets.setdefault("strategy", {})["init_genotype"] = args.init_genotype
+    if args.early_stop:
+        sets.setdefault("strategy", {})["early_stop"] = args.early_stop
     for flag in ("trials", "timeout", "workers", "storage", "study", "fitness"):  # trial strategies (tpe, random)
         if getattr(args, flag, None) is not None:
             sets.setdefault("strategy", {})[flag] = getattr(args, flag)
@@ -205,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int)
     s.add_argument("--beta-decay", type=float, metavar="W", help="β-DARTS Beta-Decay weight (darts, fairdarts)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. space.C=8, strategy.order=2 (repeatable)")
+    s.add_argument("--early-stop", choices=("none", "distance"), help="distance: stop when the distance M is stable (D-DARTS)")
     s.add_argument("--init-genotype", metavar="GENOTYPE", help="DARTOpti: start α from this genotype (file or shipped name, e.g. resnet18)")
     s.add_argument("--trials", type=int, help="tpe/random: completed trials to reach (the budget)")
     s.add_argument("--timeout", type=float, metavar="SECONDS", help="tpe/random: stop asking for new trials after this")

@@ -55,6 +55,12 @@ def deepen(genotype: Genotype, cells: int) -> Genotype:
     if not isinstance(src, DartsSpace):
         raise DnasError(f"deepen works on DARTS-style cell genotypes (darts, ddarts), not space '{genotype.space}'")
     src.validate(genotype)
+    custom = [k for k in ("reductions", "share") if genotype.config.get(k) is not None]
+    if custom:
+        raise DnasError(
+            f"deepen places reductions at N/3 and 2N/3 (Algorithm 2); this genotype sets {' and '.join(custom)} "
+            f"(a DARTOpti encoding), so it cannot be deepened"
+        )
     dst = create_space(genotype.space, **{**dict(genotype.config), "layers": cells})
     if not src.config.individual:
         return dst.genotype(dict(genotype.choices))

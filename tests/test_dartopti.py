@@ -170,3 +170,19 @@ def test_plot_run_from_a_stub_history(tmp_path):
     assert sorted(p.name for p in written) == ["alpha_normal.png", "alpha_reduce.png"]
     assert all(p.stat().st_size > 0 for p in written)
     (tmp_path / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
+
+
+def test_cli_flags_reach_the_strategy_config():
+    from dnas.api import resolve
+    from dnas.cli import _search_overlay, build_parser
+
+    args = build_parser().parse_args(
+        ["search", "--space", "ddarts", "--strategy", "fairdarts", "--init-genotype", "resnet18", "--early-stop", "distance"]
+    )
+    r = resolve(_search_overlay(args))
+    assert r.strategy.config.init_genotype == "resnet18" and r.strategy.config.early_stop == "distance"
+
+
+def test_dartopti_encodings_are_not_deepened(capsys):
+    assert main(["deepen", "xception", "--cells", "14"]) == 2
+    assert "cannot be deepened" in capsys.readouterr().err
