@@ -6,6 +6,7 @@ flip the sign). L0 counts non-zero entries: it has no gradient w.r.t. α and onl
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Sequence
 
 import torch
@@ -74,6 +75,74 @@ def var(theta, grads=(), c=1.0):
     n = sum(t.numel() for t in theta)
     mean = sum(t.sum() for t in theta) / n
     return sum(((t - mean) ** 2).sum() for t in theta) / (n - 1)
+
+
+# -- closed forms in θ and g (θ̃ = θ − γ g never materialised: 86 M floats fewer per step) ---------
+#: name -> f(theta, grads, gamma, c), equal to PROXIES[name]([θ − γ g], grads, c) (tested)
+STEPPED: dict[str, Callable[[Tensors, Tensors, float, float], torch.Tensor]] = {}
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.dot(a.reshape(-1), b.reshape(-1)).double()
+
+
+_CONST: dict[int, tuple] = {}  # id(θ) -> (weakref to θ, version, Σθ, Σθ²)
+
+
+def _theta_sums(t: torch.Tensor) -> tuple[float, float]:
+    """Σθ and Σθ² of a fixed parameter, cached while it is the same, unmodified tensor."""
+    hit = _CONST.get(id(t))
+    if hit is None or hit[0]() is not t or hit[1] != t._version:
+        d = t.detach()
+        hit = _CONST[id(t)] = (weakref.ref(t), t._version, float(d.sum()), float(_dot(d, d)))
+        if len(_CONST) > 100_000:  # models come and go: never grow without bound
+            _CONST.clear()
+    return hit[2], hit[3]
+
+
+class _SteppedVar(torch.autograd.Function):
+    """``S_var(θ − γg)`` and its gradient w.r.t. the g, with one new tensor per parameter."""
+
+    @staticmethod
+    def forward(ctx, gamma, n, *tg):
+        theta, grads = tg[0::2], tg[1::2]
+        sums = [_theta_sums(t) for t in theta]
+        s_t = sum(a for a, _ in sums) - gamma * sum(float(g.sum()) for g in grads)
+        sq = sum(b - 2 * gamma * float(_dot(t.detach(), g)) + gamma**2 * float(_dot(g, g)) for (_, b), t, g in zip(sums, theta, grads))
+        ctx.gamma, ctx.n, ctx.mean = gamma, n, s_t / n
+        ctx.save_for_backward(*tg)
+        return torch.tensor((sq - s_t * s_t / n) / (n - 1), dtype=torch.float64)  # Table 6.1: 1/(N−1) Σ (θ̃_n − θ̄)²
+
+    @staticmethod
+    def backward(ctx, go):
+        tg = ctx.saved_tensors
+        k = -2 * ctx.gamma * float(go) / (ctx.n - 1)  # ∂S/∂g_n = −2γ (θ̃_n − θ̄) / (N−1)
+        out = [None, None]
+        for t, g in zip(tg[0::2], tg[1::2]):
+            out += [None, torch.add(t.detach(), g, alpha=-ctx.gamma).sub_(ctx.mean).mul_(k)]
+        return tuple(out)
+
+
+def _var_stepped(theta, grads, gamma, c=1.0):
+    """``S_var(θ − γg)`` from Σθ, Σθ² (cached), Σg, Σθg, Σg²: θ̃ is never materialised."""
+    n = sum(t.numel() for t in theta)
+    return _SteppedVar.apply(gamma, n, *[x for pair in zip(theta, grads) for x in pair])
+
+
+def _synflow_stepped(theta, grads, gamma, c=1.0):
+    return sum(_dot(g, t.detach()) - gamma * _dot(g, g) for t, g in zip(theta, grads))  # Σ g ⊙ (θ − γ g)
+
+
+STEPPED["var"] = _var_stepped
+STEPPED["synflow"] = _synflow_stepped
+STEPPED["synflow_norm"] = lambda theta, grads, gamma, c=1.0: _synflow_stepped(theta, grads, gamma) / sum(t.numel() for t in theta)
+
+
+def stepped_proxy(name: str, theta: Tensors, grads: Tensors, gamma: float, c: float = 1.0) -> torch.Tensor:
+    """``S(θ − γ g)``: a closed form where one exists, else ``PROXIES[name]`` on the stepped tensors."""
+    if name in STEPPED:
+        return STEPPED[name](theta, grads, gamma, c)
+    return get_proxy(name)([t.detach() - gamma * g for t, g in zip(theta, grads)], grads, c)
 
 
 @register_proxy("l0-var")

@@ -309,3 +309,18 @@ def test_cli_prune_keep_blocks_exports_a_loadable_smaller_model(tmp_path, capsys
     assert main(args + ["--out", str(tmp_path / "p")]) == 2  # refuses to overwrite
     assert main(["prune", "--model", "vit_tiny_patch16_224", "--keep-blocks", "0,x", "--out", str(tmp_path / "q")]) == 2
     assert "dnas: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["var", "synflow", "synflow_norm"])
+def test_closed_forms_equal_the_proxy_on_stepped_tensors(name):
+    from dnas.proxies import STEPPED, stepped_proxy
+
+    assert name in STEPPED
+    gen = torch.Generator().manual_seed(0)
+    theta = [torch.randn(3, 4, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)]
+    grads = [torch.randn(t.shape, generator=gen, dtype=torch.float64, requires_grad=True) for t in theta]
+    fast = stepped_proxy(name, theta, grads, 0.3)
+    slow = PROXIES[name]([t - 0.3 * g for t, g in zip(theta, grads)], grads, 1.0)
+    assert float(fast) == pytest.approx(float(slow), rel=1e-10)
+    for a, b in zip(torch.autograd.grad(fast, grads), torch.autograd.grad(slow, grads)):
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-12)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from dnas.errors import DnasError
-from dnas.proxies import get_proxy
+from dnas.proxies import get_proxy, stepped_proxy
 from dnas.registry import register_strategy
 from dnas.strategy import Strategy, alpha_snapshot
 
@@ -87,8 +87,7 @@ def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool =
     r_sf = out.sum() * cfg.batch_size  # DARIO eq. (6.5): R_SF = Σ H over B identical samples
     grads = torch.autograd.grad(r_sf, theta, create_graph=create_graph, allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads)]
-    stepped = [t.detach() - cfg.gamma * g for t, g in zip(theta, grads)]  # DARIO eq. (6.6): θ̃ = θ − γ ∂R_SF/∂θ
-    s = get_proxy(cfg.proxy)(stepped, grads, cfg.coef)  # Table 6.1: S(θ̃)
+    s = stepped_proxy(cfg.proxy, theta, grads, cfg.gamma, cfg.coef)  # S(θ̃), θ̃ = θ − γ ∂R_SF/∂θ: eq. (6.6), Table 6.1
     return -s if cfg.maximize else s
 
 
