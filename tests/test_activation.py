@@ -254,7 +254,7 @@ def test_jacobian_loss_example_plugs_in_and_matches_per_sample_autograd():
     J = torch.stack([torch.autograd.functional.jacobian(lambda v: net(v[None])[0], x[b]) for b in range(5)])
     jac = (J - mod.target_jacobian(x)).pow(2).mean()
     assert float(out["jacobian"]) == pytest.approx(float(jac), rel=1e-9)
-    mse = float(((net(x) - y) ** 2).mean())
+    mse = float(((net(x) - y) ** 2).mean().detach())
     assert float(out["loss"]) == pytest.approx(mse + 0.5 * float(jac), rel=1e-9)
     out["loss"].backward()
     assert all(a.grad is not None and float(a.grad.abs().sum()) > 0 for a in net.arch_parameters())
