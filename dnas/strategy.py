@@ -336,7 +336,9 @@ def _epoch(strategy, supernet, data, opt, epoch, device, progress, bar, show) ->
         for k, v in m.items():
             sums[k] = sums.get(k, 0) + v.float() * n
             counts[k] = counts.get(k, 0) + n
-        progress.update(bar, advance=1, info=f"loss {float(m['train_loss']):.3f}" if show and "train_loss" in m else "")
+        if show:
+            info = " ".join(f"{k[6:]} {float(m[k]):.3f}" for k in ("train_loss", "train_acc") if k in m)
+            progress.update(bar, advance=1, info=info)
     return sums, counts
 
 
