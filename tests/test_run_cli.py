@@ -26,8 +26,9 @@ def test_cli_search_show_train(tmp_path, capsys):
     run = tmp_path / "run"
     assert _search(run) == 0
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["space"] == {"name": "darts", "C": 4, "layers": 3, "nodes": 2, "stem_multiplier": 3, "ops": "darts",
-                            "individual": False, "auxiliary": True}
+    expected = {"name": "darts", "C": 4, "layers": 3, "nodes": 2, "stem_multiplier": 3, "ops": "darts",
+                "individual": False, "auxiliary": True, "reductions": None, "share": None}
+    assert expected.items() <= cfg["space"].items()  # every default resolved (later options add keys)
     assert cfg["strategy"]["name"] == "darts" and cfg["strategy"]["epochs"] == 2 and cfg["strategy"]["w_lr"] == 0.025
     hist = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == [1, 2]
