@@ -57,7 +57,8 @@ def argmax_parser(decisions: Sequence[Decision], weights: dict[str, torch.Tensor
 def _keep_above(decisions, weights, threshold: float, per_decision: int) -> dict[str, list[str]]:
     """Options with weight ≥ threshold (best first, at most ``per_decision``, never ``none``).
 
-    A group (node) left with nothing keeps its single best option, so a cell never loses a node.
+    A group (node) left with nothing keeps its single best option, so a cell never loses a node;
+    a decision that must keep ``min_options`` (an MLP layer, a gate) keeps its best ones anyway.
     """
     out: dict[str, list[str]] = {}
     groups: dict[str | None, list[Decision]] = defaultdict(list)
@@ -66,6 +67,8 @@ def _keep_above(decisions, weights, threshold: float, per_decision: int) -> dict
         ranked = sorted((i for i, o in enumerate(d.options) if o != NONE), key=lambda i: -float(w[i]))
         keep = [d.options[i] for i in ranked if float(w[i]) >= threshold]
         out[d.name] = keep[: min(per_decision, d.max_options)]
+        if len(out[d.name]) < d.min_options:
+            out[d.name] = [d.options[i] for i in ranked[: d.min_options]]
         groups[d.group].append(d)
     for group, ds in groups.items():
         if group is not None and not any(out[d.name] for d in ds):

@@ -150,3 +150,33 @@ def test_search_records_dominant_ops_and_parses_sparse(space, tmp_path):
         assert rec["dominant_ops"] == by_hand == sum(rec["dominant_ops_by_cell"].values())
     assert r.history[-1]["dominant_ops"] > 0  # a_lr 0.3 with L01 saturates some σ within 2 epochs
     assert all(len(v) <= 1 for v in r.genotype.choices.values())  # sparse: at most one op per edge
+
+
+def test_sigmoid_parsers_keep_a_decision_that_must_choose():
+    from dnas.parsers import sparse_parser
+    from dnas.space import Decision
+
+    layer = Decision("layer0", ("relu", "silu", "identity"))  # min_options = 1: a layer must keep an op
+    w = {"layer0": torch.tensor([0.3, 0.6, 0.1])}
+    assert sparse_parser([layer], w) == {"layer0": ["silu"]}  # nothing ≥ 0.85: its best op, not nothing
+    assert sparse_parser([layer], {"layer0": torch.tensor([0.9, 0.95, 0.1])}) == {"layer0": ["silu"]}
+
+
+@pytest.mark.parametrize("space", ["nasiam-mlp", "mlp-depth", "colornas", "activation"])
+def test_fairdarts_step_and_parse_on_other_alpha_spaces(space):
+    from dnas.registry import SPACES
+
+    if space not in SPACES:
+        pytest.skip(f"space {space} not registered")
+    sp = dnas.create_space(space, **SPACES.get(space).tiny_config)
+    s = dnas.create_strategy("fairdarts", a_lr=0.1)
+    torch.manual_seed(0)
+    net = sp.supernet(sp.tiny_task)
+    net.relaxation = s.relaxation
+    opt = s.optimizers(net)
+    b = sp.example_batch(sp.tiny_task, 4)
+    before = [a.detach().clone() for a in net.arch_parameters()]
+    m = s.arch_step(net, b, b, opt)
+    assert float(m["zero_one"]) <= 0
+    assert any(not torch.equal(a, x) for a, x in zip(net.arch_parameters(), before))
+    sp.validate(net.genotype(s.config.parser, **s.parser_args()))  # the sparse parser gives a valid genotype
