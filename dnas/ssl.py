@@ -29,7 +29,7 @@ FRAMEWORKS: dict[str, tuple[bool, bool]] = {
 # -- losses -----------------------------------------------------------------------------------------
 def neg_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """``D(p, z) = −(p/‖p‖₂)·(z/‖z‖₂)``, averaged over the batch (NASiam eq. 5.2)."""
-    return -(F.normalize(p, dim=1) * F.normalize(z, dim=1)).sum(1).mean()
+    return -F.cosine_similarity(p, z, dim=1).mean()  # eq. (5.2); = −(p/‖p‖)·(z/‖z‖) for nonzero p, z
 
 
 def simsiam_loss(p1, p2, z1, z2) -> torch.Tensor:
