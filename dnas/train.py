@@ -52,19 +52,30 @@ def cutout(x: torch.Tensor, length: int, generator: torch.Generator | None = Non
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
-    """Top-1 / top-5 accuracy and mean cross-entropy of a classifier."""
+    """Top-1 / top-5 accuracy and mean cross-entropy of a classifier; the MSE of a regressor (float targets)."""
     model.eval()
     n = correct1 = correct5 = 0
-    loss = 0.0
+    loss, regression = 0.0, False
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         logits = model(x)
+        if y.is_floating_point():  # regression
+            loss += float(F.mse_loss(logits, y.reshape(logits.shape), reduction="sum")) / logits[0].numel()
+            n, regression = n + len(y), True
+            continue
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += int((top[:, 0] == y).sum())
         correct5 += int((top == y[:, None]).any(1).sum())
         n += len(y)
+    if regression:
+        return {"mse": loss / max(n, 1), "loss": loss / max(n, 1)}
     return {"top1": correct1 / max(n, 1), "top5": correct5 / max(n, 1), "loss": loss / max(n, 1)}
+
+
+def _criterion(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for class labels, mean squared error for float (regression) targets."""
+    return F.mse_loss(logits, y.reshape(logits.shape)) if y.is_floating_point() else F.cross_entropy(logits, y)
 
 
 def train_network(
@@ -92,9 +103,9 @@ def train_network(
             x, y = x.to(device), y.to(device)
             out_ = model(x)
             logits, aux = out_ if isinstance(out_, tuple) else (out_, None)
-            loss = F.cross_entropy(logits, y)
+            loss = _criterion(logits, y)
             if aux is not None and cfg.aux_weight:
-                loss = loss + cfg.aux_weight * F.cross_entropy(aux, y)
+                loss = loss + cfg.aux_weight * _criterion(aux, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -105,11 +116,11 @@ def train_network(
         sched.step()
         metrics = {"epoch": epoch + 1, "train_loss": total / max(n, 1), **{f"test_{k}": v for k, v in evaluate(model, test, device).items()}}
         history.append(metrics)
-        log(f"epoch {epoch + 1}/{cfg.epochs} train_loss {metrics['train_loss']:.4f} test_top1 {metrics['test_top1']:.4f}")
+        shown = "test_top1" if "test_top1" in metrics else "test_mse"
+        log(f"epoch {epoch + 1}/{cfg.epochs} train_loss {metrics['train_loss']:.4f} {shown} {metrics[shown]:.4f}")
     final = evaluate(model, test, device) if cfg.epochs == 0 else {k[5:]: v for k, v in history[-1].items() if k.startswith("test_")}
     result = {
-        "top1": final["top1"],
-        "top5": final["top5"],
+        **{k: final[k] for k in ("top1", "top5", "mse") if k in final},
         "params": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("aux.")),  # as DARTS reports
         "seconds": round(time.perf_counter() - t0, 2),
         "history": history,

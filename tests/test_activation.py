@@ -342,3 +342,24 @@ def test_activation_experiment_small_scale_runs(tmp_path):
     result = dnas.search(config=cfg, out=tmp_path / "run", progress=False)
     assert len(result.history) == 5 and result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert "A(x) = " in describe(result.genotype)
+
+
+# -- evaluation phase on regression data ----------------------------------------------------------------
+def test_train_and_evaluate_a_regressor():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dnas.train import TrainConfig, evaluate, train_network
+
+    lin = torch.nn.Linear(1, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0], [2.0]]))
+        lin.bias.zero_()
+    x, y = torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0, 2.0], [3.0, 3.0]])
+    # outputs (1, 2), (3, 6): squared errors 1, 0, 0, 9 -> mean 2.5
+    assert evaluate(lin, DataLoader(TensorDataset(x, y), batch_size=1), torch.device("cpu"))["mse"] == pytest.approx(2.5)
+    space = dnas.create_space("activation", widths=[8])
+    g = space.genotype({"binary": ["add"], "unary1": ["exp"], "unary2": ["max0"]})
+    torch.manual_seed(0)
+    data = synthetic_regression_dataset()
+    res = train_network(space.build_network(g, data.task), data, TrainConfig(epochs=3, lr=0.01, batch_size=64), torch.device("cpu"), log=lambda *_: None)
+    assert "top1" not in res and res["history"][-1]["test_mse"] < res["history"][0]["test_mse"]
