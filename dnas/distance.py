@@ -107,9 +107,10 @@ def cell_edges(genotype: "Genotype", space: "SearchSpace | None" = None) -> list
 
 
 def has_cells(space: "SearchSpace") -> bool:
-    """Whether M is defined on this space's genotypes (every decision lives in a cell)."""
+    """Whether M means something on this space's genotypes: every decision lives in a cell and
+    chooses among CNN ops of S_o (MLP heads or ViT gates have cells but none of these ops)."""
     ds = space.decisions()
-    return bool(ds) and all(d.cell is not None for d in ds)
+    return bool(ds) and all(d.cell is not None for d in ds) and any(o in OP_SCORES for d in ds for o in d.options)
 
 
 def cell_distances(a: "Genotype", b: "Genotype", norm: Literal["positions", "weights"] = "positions") -> list[float]:

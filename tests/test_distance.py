@@ -200,3 +200,10 @@ def test_start_genotype_survives_a_checkpoint():
     t = GradientStrategy()
     t.load_state_dict(s.state_dict())
     assert t._start_choices == {"x": ["a"]}
+
+
+def test_distance_only_on_cnn_cell_spaces():
+    from dnas.distance import has_cells
+
+    assert has_cells(SPACES["darts"]) and has_cells(SPACES["ddarts-o"])
+    assert not has_cells(dnas.create_space("nasiam-mlp"))  # MLP heads: cells, but no S_o op to compare
