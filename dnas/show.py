@@ -121,6 +121,8 @@ def alpha_matrices(record: dict, g: Genotype) -> dict[str, tuple[list[str], list
         cell = (d.cell if d is not None else None) or (m["cell"] if m else "all")
         ops = list(d.options) if d is not None else [str(i) for i in range(len(row))]
         names, op_names, rows = out.setdefault(cell, ([], ops, []))
+        if op_names != ops:  # other options than the group's (activation: binary vs unary): a plot of its own
+            names, op_names, rows = out.setdefault(name, ([], ops, []))
         names.append(name[len(cell) + 1 :] if name.startswith(cell + ".") else name)
         rows.append([float(x) for x in row])
     return out

@@ -363,3 +363,14 @@ def test_train_and_evaluate_a_regressor():
     data = synthetic_regression_dataset()
     res = train_network(space.build_network(g, data.task), data, TrainConfig(epochs=3, lr=0.01, batch_size=64), torch.device("cpu"), log=lambda *_: None)
     assert "top1" not in res and res["history"][-1]["test_mse"] < res["history"][0]["test_mse"]
+
+
+def test_show_an_activation_run_prints_the_formula_and_plots(tmp_path):
+    from dnas.show import show
+
+    result = dnas.search("activation", "darts", "synthetic-regression", space_config={"widths": [4]},
+                         strategy_config={"epochs": 1}, out=tmp_path / "run", progress=False)
+    text = show(str(result.run_dir))
+    c = {k: v[0] for k, v in result.genotype.choices.items()}
+    assert f"activation: A(x) = {formula(c['binary'], c['unary1'], c['unary2'])}" in text
+    assert len(list((result.run_dir / "plots").glob("*.png"))) >= 2  # binary and unary α drawn apart
