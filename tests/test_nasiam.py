@@ -320,3 +320,18 @@ def test_cli_train_ssl_and_retrieve(tmp_path, capsys):
     assert rc == 0 and (out / "model.safetensors").is_file() and '"top1"' in capsys.readouterr().out
     assert main(["retrieve", str(out)]) == 0 and '"mAP"' in capsys.readouterr().out
     assert main(["retrieve", str(tmp_path / "missing")]) == 2
+
+
+def test_fairdarts_pairs_with_nasiam():
+    torch.manual_seed(0)
+    space = create_space("nasiam-mlp", **TINY, framework="byol")
+    net = space.supernet(TASK)
+    strategy = create_strategy("fairdarts", a_lr=0.1)
+    strategy.check_compatible(space)
+    net.relaxation = strategy.relaxation
+    opt = strategy.optimizers(net)
+    gen = torch.Generator().manual_seed(1)
+    before = net.alphas["predictor"].detach().clone()
+    metrics = strategy.step(net, space.example_batch(TASK, 8, generator=gen), space.example_batch(TASK, 8, generator=gen), 0, opt)
+    assert net.relaxation == "sigmoid" and not torch.allclose(net.alphas["predictor"], before)
+    assert "zero_one" in metrics  # the zero-one loss term is part of the α step
