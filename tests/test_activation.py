@@ -93,6 +93,9 @@ def test_nan_in_supernet_loss_is_reported_not_propagated():
         net.linears[0].weight.fill_(100.0)
     with pytest.raises(DnasError, match=r"linear layer 0: unary primitive 'exp'"):
         net.loss((torch.ones(3, 2), torch.zeros(3, 1)))
+    unchecked = dnas.create_space("activation", widths=[4], check_finite=False).supernet(Task((2,), 0, out_dim=1))
+    unchecked.load_state_dict(net.state_dict())
+    assert not torch.isfinite(unchecked.loss((torch.ones(3, 2), torch.zeros(3, 1)))["loss"])  # the opt-out
 
 
 # -- derivation ----------------------------------------------------------------------------------

@@ -77,9 +77,9 @@ def _blame(x: torch.Tensor, U: Sequence[torch.Tensor], Bv: Sequence[torch.Tensor
 class MixedActivation(nn.Module):
     """``Σ_b p_b · b(Σ_u p1_u · u(x), Σ_u p2_u · u(x))``: the relaxed cell (thesis §6.2), no weights."""
 
-    def __init__(self, where: str = "activation"):
+    def __init__(self, where: str = "activation", check: bool = True):
         super().__init__()
-        self.where = where
+        self.where, self.check = where, check
 
     def forward(self, x, pb, p1, p2):
         U = [f(x) for _, f in UNARY.values()]
@@ -87,7 +87,7 @@ class MixedActivation(nn.Module):
         u1, u2 = Us @ p1, Us @ p2  # softmax-mixed U1(x), U2(x), DARTS eq. (2.7)
         Bv = [f(u1, u2) for _, f in BINARY.values()]
         out = torch.stack(Bv, -1) @ pb  # softmax-mixed B(U1, U2)
-        if _nonfinite(out):
+        if self.check and _nonfinite(out):
             raise _blame(x, U, Bv, self.where)
         return out
 
@@ -115,6 +115,7 @@ class Activation(nn.Module):
 @dataclass
 class ActivationConfig:
     widths: list[int] = field(default_factory=lambda: [64, 64])  # hidden widths of the MLP
+    check_finite: bool = True  # NaN/inf check after each activation of the supernet (one device sync per layer)
 
     def check(self):
         if not self.widths or any(int(w) < 1 for w in self.widths):
@@ -127,7 +128,8 @@ class ActivationSupernet(Supernet):
         super().__init__(space, task)
         dims = [math.prod(task.input_shape), *space.config.widths]
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:]))
-        self.acts = nn.ModuleList(MixedActivation(f"activation after linear layer {i}") for i in range(len(self.linears)))
+        check = space.config.check_finite
+        self.acts = nn.ModuleList(MixedActivation(f"activation after linear layer {i}", check) for i in range(len(self.linears)))
         self.out = nn.Linear(dims[-1], output_dim(task))
         for d in space.decisions():  # three α rows of different lengths: one key each
             self.add_alpha(d.name, [d])
