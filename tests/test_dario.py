@@ -103,6 +103,7 @@ def test_physically_pruned_equals_gated_with_hard_gates(granularity, tmp_path):
     x = x_batch()
     with torch.no_grad():
         ref = net(x)
+        assert not torch.allclose(original_of(space, net)(x), ref, atol=1e-3)  # the closed gates do act
         assert torch.allclose(pruned(x), ref, atol=1e-5, rtol=0)
         from dnas.prune import load_pruned, save_pruned
 

@@ -107,7 +107,7 @@ class ProxyStrategy(Strategy):
                 for a in alphas:
                     a.normal_()
             with torch.enable_grad():
-                s = float(proxy_objective(supernet, self.config, create_graph=False))
+                s = float(proxy_objective(supernet, self.config, create_graph=False).detach())
             if s < best_s:
                 best, best_s = [a.detach().clone() for a in alphas], s
             self._record(supernet, run, history, len(history) + 1, {"phase": "sample", "proxy": s, "best": best_s}, t0)
