@@ -89,7 +89,7 @@ class TrialStrategy(Strategy):
         raise NotImplementedError
 
     def search(self, supernet: "Supernet", data: "SearchData", run: "Run") -> "Genotype":
-        device = next(supernet.parameters()).device
+        device = next((p.device for p in supernet.parameters()), torch.device("cpu"))
         return run_study(self, supernet.space, supernet.task, data, run, device)
 
 

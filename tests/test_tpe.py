@@ -256,3 +256,43 @@ def test_bad_inputs_fail_in_one_line(tmp_path):
         with pytest.raises(DnasError, match="two-view"):
             dnas.search("nasiam-mlp", "random", "synthetic", space_config=SPACES.get("nasiam-mlp").tiny_config,
                         strategy_config={"trials": 1}, out=tmp_path / "n", progress=False)
+
+
+def test_default_encoding_rejects_invalid_samples_without_counting_them(tmp_path):
+    """A user space with a constraint and no encoding of its own: exactly one of three optional
+    decisions kept. Samples breaking it are pruned, never counted, never the result."""
+    from torch import nn
+
+    from dnas import Decision, SearchSpace, Supernet, register_space
+    from dnas.registry import SPACES
+
+    class OneOf(SearchSpace):
+        def decisions(self):
+            return [Decision(f"d{i}", ("keep",), min_options=0) for i in range(3)]
+
+        def validate(self, g):
+            super().validate(g)
+            if sum(bool(v) for v in g.choices.values()) != 1:
+                raise DnasError("keep exactly one decision")
+
+        def build_network(self, g, task):
+            self.validate(g)
+            return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(task.input_shape), task.num_classes))
+
+        def supernet(self, task):
+            return Supernet(self, task)  # trial strategies use only its space and task
+
+    from dataclasses import dataclass
+
+    OneOf.Config = dataclass(type("OneOfConfig", (), {}))
+    register_space("one-of-test")(OneOf)
+    try:
+        assert OneOf().categorical() == {f"d{i}": ("keep", OneOf.DROP) for i in range(3)}
+        dnas.search("one-of-test", "random", "synthetic", strategy_config={"trials": 4, "epochs": 1}, out=tmp_path / "r", progress=False)
+    finally:
+        SPACES._items.pop("one-of-test")
+    recs = read_trials(tmp_path / "r")
+    done = [r for r in recs if r["state"] == "COMPLETE"]
+    assert len(done) == 4 and all(sum(bool(v) for v in r["genotype"].values()) == 1 for r in done)
+    invalid = [r for r in recs if r["state"] == "PRUNED"]
+    assert invalid and all(r["note"].startswith("invalid") and r["genotype"] is None for r in invalid)
