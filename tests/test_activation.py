@@ -377,3 +377,17 @@ def test_show_an_activation_run_prints_the_formula_and_plots(tmp_path):
     c = {k: v[0] for k, v in result.genotype.choices.items()}
     assert f"activation: A(x) = {formula(c['binary'], c['unary1'], c['unary2'])}" in text
     assert len(list((result.run_dir / "plots").glob("*.png"))) >= 2  # binary and unary α drawn apart
+
+
+def test_overflow_in_a_search_rolls_back_then_names_the_primitive(tmp_path):
+    from dnas.strategy import Diverged
+
+    p = tmp_path / "big.csv"
+    x = np.linspace(500, 1000, 64, dtype=np.float32)
+    np.savetxt(p, np.stack([x, x], 1), delimiter=",", header="x,y", comments="")
+    with pytest.raises(DnasError, match=r"diverged again .*unary primitive '(exp|square)'") as e:
+        dnas.search("activation", "darts", f"csv:{p}", space_config={"widths": [4]}, strategy_config={"epochs": 1},
+                    data_config={"target": "y", "batch_size": 16}, out=tmp_path / "run", progress=False)
+    with pytest.raises(Diverged):  # the loop's rollback sees it as a divergence
+        Activation("add", "exp", "x")(torch.tensor([200.0]))
+    assert e.type is DnasError and "\n" not in str(e.value)  # one line, from the loop after its rollback

@@ -6,8 +6,9 @@ mixes each of the three choices with softmax(α) (|B| + 2|U| = 26 α in all):
 layer of the MLP (all but the output layer). The derived genotype reads as a formula, e.g.
 ``exp(x) + max(x, 0)``.
 
-Numerical safety: ``exp`` and ``x²`` overflow for large inputs; a NaN/inf in the activation raises a
-:class:`DnasError` naming the primitive that produced it, instead of propagating silently.
+Numerical safety: ``exp`` and ``x²`` overflow for large inputs; a NaN/inf in the activation raises
+:class:`NonFinite` (a :class:`DnasError`) naming the primitive that produced it, instead of propagating
+silently; inside a search it counts as a divergence (the epoch is rolled back with lower learning rates).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from dnas.errors import DnasError
 from dnas.registry import register_parser, register_space
 from dnas.space import Decision, SearchSpace, Task
 from dnas.spaces.mlp_depth import output_dim, task_loss
+from dnas.strategy import Diverged
 from dnas.supernet import Supernet
 
 #: unary primitives U (thesis §6.2): option name -> (formula, function)
@@ -59,19 +61,24 @@ def _nonfinite(t: torch.Tensor) -> bool:
     return not bool(torch.isfinite(t).all())
 
 
-def _blame(x: torch.Tensor, U: Sequence[torch.Tensor], Bv: Sequence[torch.Tensor], where: str) -> DnasError:
+class NonFinite(Diverged, DnasError):
+    """A NaN/inf in the activation. The search loop treats it as a divergence (roll back the epoch, lower
+    the learning rates, then stop with this message); anywhere else it is a one-line DnasError."""
+
+
+def _blame(x: torch.Tensor, U: Sequence[torch.Tensor], Bv: Sequence[torch.Tensor], where: str) -> NonFinite:
     """The one-line error naming the primitive that first produced a NaN/inf."""
     fix = "lower the learning rates, normalise the data, or drop the primitive"
     if _nonfinite(x):
-        return DnasError(f"{where}: the input to the activation is already NaN/inf (the preceding linear layer diverged); {fix}")
+        return NonFinite(f"{where}: the input to the activation is already NaN/inf (the preceding linear layer diverged); {fix}")
     big = f"|x| up to {float(x.detach().abs().max()):.3g}"
     for name, u in zip(UNARY, U):
         if _nonfinite(u):
-            return DnasError(f"{where}: unary primitive '{name}' ({UNARY[name][0]}) produced NaN/inf ({big}); {fix}")
+            return NonFinite(f"{where}: unary primitive '{name}' ({UNARY[name][0]}) produced NaN/inf ({big}); {fix}")
     for name, b in zip(BINARY, Bv):
         if _nonfinite(b):
-            return DnasError(f"{where}: binary primitive '{name}' ({BINARY[name][0].format(a='a', b='b')}) produced NaN/inf ({big}); {fix}")
-    return DnasError(f"{where}: the softmax mixture of the primitives overflowed ({big}); {fix}")
+            return NonFinite(f"{where}: binary primitive '{name}' ({BINARY[name][0].format(a='a', b='b')}) produced NaN/inf ({big}); {fix}")
+    return NonFinite(f"{where}: the softmax mixture of the primitives overflowed ({big}); {fix}")
 
 
 class MixedActivation(nn.Module):
