@@ -134,7 +134,7 @@ def test_partial_mixed_op_by_hand():
     op = MixedOp(8, 1, tuple(table), table, partial=4)
     x = torch.randn(2, 8, 6, 6)
     w = torch.softmax(torch.randn(len(table)), 0)
-    mixed = sum(w[i] * op.ops[i](F.relu(x[:, :2]) if op.pre_relu[i] else x[:, :2]) for i in range(1, len(table)))
+    mixed = sum(w[i] * op.ops[i](x[:, :2]) for i in range(1, len(table)))
     expected = torch.cat([mixed, x[:, 2:]], 1)
     expected = expected.view(2, 4, 2, 6, 6).transpose(1, 2).reshape(2, 8, 6, 6)
     assert torch.allclose(op(x, w), expected, atol=1e-6)

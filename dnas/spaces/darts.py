@@ -69,18 +69,29 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
-def _strip_leading_relu(op: nn.Module) -> bool:
-    """Replace the ReLU an op starts with (through nested Sequentials) by Identity; True if it did.
+class SharedReLU(nn.ReLU):
+    """A ReLU that returns the relu(x) its mixed op hands over for this very x instead of a new copy."""
 
-    ReLU holds no state, so parameter names and checkpoints are unchanged; the caller feeds relu(x).
+    shared: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, relu(x)) during the MixedOp's forward
+
+    def forward(self, x):
+        s = self.shared
+        return s[1] if s is not None and s[0] is x else F.relu(x)
+
+
+def _share_leading_relu(op: nn.Module) -> SharedReLU | None:
+    """Swap the ReLU an op starts with (through nested Sequentials) for a :class:`SharedReLU`.
+
+    ReLU holds no state, so parameter names and checkpoints are unchanged, and the op alone still
+    computes o(x).
     """
     parent = op
     while isinstance(parent, nn.Sequential) and len(parent) > 0:
-        if isinstance(parent[0], nn.ReLU):
-            parent[0] = nn.Identity()
-            return True
+        if type(parent[0]) is nn.ReLU:
+            parent[0] = SharedReLU()
+            return parent[0]
         parent = parent[0]
-    return False
+    return None
 
 
 class MixedOp(nn.Module):
@@ -100,28 +111,36 @@ class MixedOp(nn.Module):
         self.active = [i for i, n in enumerate(op_names) if n != "none"]  # `none` adds exactly 0: skipped
         self.partial, self.stride = partial, stride
         self.ops = nn.ModuleList()
-        self.pre_relu: list[bool] = []  # op i takes relu(x): its leading ReLU was stripped
+        self.relus: list[SharedReLU] = []  # the ops' leading ReLUs (also registered inside the ops)
         for n in op_names:
             C_op = C // partial
             op = table[n](C_op, stride, False)
-            self.pre_relu.append(_strip_leading_relu(op))
+            relu = _share_leading_relu(op)
+            if relu is not None:
+                self.relus.append(relu)
             if n in POOLS:
                 op = nn.Sequential(op, nn.BatchNorm2d(C_op, affine=False))
             self.ops.append(op)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, rx: torch.Tensor | None = None) -> torch.Tensor:
         """``rx``: relu(x) when the caller shares it between edges (computed here otherwise)."""
-        if rx is None and any(self.pre_relu):
+        if rx is None and self.relus:
             rx = F.relu(x)
         if self.partial > 1:
             sizes = [x.shape[1] // self.partial, x.shape[1] - x.shape[1] // self.partial]
             x, rest = x.split(sizes, dim=1)
             rx = rx.split(sizes, dim=1)[0] if rx is not None else None
-        # DARTS eq. (2.7): ō(x) = Σ_k w_k o_k(x), w = softmax(α) (or σ(α) for FairDARTS)
-        out = None
-        for i in self.active:
-            y = w[i] * self.ops[i](rx if self.pre_relu[i] else x)
-            out = y if out is None else out + y
+        for r in self.relus:
+            r.shared = (x, rx)
+        try:
+            # DARTS eq. (2.7): ō(x) = Σ_k w_k o_k(x), w = softmax(α) (or σ(α) for FairDARTS)
+            out = None
+            for i in self.active:
+                y = w[i] * self.ops[i](x)
+                out = y if out is None else out + y
+        finally:
+            for r in self.relus:
+                r.shared = None
         if self.partial > 1:  # PC-DARTS eq. (2): [ō(S·x), (1 − S)·x], then channel shuffle
             rest = F.max_pool2d(rest, 2, 2) if self.stride > 1 else rest
             out = channel_shuffle(torch.cat([out, rest], dim=1), self.partial)
@@ -145,7 +164,7 @@ class SearchCell(nn.Module):
     def forward(self, s0, s1, weights, edge_weights=None):
         """``edge_weights``: PC-DARTS β normalised per node (one per edge), or None."""
         states = [self.pre0(s0), self.pre1(s1)]
-        relus = [F.relu(s) for s in states] if any(self.edges[0].pre_relu) else [None] * 2  # shared by every edge
+        relus = [F.relu(s) for s in states] if self.edges[0].relus else [None] * 2  # shared by every edge
         e = 0
         for _ in range(self.nodes):
             node = None
