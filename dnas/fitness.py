@@ -11,7 +11,6 @@ a forward pre-hook: the pooled cell features of a DARTS network); a network with
 """
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -178,11 +177,13 @@ def _init_bank(model: nn.Module, loader: DataLoader, n: int, device: torch.devic
     return bank
 
 
-def _contrastive_pass(model, loader, bank, spec: TrainSpec, g: torch.Generator, device, opt=None) -> tuple[float, int]:
-    """One pass of eq. (3) over ``loader``: a training pass if ``opt`` is given, else scoring."""
+def _contrastive_pass(model, loader, bank, spec: TrainSpec, g: torch.Generator, device, opt=None,
+                      max_steps: int | None = None) -> tuple[float, int, int]:
+    """One pass of eq. (3) over ``loader``: a training pass if ``opt`` is given (at most
+    ``max_steps`` steps), else scoring. Returns (summed loss, samples, steps)."""
     total, n, steps = 0.0, 0, 0
     for x, _, i in loader:
-        if opt is not None and spec.max_steps is not None and steps >= spec.max_steps:
+        if max_steps is not None and steps >= max_steps:
             break
         v1, v2 = augment(x, g).to(device), augment(x, g).to(device)
         i = i.to(device)
@@ -197,7 +198,7 @@ def _contrastive_pass(model, loader, bank, spec: TrainSpec, g: torch.Generator, 
         total += float(loss.detach()) * len(i)
         n += len(i)
         steps += 1
-    return total, n
+    return total, n, steps
 
 
 def _supervised(out: torch.Tensor, y: torch.Tensor, classes: int, reduction: str = "mean") -> torch.Tensor:
@@ -226,14 +227,13 @@ def train_and_score(
         bank = _init_bank(model, DataLoader(Indexed(train), batch_size=max(bs, 256)), len(train), device)
         model.train()
         for _ in range(spec.epochs):
-            t, c = _contrastive_pass(model, train_loader, bank, spec, g, device, opt)
-            total, seen, steps = total + t, seen + c, steps + math.ceil(c / bs)
-            if spec.max_steps is not None and steps >= spec.max_steps:
-                break
+            left = None if spec.max_steps is None else spec.max_steps - steps
+            t, c, k = _contrastive_pass(model, train_loader, bank, spec, g, device, opt, left)
+            total, seen, steps = total + t, seen + c, steps + k
         # held out: a fresh bank of the trained network's representations, then eq. (3) on two views
         held_bank = _init_bank(model, eval_loader, len(held_out), device)
         model.eval()
-        s, m = _contrastive_pass(model, eval_loader, held_bank, spec, g, device)
+        s, m, _ = _contrastive_pass(model, eval_loader, held_bank, spec, g, device)
         return {"fitness": s / max(m, 1), "train_loss": total / max(seen, 1), "steps": steps}
     model.train()
     for _ in range(spec.epochs):

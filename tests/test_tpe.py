@@ -191,7 +191,7 @@ def _completed(url, name="dnas"):
 
 def test_two_processes_fill_one_sqlite_study(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    common = ("--trials", "8", "--storage", url, "--study", "s", "--set", "strategy.epochs=3", "--set", "strategy.n_startup_trials=2")
+    common = ("--trials", "6", "--storage", url, "--study", "s", "--set", "strategy.epochs=2", "--set", "strategy.n_startup_trials=2")
     other = _cli(tmp_path / "w1", *common, "--seed", "1")  # a second process, as on another machine
     assert _wait_for(lambda: _completed(url, "s") >= 0 and _study(url, "s").get_trials()), "the worker process never started a trial"
     _search(tmp_path / "w0", *common, seed=0)  # this process joins the same study
@@ -199,12 +199,12 @@ def test_two_processes_fill_one_sqlite_study(tmp_path, capsys):
     assert other.returncode == 0, err[-2000:]
     trials = _study(url, "s").get_trials()
     done = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(done) == 8  # the budget, not more: none lost, none extra
+    assert len(done) == 6  # the budget, not more: none lost, none extra
     assert len({t.number for t in trials}) == len(trials)  # no duplicated trial
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING", "FAIL")]
     assert {t.user_attrs["pid"] for t in done} == {os.getpid(), other.pid}  # both processes contributed
     for w in ("w0", "w1"):  # each run folder holds the whole table and the same best genotype
-        assert sum(r["state"] == "COMPLETE" for r in read_trials(tmp_path / w)) == 8
+        assert sum(r["state"] == "COMPLETE" for r in read_trials(tmp_path / w)) == 6
     assert (tmp_path / "w0" / "genotype.yaml").read_text() == (tmp_path / "w1" / "genotype.yaml").read_text()
 
 
@@ -296,3 +296,36 @@ def test_default_encoding_rejects_invalid_samples_without_counting_them(tmp_path
     assert len(done) == 4 and all(sum(bool(v) for v in r["genotype"].values()) == 1 for r in done)
     invalid = [r for r in recs if r["state"] == "PRUNED"]
     assert invalid and all(r["note"].startswith("invalid") and r["genotype"] is None for r in invalid)
+
+
+def test_contrastive_fitness_reads_no_labels():
+    from torch.utils.data import TensorDataset
+
+    from dnas.fitness import TrainSpec, train_and_score
+
+    space = create_space("darts", C=4, layers=2, nodes=1, auxiliary=False)
+    g = space.random_genotype(__import__("random").Random(0))
+    x = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    spec = TrainSpec(fitness="contrastive", epochs=2, batch_size=8, tau=0.1)
+    scores = []
+    for y in (torch.zeros(24, dtype=torch.long), torch.randint(0, 4, (24,))):
+        torch.manual_seed(0)
+        model = space.build_network(g, dnas.Task((3, 8, 8), 4))
+        scores.append(train_and_score(model, TensorDataset(x[:12], y[:12]), TensorDataset(x[12:], y[12:]), spec, seed=1,
+                                      device=torch.device("cpu")))
+    assert scores[0] == scores[1]
+    assert "accuracy" not in scores[0] and scores[0]["steps"] == 2  # 12 images, batches of 8 (last dropped), 2 epochs
+    assert math.isfinite(scores[0]["fitness"]) and scores[0]["fitness"] > 0
+
+
+@pytest.mark.parametrize("fitness", ["supervised", "contrastive"])
+def test_max_steps_caps_training_across_epochs(fitness):
+    from torch.utils.data import TensorDataset
+
+    from dnas.fitness import TrainSpec, train_and_score
+
+    space = create_space("darts", C=4, layers=2, nodes=1, auxiliary=False)
+    model = space.build_network(space.random_genotype(__import__("random").Random(0)), dnas.Task((3, 8, 8), 4))
+    ds = TensorDataset(torch.randn(24, 3, 8, 8), torch.randint(0, 4, (24,)))  # 3 batches of 8 per epoch
+    out = train_and_score(model, ds, ds, TrainSpec(fitness=fitness, epochs=3, max_steps=4, batch_size=8), 0, torch.device("cpu"), 4)
+    assert out["steps"] == 4
