@@ -325,3 +325,16 @@ def test_closed_forms_equal_the_proxy_on_stepped_tensors(name):
     assert float(fast) == pytest.approx(float(slow), rel=1e-10)
     for a, b in zip(torch.autograd.grad(fast, grads), torch.autograd.grad(slow, grads)):
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-12)
+
+
+def test_eva_block_pruning_works_and_head_granularity_fails_early():
+    kw = dict(img_size=28, depth=2, num_classes=3)
+    space = dnas.create_space("dario", model="eva02_tiny_patch14_224", model_kwargs=kw)
+    net = space.supernet(space.tiny_task).eval()
+    set_gates(net, "blocks", [0, 1])
+    pruned = space.build_network(net.genotype("threshold", threshold=0.65), model=original_of(space, net))
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        assert len(pruned.blocks) == 1 and torch.allclose(pruned(x), net(x), atol=1e-5)
+    with pytest.raises(DnasError, match="not EvaAttention; use granularity=block"):
+        dnas.create_space("dario", model="eva02_tiny_patch14_224", model_kwargs=kw, granularity="head").decisions()

@@ -247,8 +247,9 @@ def prune_heads_(attn: nn.Module, keep: list[int]) -> nn.Module:
     if not keep:
         return AttnBias(attn.proj.out_features, attn.proj.bias)
     qkv = getattr(attn, "qkv", None)
-    if not isinstance(qkv, nn.Linear) or qkv.out_features != 3 * h * d:
-        raise DnasError(f"head pruning needs a fused qkv Linear ({type(attn).__name__} has none); use granularity=block")
+    if type(attn).__name__ != "Attention" or not isinstance(qkv, nn.Linear) or qkv.out_features != 3 * h * d:
+        raise DnasError(f"slicing heads out needs timm's Attention with a fused qkv (ViT, DeiT, MobileViT), not "
+                        f"{type(attn).__name__}; use granularity=block for this model")
     cols = torch.cat([torch.arange(k * d, (k + 1) * d) for k in keep])
     rows = torch.cat([cols + j * h * d for j in range(3)])
     new_qkv = nn.Linear(qkv.in_features, len(rows), bias=qkv.bias is not None)
@@ -316,6 +317,10 @@ class DarioSpace(SearchSpace):
             blocks = [b for _, c in find_blocks(model, self.config.blocks) for b in c]
             need = self.config.granularity != "block"
             self._shape = [_attention(b).num_heads if need else 0 for b in blocks]
+            other = {type(_attention(b)).__name__ for b in blocks} - {"Attention"} if need else set()
+            if other:  # fail before a search whose heads could not be sliced out
+                raise DnasError(f"head gates need timm's Attention (ViT, DeiT, MobileViT), not {', '.join(sorted(other))}; "
+                                f"use granularity=block for this model")
         return self._shape
 
     def block_decisions(self) -> list[Decision]:
