@@ -131,7 +131,7 @@ def mean_average_precision(query_f, query_y, gallery_f, gallery_y, threshold: fl
 
 # -- pretraining ------------------------------------------------------------------------------------
 def pretrain(model: nn.Module, train, plain, test, cfg: SSLTrainConfig, device: torch.device, log=print,
-             seed: int = 0) -> list[dict[str, Any]]:
+             seed: int = 0, num_workers: int = 0) -> list[dict[str, Any]]:
     """Self-supervised pretraining of ``model`` (a ``nasiam-mlp`` network) on ``train``, whose items are
     ``((v1, v2), y)``; ``plain`` (the un-augmented train set) and ``test`` feed the kNN monitor."""
     from dnas.ssl import std_warning
@@ -143,7 +143,8 @@ def pretrain(model: nn.Module, train, plain, test, cfg: SSLTrainConfig, device: 
               {"params": [p for p in params if id(p) in pred], "fix": cfg.fix_pred_lr}]
     opt = torch.optim.SGD([g for g in groups if g["params"]], cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(train) > cfg.batch_size)
+    loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(train) > cfg.batch_size,
+                        num_workers=num_workers)
     history = []
     for epoch in range(cfg.epochs):
         lr = cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))  # cosine schedule
@@ -209,7 +210,7 @@ def ssl_train(
     torch.manual_seed(seed)
     model = space.build_network(g, datasets.task)
     t0 = time.perf_counter()
-    history = pretrain(model, datasets.train, plain, datasets.test, cfg, dev, log=log, seed=seed)
+    history = pretrain(model, datasets.train, plain, datasets.test, cfg, dev, log=log, seed=seed, num_workers=dcfg.num_workers)
     tf, ty = extract_features(model, plain, dev)
     ef, ey = extract_features(model, datasets.test, dev)
     lin = linear_eval(tf, ty, ef, ey, cfg.linear_epochs, cfg.linear_lr, cfg.linear_batch_size, seed)
