@@ -285,6 +285,10 @@ def test_beta_decay_term_by_hand():
     assert set(fair) == {"beta_decay", "zero_one"} and float(fair["beta_decay"].detach()) == pytest.approx(0.7 * hand, rel=1e-6)
     with pytest.raises(DnasError, match="beta_decay"):
         dnas.create_strategy("darts", beta_decay=-1)
+    # linear schedule: λ_e = W · e / epochs (the authors' code: 50 · e / 100)
+    ramp = dnas.create_strategy("darts", beta_decay=0.7, beta_decay_schedule="linear", epochs=10)
+    ramp._epoch = 4
+    assert float(ramp.loss_terms(net)["beta_decay"].detach()) == pytest.approx(0.7 * 0.4 * hand, rel=1e-6)
 
 
 # -- ColorNAS ------------------------------------------------------------------------------------
@@ -391,3 +395,12 @@ def test_overflow_in_a_search_rolls_back_then_names_the_primitive(tmp_path):
     with pytest.raises(Diverged):  # the loop's rollback sees it as a divergence
         Activation("add", "exp", "x")(torch.tensor([200.0]))
     assert e.type is DnasError and "\n" not in str(e.value)  # one line, from the loop after its rollback
+
+
+def test_beta_decay_linear_schedule_in_the_search_loop(tmp_path):
+    result = dnas.search("mlp-depth", "darts", "synthetic-regression", space_config={"width": 4, "max_layers": 2},
+                         strategy_config={"epochs": 2, "beta_decay": 2.0, "beta_decay_schedule": "linear"},
+                         out=tmp_path / "run", progress=False)
+    first, second = (r["beta_decay"] for r in result.history)
+    assert first == 0.0 and second > 0.0  # λ = 2 · e / 2: 0 in epoch 0, 1 in epoch 1 (× L_Beta ≈ log 2)
+    assert second == pytest.approx(math.log(2), abs=0.05)

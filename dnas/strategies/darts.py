@@ -16,6 +16,7 @@ class DartsConfig(GradientConfig):
     order: Literal[1, 2] = 1  # 2 = unrolled second-order approximation, eq. (2.9)
     xi: float | None = None  # virtual step size ξ; None = the current weight learning rate (as DARTS)
     beta_decay: float = 0.0  # β-DARTS: weight λ of the Beta-Decay term added to the α loss; 0 = off
+    beta_decay_schedule: Literal["constant", "linear"] = "constant"  # linear: λ · epoch / epochs (β-DARTS ramps λ up)
 
     def check(self):
         if self.beta_decay < 0:
@@ -75,9 +76,18 @@ class Darts(GradientStrategy):
     Config = DartsConfig
     needs = frozenset({"alpha", "data"})
 
+    _epoch = 0  # the current epoch, for the linear β-decay schedule
+
+    def step(self, supernet, train_batch, val_batch, epoch: int, opt: Optimizers):
+        self._epoch = epoch
+        return super().step(supernet, train_batch, val_batch, epoch, opt)
+
     def loss_terms(self, supernet) -> dict[str, torch.Tensor]:
-        w = self.config.beta_decay
-        return {"beta_decay": w * beta_decay_loss(supernet)} if w else {}  # β-DARTS: L_val + λ L_Beta
+        c = self.config
+        if not c.beta_decay:
+            return {}
+        w = c.beta_decay * (self._epoch / max(c.epochs, 1) if c.beta_decay_schedule == "linear" else 1.0)
+        return {"beta_decay": w * beta_decay_loss(supernet)}  # β-DARTS: L_val + λ L_Beta
 
     def arch_step(self, supernet, train_batch, val_batch, opt: Optimizers):
         if self.config.order == 1:
