@@ -26,8 +26,8 @@ class DartsConfig(GradientConfig):
 
 def beta_decay_loss(supernet) -> torch.Tensor:
     """β-DARTS (Ye et al., CVPR 2022), Beta-Decay regularisation: L_Beta = (1/|E|) Σ_e log Σ_k exp(α_e,k),
-    the mean over decisions (edges) of the log-sum-exp of their α. A constant weight here; the paper
-    ramps λ up linearly over the search (its code: λ = 50 · epoch / 100)."""
+    the mean over decisions (edges) of the log-sum-exp of their α. Its weight λ is constant or, as in
+    the paper, ramped up linearly (``beta_decay_schedule``; the authors' code: λ = 50 · epoch / 100)."""
     names = [d.name for d in supernet.space.decisions()]
     return torch.stack([torch.logsumexp(supernet.decision_alpha(n), dim=-1) for n in names]).mean()
 
