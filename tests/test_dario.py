@@ -338,3 +338,18 @@ def test_eva_block_pruning_works_and_head_granularity_fails_early():
         assert len(pruned.blocks) == 1 and torch.allclose(pruned(x), net(x), atol=1e-5)
     with pytest.raises(DnasError, match="not EvaAttention; use granularity=block"):
         dnas.create_space("dario", model="eva02_tiny_patch14_224", model_kwargs=kw, granularity="head").decisions()
+
+
+def test_finetune_trains_only_the_last_kept_block_and_the_head(tmp_path):
+    from dnas.prune import finetune_pruned, prune
+
+    prune("vit_tiny_patch16_224", model_kwargs=KW, keep_blocks=[0, 2], out=tmp_path / "p", bench_batch=1, bench_rounds=1, log=lambda s: None)
+    res = finetune_pruned(tmp_path / "p", "synthetic", epochs=1, batch_size=64, out=tmp_path / "f", log=lambda s: None)
+    assert 0.0 <= res["top1"] <= 1.0
+    before, after = dnas.load_pruned(tmp_path / "p").state_dict(), dnas.load_pruned(tmp_path / "f").state_dict()
+    assert after["head.weight"].shape == (4, 24)  # synthetic: 4 classes
+    for k, v in before.items():
+        if k.startswith(("blocks.1.", "norm.", "head.")):
+            assert k.startswith("head.") or not torch.equal(v, after[k]), k  # trained
+        else:
+            assert torch.equal(v, after[k]), k  # frozen
