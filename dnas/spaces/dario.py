@@ -340,6 +340,9 @@ class DarioSpace(SearchSpace):
     def random_genotype(self, rng: random.Random):
         return self.genotype({d.name: [KEEP] if rng.random() < 0.5 else [] for d in self.decisions()})
 
+    def space_size(self) -> float:
+        return 2.0 ** len(self.decisions())  # every gate kept or dropped
+
     def kept(self, genotype) -> tuple[list[int], dict[int, list[int]]]:
         """(kept block indices, {block: kept heads}) of a genotype."""
         heads = self._heads()
