@@ -58,7 +58,7 @@ def main() -> None:
         rows[strategy] = {
             "final_best_fitness": round(curve[-1], 4),
             "found_at_trial": best["trial"],
-            "mean_fitness": round(sum(r["fitness"] for r in recs) / len(recs), 4),
+            "median_fitness": round(sorted(r["fitness"] for r in recs)[len(recs) // 2], 4),  # a diverged trial skews the mean
             "curve": [round(c, 4) for c in curve],
             "test_top1": round(m["top1"], 4),
             "params": m["params"],
@@ -68,9 +68,9 @@ def main() -> None:
     plot = plot_trials({s: out / s for s in rows}, out / "fitness.png")
     (out / "results.json").write_text(json.dumps({"args": vars(args), "results": rows}, indent=1))
     print(f"\n{args.trials} trials each, fitness = {args.fitness} (lower is better), digits, seed {args.seed}")
-    print(f"{'strategy':<8} {'best fitness':>12} {'at trial':>8} {'mean fitness':>12} {'test top-1':>10} {'params':>8} {'search s':>8}")
+    print(f"{'strategy':<8} {'best fitness':>12} {'at trial':>8} {'median fit.':>12} {'test top-1':>10} {'params':>8} {'search s':>8}")
     for s, r in rows.items():
-        print(f"{s:<8} {r['final_best_fitness']:>12.4f} {r['found_at_trial']:>8} {r['mean_fitness']:>12.4f} "
+        print(f"{s:<8} {r['final_best_fitness']:>12.4f} {r['found_at_trial']:>8} {r['median_fitness']:>12.4f} "
               f"{r['test_top1']:>10.4f} {r['params']:>8} {r['search_s']:>8}")
     print(f"curves: {plot}")
 
