@@ -329,3 +329,11 @@ def test_max_steps_caps_training_across_epochs(fitness):
     ds = TensorDataset(torch.randn(24, 3, 8, 8), torch.randint(0, 4, (24,)))  # 3 batches of 8 per epoch
     out = train_and_score(model, ds, ds, TrainSpec(fitness=fitness, epochs=3, max_steps=4, batch_size=8), 0, torch.device("cpu"), 4)
     assert out["steps"] == 4
+
+
+def test_timeout_before_any_trial_is_one_clear_error(tmp_path, capsys):
+    from dnas.cli import main
+
+    assert main(["search", *TINY, "--strategy", "random", "--out", str(tmp_path / "r"), "--trials", "3", "--timeout", "1e-9"]) == 2
+    err = capsys.readouterr().err
+    assert "no trial of study 'dnas' completed (timeout too short?)" in err and "Traceback" not in err
