@@ -231,6 +231,8 @@ def train(
     tcfg = make_config(TrainConfig, dict(train_config or {}), "train")
     dcfg = make_config(DataConfig, {"name": data, **(data_config or {})}, "data")
     space = create_space(g.space, **{**dict(g.config), **(space_config or {})})
+    if getattr(space, "two_views", False):
+        raise DnasError(f"genotype space '{g.space}' is self-supervised: train it with --ssl (dnas.ssl_train)")
     datasets = load_datasets(dcfg)
     dev = resolve_device(device)
     torch.manual_seed(seed)

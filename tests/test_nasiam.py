@@ -335,3 +335,10 @@ def test_fairdarts_pairs_with_nasiam():
     metrics = strategy.step(net, space.example_batch(TASK, 8, generator=gen), space.example_batch(TASK, 8, generator=gen), 0, opt)
     assert net.relaxation == "sigmoid" and not torch.allclose(net.alphas["predictor"], before)
     assert "zero_one" in metrics  # the zero-one loss term is part of the α step
+
+
+def test_supervised_train_of_a_nasiam_genotype_says_use_ssl():
+    from dnas.api import train
+
+    with pytest.raises(DnasError, match="--ssl"):
+        train("simsiam", data="digits", train_config={"epochs": 0})
