@@ -26,7 +26,10 @@ def main() -> int:
             results.append(rec)
     if args.save:
         out = Path(__file__).parent / "results" / f"{platform.node() or 'machine'}-{args.device}.json"
-        out.write_text(json.dumps(results, indent=1))
+        ran = {r["benchmark"] for r in results}  # keep the other benchmarks' last results
+        old = [r for r in (json.loads(out.read_text()) if out.exists() else []) if r.get("benchmark") not in ran]
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(old + results, indent=1))
         print(f"saved {out}", file=sys.stderr)
     return 0
 
