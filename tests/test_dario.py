@@ -353,3 +353,18 @@ def test_finetune_trains_only_the_last_kept_block_and_the_head(tmp_path):
             assert k.startswith("head.") or not torch.equal(v, after[k]), k  # trained
         else:
             assert torch.equal(v, after[k]), k  # frozen
+
+
+def test_abs_params_runs_the_synflow_step_on_absolute_weights():
+    _, net = toy_net(torch.float64)
+    with torch.no_grad():
+        net.alphas["blocks"].zero_()  # σ = 1/2 on both blocks
+    cfg = ProxyConfig(proxy="synflow", gamma=0.01, batch_size=1, abs_params=True)
+    W1, W2 = (l.weight.detach().abs() for l in net.model.layers)
+    assert bool((net.model.layers[0].weight < 0).any())  # the |·| matters for this toy
+    one, eye = torch.ones(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+    u = 0.5 * W1 @ one + 0.5 * one
+    v = (0.5 * W2 + 0.5 * eye).T @ one
+    dW1, dW2 = 0.5 * torch.outer(v, one), 0.5 * torch.outer(one, u)
+    want = (dW1 * (W1 - 0.01 * dW1)).sum() + (dW2 * (W2 - 0.01 * dW2)).sum()
+    assert float(proxy_objective(net, cfg).detach()) == pytest.approx(float(want), rel=1e-10)
