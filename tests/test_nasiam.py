@@ -342,3 +342,16 @@ def test_supervised_train_of_a_nasiam_genotype_says_use_ssl():
 
     with pytest.raises(DnasError, match="--ssl"):
         train("simsiam", data="digits", train_config={"epochs": 0})
+
+
+def test_two_view_data_on_pil_images():
+    from torchvision.datasets import FakeData
+
+    from dnas.data import Datasets
+
+    fake = FakeData(size=4, image_size=(3, 32, 32), num_classes=2, random_offset=0)  # PIL images, as CIFAR-10
+    base = Datasets(fake, fake, Task((3, 32, 32), 2))
+    torch.manual_seed(0)
+    (v1, v2), y = two_view_datasets(base, DataConfig(name="cifar10")).train[0]
+    assert v1.shape == v2.shape == (3, 32, 32) and v1.dtype == torch.float32 and not torch.equal(v1, v2)
+    assert v1.min() < 0  # normalised with the CIFAR-10 mean/std after the augmentation
