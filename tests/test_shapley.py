@@ -164,6 +164,45 @@ def test_exact_gradient_keeps_the_diagonal_terms():
         assert torch.allclose(f[0], nv[0], atol=1e-10, rtol=0)
 
 
+class SavedBytes:
+    """Peak bytes of tensors autograd holds for backward (saved_tensors_hooks), on any device."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def __enter__(self):
+        counter = self
+
+        class Held:
+            def __init__(self, t):
+                self.t, self.n = t.detach(), t.numel() * t.element_size()  # detach: no cycle through the graph
+                counter.live += self.n
+                counter.peak = max(counter.peak, counter.live)
+
+            def __del__(self):
+                counter.live -= self.n
+
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(Held, lambda h: h.t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+
+def test_exact_gradient_holds_one_graph_at_a_time():
+    net = tiny_ddarts(layers=5)
+    b = batch(0, n=8)
+    with SavedBytes() as one:  # one FairDARTS-style α gradient: a single graph
+        torch.autograd.grad(net.loss(b)["loss"], net.arch_parameters())
+    with SavedBytes() as fast:
+        shapley_grads(net, b, 8.0, 0.5)
+    with SavedBytes() as naive:
+        shapley_grads_naive(net, b, 8.0, 0.5)
+    assert fast.live == 0 and fast.peak <= 1.05 * one.peak
+    assert naive.peak > 3 * one.peak  # n + 1 = 6 graphs at once: what the test guards against
+
+
 def test_zero_mean_contribution_gives_no_ablation_gradient():
     net = tiny_ddarts(layers=3)
     with torch.no_grad():  # constant logits: every ablation has the same loss, so M_C = 0
