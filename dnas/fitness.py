@@ -11,9 +11,10 @@ a forward pre-hook: the pooled cell features of a DARTS network); a network with
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -22,9 +22,10 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch.utils.data import Subset
@@ -88,7 +89,7 @@ class TrialStrategy(Strategy):
     def sampler(self, seed: int):
         raise NotImplementedError
 
-    def search(self, supernet: "Supernet", data: "SearchData", run: "Run") -> "Genotype":
+    def search(self, supernet: Supernet, data: SearchData, run: Run) -> Genotype:
         device = next((p.device for p in supernet.parameters()), torch.device("cpu"))
         return run_study(self, supernet.space, supernet.task, data, run, device)
 
@@ -105,7 +106,7 @@ def _quiet_optuna():
     return optuna
 
 
-def open_study(url: str, name: str, cfg: TrialConfig, sampler, space: "SearchSpace"):
+def open_study(url: str, name: str, cfg: TrialConfig, sampler, space: SearchSpace):
     """Create or load study ``name`` in storage ``url`` (heartbeat on, dead trials re-queued)."""
     optuna = _quiet_optuna()
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -121,7 +122,7 @@ def open_study(url: str, name: str, cfg: TrialConfig, sampler, space: "SearchSpa
             break
         except ImportError as e:
             raise DnasError(f"storage '{url}' needs a database driver that is not installed ({e})") from None
-        except Exception as e:  # sqlalchemy errors: a race on a new file, or a bad URL
+        except Exception as e:  # noqa: BLE001  (sqlalchemy errors: a race on a new file, or a bad URL)
             if attempt == 4 or "sqlite" not in url:
                 raise DnasError(f"cannot open optuna storage '{url}' ({str(e).splitlines()[0][:160]})") from None
             time.sleep(0.5 + attempt)
@@ -161,7 +162,7 @@ def _subset(ds, fraction: float, seed: int):
     return Subset(ds, idx)
 
 
-def make_objective(cfg: TrialConfig, space: "SearchSpace", task: "Task", data: "SearchData", worker: int, device):
+def make_objective(cfg: TrialConfig, space: SearchSpace, task: Task, data: SearchData, worker: int, device):
     """The optuna objective of one worker: sample, build, train briefly, return the fitness."""
     optuna = _quiet_optuna()
     states = optuna.trial.TrialState
@@ -247,8 +248,8 @@ def worker_loop(cfg: TrialConfig, study, objective, on_trial: Callable | None = 
 
 def _worker_main(spec: dict[str, Any]) -> None:
     """Entry point of a spawned worker process: rebuild everything from plain data, then loop."""
-    from dnas.data import DataConfig, SearchData, load_datasets
     from dnas.config import make_config
+    from dnas.data import DataConfig, SearchData, load_datasets
     from dnas.registry import create_space, create_strategy
 
     for module in spec["modules"]:
@@ -304,7 +305,7 @@ def trial_records(study) -> list[dict[str, Any]]:
     return out
 
 
-def write_table(study, run: "Run") -> Path:
+def write_table(study, run: Run) -> Path:
     from dnas.run import atomic_write_text
 
     path = run.path("trials.jsonl")
@@ -368,7 +369,7 @@ def plot_trials(runs: dict[str, str | Path], path: str | Path) -> Path:
 # -- the search ---------------------------------------------------------------------------------
 
 
-def run_study(strategy: TrialStrategy, space: "SearchSpace", task: "Task", data: "SearchData", run: "Run", device) -> "Genotype":
+def run_study(strategy: TrialStrategy, space: SearchSpace, task: Task, data: SearchData, run: Run, device) -> Genotype:
     """Fill the study to its budget with this process and ``workers - 1`` spawned ones; write the
     trial table; return the genotype of the best completed trial."""
     cfg = strategy.config

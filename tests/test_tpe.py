@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -185,7 +184,7 @@ def _wait_for(cond, timeout=180):
 def _completed(url, name="dnas"):
     try:
         return sum(t.state.name == "COMPLETE" for t in _study(url, name).get_trials())
-    except Exception:  # not created yet
+    except Exception:  # noqa: BLE001  (not created yet)
         return -1
 
 
