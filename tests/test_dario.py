@@ -368,3 +368,12 @@ def test_abs_params_runs_the_synflow_step_on_absolute_weights():
     dW1, dW2 = 0.5 * torch.outer(v, one), 0.5 * torch.outer(one, u)
     want = (dW1 * (W1 - 0.01 * dW1)).sum() + (dW2 * (W2 - 0.01 * dW2)).sum()
     assert float(proxy_objective(net, cfg).detach()) == pytest.approx(float(want), rel=1e-10)
+
+
+def test_default_parser_is_threshold_at_0_65():
+    _, net = supernet("block")
+    with torch.no_grad():
+        net.alphas["blocks"].copy_(torch.logit(torch.tensor([0.6, 0.7, 0.9, 0.1])).view(-1, 1))
+    g = net.genotype()
+    assert [bool(g.choices[f"block{i}"]) for i in range(4)] == [False, True, True, False]
+    assert not net.genotype("threshold", threshold=0.8).choices["block1"]

@@ -221,6 +221,12 @@ class DarioSupernet(Supernet):
         finally:
             self._gates = {}
 
+    def genotype(self, parser: str | None = None, **parser_kw: Any):
+        """The gates kept by ``parser`` (default: threshold at 0.65, the thesis' final models)."""
+        if (parser or self.space.default_parser) == "threshold":
+            parser_kw.setdefault("threshold", self.space.default_threshold)
+        return super().genotype(parser, **parser_kw)
+
     def loss(self, batch: Any) -> dict[str, torch.Tensor]:
         """Data-free: ``R_SF = Σ H`` on a batch of ones shaped like ``batch`` (DARIO eq. 6.5)."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
