@@ -251,6 +251,9 @@ def test_bad_inputs_fail_in_one_line(tmp_path):
         resolve({"strategy": {"name": "darts", "trials": 3}})
     with pytest.raises(DnasError, match="subset must be in"):
         create_strategy("tpe", subset=0)
+    with pytest.raises(DnasError, match="cannot open optuna storage 'nonsense'"):
+        dnas.search("darts", "tpe", "synthetic", space_config={"C": 4, "layers": 1, "nodes": 1},
+                    strategy_config={"storage": "nonsense"}, out=tmp_path / "u", progress=False)
     if "nasiam-mlp" in SPACES:
         with pytest.raises(DnasError, match="two-view"):
             dnas.search("nasiam-mlp", "random", "synthetic", space_config=SPACES.get("nasiam-mlp").tiny_config,
