@@ -9,7 +9,7 @@ gradients of the two are compared on the same batch (they must agree to float ro
 Each case runs in its own process (peak RSS never goes down); ``step_peak_mb`` is the growth of the
 peak over the memory held right before the steps (model, data, optimizers): the autograd graphs.
 
-    python -m benchmarks darts --quick   # 5 cells, C = 8, batch 16, 16x16 (about a minute on 2 cores)
+    python -m benchmarks darts --quick   # 5 cells, C = 8, batch 16, 16x16 (about 4 CPU minutes)
     python -m benchmarks darts           # 8 cells, C = 16, batch 64, 32x32: the DARTS CIFAR search config
 """
 from __future__ import annotations
@@ -241,6 +241,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:
                     "order": order,
                     "options": CASES[case],
                     "config": {k: v for k, v in cfg.items() if k != "repeats"},
+                    "quick": quick,
                     "device": device,
                     "threads": torch.get_num_threads(),
                     "repeats": m["repeats"],
