@@ -221,10 +221,11 @@ def one_case(case: str, order: int, cfg: dict[str, Any], device: str) -> dict[st
     return {**t, "cpu_s": cpu_s, "step_peak_mb": peak, "rss_before_mb": before, "alpha_grads": grads}
 
 
-def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:
+def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``cfg`` overrides the QUICK/FULL config (keys as in FULL)."""
     import torch
 
-    cfg = QUICK if quick else FULL
+    cfg = cfg or (QUICK if quick else FULL)
     records = []
     for order in (1, 2):
         res = {case: in_fresh_process(one_case, case, order, cfg, device) for case in CASES}
