@@ -275,3 +275,9 @@ def test_deepen_copies_cells_and_the_cli_writes_a_valid_genotype(tmp_path):
     # shared normal/reduce cells (darts): only the depth changes
     gd = dnas.create_space("darts", C=4, layers=8, nodes=2).random_genotype(random.Random(0))
     assert deepen(gd, 14).choices == gd.choices and deepen(gd, 14).config["layers"] == 14
+
+
+def test_deepen_refuses_custom_reductions():
+    sp = dnas.create_space("ddarts", C=4, layers=5, nodes=2, reductions=[1, 3])
+    with pytest.raises(dnas.DnasError, match="reductions"):
+        deepen(sp.random_genotype(random.Random(0)), 8)
