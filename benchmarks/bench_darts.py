@@ -209,8 +209,12 @@ def one_case(case: str, order: int, cfg: dict[str, Any], device: str) -> dict[st
         peak = (torch.cuda.max_memory_allocated() - cuda_before) / 2**20
 
     # the α gradient at the initial weights and BN statistics, for the identity check (after the
-    # timed steps, so its graph does not hide in the memory measured before them)
+    # timed steps, so its graph does not hide in the memory measured before them). In float64: in
+    # float32 the finite-difference Hessian term of order 2 amplifies rounding (summation order) to
+    # ~1e-2 relative in this very config, for either implementation; in float64 they agree to ~1e-14.
     net.load_state_dict(state)
+    net = net.double()
+    train_batch, val_batch = [(x.double(), y) for x, y in (train_batch, val_batch)]
     if options is None:
         grads = ref_alpha_grads(net, train_batch, val_batch, order, xi)
     elif order == 1:
@@ -255,9 +259,9 @@ def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = N
                     "speedup_vs_reference": round(base["median_s"] / m["median_s"], 3),
                     "cpu_speedup_vs_reference": round(base["cpu_s"] / m["cpu_s"], 3),
                     "memory_ratio_vs_reference": round(m["step_peak_mb"] / max(base["step_peak_mb"], 1e-9), 3),
-                    "alpha_grad_max_abs_diff": diff,
+                    "alpha_grad_max_abs_diff_float64": diff,
                     "alpha_grad_max_abs": scale,
-                    "alpha_grads_match": diff <= 1e-5 * max(scale, 1e-12) + 1e-9,
+                    "alpha_grads_match": diff <= 1e-9 * max(scale, 1e-12),  # float64 (see one_case)
                 }
             )
     return records
