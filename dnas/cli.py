@@ -46,7 +46,15 @@ def _search_overlay(args) -> dict:
     for flag in ("trials", "timeout", "workers", "storage", "study", "fitness"):  # trial strategies (tpe, random)
         if getattr(args, flag, None) is not None:
             sets.setdefault("strategy", {})[flag] = getattr(args, flag)
-    return merge_config(cfg, sets, source="--set")
+    cfg = merge_config(cfg, sets, source="--set")
+    if args.config:  # validate now, so an error names the file it came from
+        from dnas.api import resolve
+
+        try:
+            resolve(cfg)
+        except DnasError as e:
+            raise DnasError(f"{args.config} (with the command-line options): {e}") from None
+    return cfg
 
 
 def cmd_list(args) -> int:

@@ -238,3 +238,17 @@ def test_nothing_is_written_outside_the_run_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert list(work.iterdir()) == []
     assert sorted(p.name for p in out.iterdir()) == ["alphas.pt", "checkpoint.pt", "config.yaml", "genotype.yaml", "history.jsonl"]
+
+
+def test_config_file_errors_name_the_file_the_key_and_the_choices(tmp_path, capsys):
+    from dnas.cli import main
+
+    p = tmp_path / "run.yaml"
+    p.write_text("space: {name: darts, ops: dartz}\n")
+    assert main(["search", "--config", str(p), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(p) in err and "'ops'" in err and "'darts', 'darts-o'" in err
+    p.write_text("strategy: {name: darts, epocs: 3}\n")
+    assert main(["search", "--config", str(p), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(p) in err and "unknown option 'epocs'" in err and "did you mean 'epochs'" in err
