@@ -25,7 +25,7 @@ from dnas.genotype import Genotype, load_genotype
 from dnas.registry import create_space, create_strategy, did_you_mean
 from dnas.run import Run, atomic_torch_save
 
-TOP_KEYS = ("space", "strategy", "data", "train", "seed", "device")
+TOP_KEYS = ("space", "strategy", "data", "train", "seed", "device", "preset", "presets")
 DEFAULTS: dict[str, Any] = {
     "space": {"name": "darts"},
     "strategy": {"name": "darts"},
@@ -64,9 +64,24 @@ def merge_config(base: dict[str, Any], update: dict[str, Any], source: str = "co
             if "name" in v and k != "train" and v["name"] != out[k].get("name"):
                 out[k] = {}  # another component: its options start from its defaults
             out[k].update(v)
+        elif k == "presets" and not (isinstance(v, dict) and all(isinstance(x, dict) for x in v.values())):
+            raise DnasError(f"{source}: 'presets' must map preset names to config overlays")
         else:
             out[k] = v
     return out
+
+
+def apply_preset(cfg: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Overlay ``cfg["presets"][name]`` (e.g. an experiment's ``small`` scale), name taken from
+    ``overrides["preset"]`` or ``cfg["preset"]``, then the rest of ``overrides``."""
+    overrides = dict(overrides or {})
+    name = overrides.get("preset", cfg.get("preset"))
+    if name:
+        presets = cfg.get("presets") or {}
+        if name not in presets:
+            raise DnasError(f"unknown preset {name!r}{did_you_mean(name, presets)}; this config has: {', '.join(presets) or 'none'}")
+        cfg = merge_config(cfg, {**presets[name], "preset": name}, source=f"preset {name!r}")
+    return merge_config(cfg, overrides, source="--set")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -120,6 +135,8 @@ def resolve(config: dict[str, Any]) -> Resolved:
     data = make_config(DataConfig, cfg["data"], "data")
     if not isinstance(cfg["seed"], int):
         raise DnasError(f"seed must be an integer, got {cfg['seed']!r}")
+    if cfg.get("preset") and cfg["preset"] not in (cfg.get("presets") or {}):
+        raise DnasError(f"unknown preset {cfg['preset']!r}; this config has: {', '.join(cfg.get('presets') or {}) or 'none'}")
     resolved = {
         "space": {"name": space.name, **space.config_dict()},
         "strategy": {"name": strategy.name, **config_dict(strategy.config)},

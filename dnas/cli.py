@@ -9,9 +9,12 @@ from dnas.errors import DnasError
 
 
 def _search_overlay(args) -> dict:
-    from dnas.api import load_config_file, merge_config, parse_set, DEFAULTS
+    from dnas.api import DEFAULTS, apply_preset, load_config_file, merge_config, parse_set
 
     cfg = load_config_file(args.config) if args.config else dict(DEFAULTS)
+    sets = parse_set(args.set or [])
+    if "preset" in sets:  # --set preset=small: the experiment's small scale; explicit options still win
+        cfg = apply_preset(cfg, {"preset": sets.pop("preset")})
     flags: dict = {}
     for section, value in (("space", args.space), ("strategy", args.strategy)):
         if value:
@@ -34,7 +37,6 @@ def _search_overlay(args) -> dict:
     if args.device:
         flags["device"] = args.device
     cfg = merge_config(cfg, flags)
-    sets = parse_set(args.set or [])
     if args.epochs is not None:
         sets.setdefault("strategy", {})["epochs"] = args.epochs
     if args.beta_decay is not None:
