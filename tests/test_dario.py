@@ -10,8 +10,8 @@ import dnas
 from dnas.errors import DnasError
 from dnas.proxies import PROXIES, get_proxy
 from dnas.run import Run
-from dnas.spaces.dario import DarioSpace, apply_pruning, build_model
-from dnas.strategies.proxy import ProxyConfig, ProxyStrategy, proxy_objective
+from dnas.spaces.dario import apply_pruning, build_model
+from dnas.strategies.proxy import ProxyConfig, proxy_objective
 
 pytestmark = pytest.mark.filterwarnings("ignore:pruning a randomly initialised")
 
