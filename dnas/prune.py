@@ -114,9 +114,9 @@ def plot_alphas(gates: dict[str, float], threshold: float, path: Path) -> None:
     ax.set_ylabel("σ(α)")
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    from dnas.show import save_figure
+
+    save_figure(fig, path, dpi=100)
 
 
 def prune(

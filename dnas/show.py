@@ -93,10 +93,17 @@ def plot_cells(g: Genotype, path: str | Path) -> Path:
             ax.set_xlim(-0.5, n_nodes + 1.7)
             ax.set_ylim(-1.5, 1.5)
             ax.axis("off")
-    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -141,10 +148,7 @@ def plot_run(run_dir: str | Path, g: Genotype, history: list[dict]) -> list[Path
     written: list[Path] = []
 
     def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
-        written.append(out_dir / name)
+        written.append(save_figure(fig, out_dir / name))
 
     last = history[-1]
     for cell, (names, ops, rows) in alpha_matrices(last, g).items():

@@ -358,12 +358,9 @@ def plot_trials(runs: dict[str, str | Path], path: str | Path) -> Path:
     ax.set_xlabel("completed trials")
     ax.set_ylabel("fitness (lower is better)")
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from dnas.show import save_figure
+
+    return save_figure(fig, path)
 
 
 # -- the search ---------------------------------------------------------------------------------
