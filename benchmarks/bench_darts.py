@@ -15,11 +15,10 @@ peak over the memory held right before the steps (model, data, optimizers): the 
 from __future__ import annotations
 
 import copy
-import resource
 import time
 from typing import Any
 
-from benchmarks.common import in_fresh_process, timings
+from benchmarks.common import in_fresh_process, step_peak_memory, timings
 
 QUICK = dict(layers=5, C=8, nodes=4, batch=16, size=16, repeats=3)
 FULL = dict(layers=8, C=16, nodes=4, batch=64, size=32, repeats=2)  # DARTS CIFAR-10 search (FORMULAS)
@@ -29,10 +28,6 @@ CASES: dict[str, dict[str, Any] | None] = {
     "dnas": {},
     "dnas-checkpoint-cells": {"checkpoint_cells": True},
 }
-
-
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _reference_classes():
@@ -196,17 +191,11 @@ def one_case(case: str, order: int, cfg: dict[str, Any], device: str) -> dict[st
             strategy.step(net, train_batch, val_batch, 0, opt)
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    before = _maxrss_mb()
-    cuda_before = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
-    cpu0 = time.process_time()
-    t = timings(step, repeats=cfg["repeats"], warmup=1, sync=sync)
-    cpu_s = (time.process_time() - cpu0) / (cfg["repeats"] + 1)  # CPU seconds per step: robust to a busy machine
-    peak = _maxrss_mb() - before
-    if dev.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - cuda_before) / 2**20
+    with step_peak_memory(dev) as mem:
+        cpu0 = time.process_time()
+        t = timings(step, repeats=cfg["repeats"], warmup=1, sync=sync)
+        cpu_s = (time.process_time() - cpu0) / (cfg["repeats"] + 1)  # CPU seconds per step: robust to a busy machine
+    peak = mem["peak_mb"]
 
     # the α gradient at the initial weights and BN statistics, for the identity check (after the
     # timed steps, so its graph does not hide in the memory measured before them). In float64: in
@@ -222,7 +211,7 @@ def one_case(case: str, order: int, cfg: dict[str, Any], device: str) -> dict[st
     else:
         grads = unrolled_arch_grads(strategy, net, train_batch, val_batch, xi)[0]
     grads = [gr.detach().cpu().tolist() for gr in grads]  # plain lists: tensors do not outlive the child
-    return {**t, "cpu_s": cpu_s, "step_peak_mb": peak, "rss_before_mb": before, "alpha_grads": grads}
+    return {**t, "cpu_s": cpu_s, "step_peak_mb": peak, "rss_before_mb": mem["before_mb"], "alpha_grads": grads}
 
 
 def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -11,19 +11,14 @@ graph holding all n + 1 passes, quick mode only) shows what holding every graph 
 """
 from __future__ import annotations
 
-import resource
 from typing import Any
 
-from benchmarks.common import in_fresh_process, timings
+from benchmarks.common import in_fresh_process, step_peak_memory, timings
 
 QUICK = dict(layers=5, C=8, nodes=4, batch=32, size=16, repeats=2)
 # The DARTS search net (8 cells, C = 16, 32x32); batch 32 instead of 64 keeps one process near 5 GB
 # and a shapley step near a minute on 2 shared CPU cores (batch 64: ~10 GB, FACTS.md).
 FULL = dict(layers=8, C=16, nodes=4, batch=32, size=32, repeats=1)
-
-
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def one_case(case: str, cfg: dict[str, Any], device: str) -> dict[str, Any]:
@@ -57,16 +52,9 @@ def one_case(case: str, cfg: dict[str, Any], device: str) -> dict[str, Any]:
             strategy.arch_step(net, batch, batch, opt)
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    before = _maxrss_mb()
-    cuda_before = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
-    t = timings(step, repeats=cfg["repeats"], warmup=0, sync=sync)
-    out = {"step_s": t["median_s"], "rss_before_mb": before, "step_peak_mb": _maxrss_mb() - before}
-    if dev.type == "cuda":
-        out["step_peak_mb"] = (torch.cuda.max_memory_allocated() - cuda_before) / 2**20
-    return out
+    with step_peak_memory(dev) as mem:
+        t = timings(step, repeats=cfg["repeats"], warmup=0, sync=sync)
+    return {"step_s": t["median_s"], "rss_before_mb": mem["before_mb"], "step_peak_mb": mem["peak_mb"]}
 
 
 def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ import multiprocessing as mp
 import resource
 import statistics
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 
 def timings(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, sync: Callable[[], None] | None = None) -> dict[str, float]:
@@ -22,6 +23,27 @@ def timings(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, sync: Call
             sync()
         ts.append(time.perf_counter() - t)
     return {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "repeats": repeats}
+
+
+def maxrss_mb() -> float:
+    """This process's peak resident memory so far, in MB (it never goes down)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def step_peak_memory(device) -> Iterator[dict[str, float]]:
+    """Peak memory the block adds: RSS growth on CPU, allocator peak on CUDA. Fills
+    ``before_mb`` (RSS on entry) and ``peak_mb`` in the yielded dict when the block ends."""
+    import torch
+
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    mem = {"before_mb": maxrss_mb()}
+    cuda_before = torch.cuda.memory_allocated() if cuda else 0
+    yield mem
+    mem["peak_mb"] = (torch.cuda.max_memory_allocated() - cuda_before) / 2**20 if cuda else maxrss_mb() - mem["before_mb"]
 
 
 def _child(q, target, args):
