@@ -228,6 +228,15 @@ def search(
         return SearchResult(genotype, run_dir, run.history())
 
 
+def genotype_space_data(genotype, data: str, space_config=None, data_config=None):
+    """The genotype (loaded if a path or name), its space with ``space_config`` overrides, and the
+    data config: the setup every evaluation phase (``train``, ``ssl_train``) starts from."""
+    g = genotype if isinstance(genotype, Genotype) else load_genotype(genotype)
+    dcfg = make_config(DataConfig, {"name": data, **(data_config or {})}, "data")
+    space = create_space(g.space, **{**dict(g.config), **(space_config or {})})
+    return g, space, dcfg
+
+
 def train(
     genotype: Genotype | str | Path,
     data: str = "digits",
@@ -244,10 +253,8 @@ def train(
     "layers": 20}``), train it from scratch on ``data`` and report top-1/top-5 on its test split."""
     from dnas.train import TrainConfig, train_network
 
-    g = genotype if isinstance(genotype, Genotype) else load_genotype(genotype)
     tcfg = make_config(TrainConfig, dict(train_config or {}), "train")
-    dcfg = make_config(DataConfig, {"name": data, **(data_config or {})}, "data")
-    space = create_space(g.space, **{**dict(g.config), **(space_config or {})})
+    g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)
     if getattr(space, "two_views", False):
         raise DnasError(f"genotype space '{g.space}' is self-supervised: train it with --ssl (dnas.ssl_train)")
     datasets = load_datasets(dcfg)

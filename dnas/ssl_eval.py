@@ -192,16 +192,12 @@ def ssl_train(
     ``out`` receives ``model.safetensors``, ``genotype.yaml`` (with the space options used, so
     ``dnas retrieve OUT`` rebuilds it), ``metrics.json``.
     """
-    from dnas.api import resolve_device
+    from dnas.api import genotype_space_data, resolve_device
     from dnas.config import make_config
-    from dnas.data import DataConfig, load_datasets, two_view_datasets
-    from dnas.genotype import Genotype, load_genotype
-    from dnas.registry import create_space
+    from dnas.data import load_datasets, two_view_datasets
 
-    g = genotype if isinstance(genotype, Genotype) else load_genotype(genotype)
     cfg = make_config(SSLTrainConfig, dict(train_config or {}), "train (--ssl)")
-    dcfg = make_config(DataConfig, {"name": data, **(data_config or {})}, "data")
-    space = create_space(g.space, **{**dict(g.config), **(space_config or {})})
+    g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)
     if not getattr(space, "two_views", False):
         raise DnasError(f"--ssl trains self-supervised spaces (nasiam-mlp); genotype space '{g.space}' is supervised: drop --ssl")
     plain = load_datasets(dataclasses.replace(dcfg, augment=False)).train  # features for kNN / linear evaluation
