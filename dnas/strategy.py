@@ -157,6 +157,9 @@ class GradientStrategy(Strategy):
         scalers = self.__dict__.setdefault("_scalers", {})
         if which not in scalers:
             scalers[which] = torch.amp.GradScaler(next(supernet.parameters()).device.type)
+            saved = self.__dict__.get("_scaler_states", {}).get(which)
+            if saved:  # from a checkpoint: the loss scale goes on where the run left it
+                scalers[which].load_state_dict(saved)
         return scalers[which]
 
     def arch_loss(self, supernet: "Supernet", batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -170,11 +173,13 @@ class GradientStrategy(Strategy):
 
     def arch_step(self, supernet: "Supernet", train_batch: Any, val_batch: Any, opt: Optimizers) -> dict[str, torch.Tensor]:
         """First order: ∇_α L_val(w, α) at the current w (DARTS, first-order approximation)."""
-        total, metrics = self.arch_loss(supernet, val_batch)
         scaler = self.grad_scaler("arch", supernet)
-        total = scaler.scale(total) if scaler else total
         alphas = supernet.arch_parameters()
-        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, torch.autograd.grad(total, alphas, allow_unused=True))]
+        with supernet.grad_only(alphas):
+            total, metrics = self.arch_loss(supernet, val_batch)
+            total = scaler.scale(total) if scaler else total
+            grads = torch.autograd.grad(total, alphas, allow_unused=True)
+        grads = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
         average_(grads)  # data-parallel: the mean over ranks
         for a, g in zip(alphas, grads):
             a.grad = g
@@ -188,10 +193,11 @@ class GradientStrategy(Strategy):
         """∇_w L_train(w, α), clipped, one SGD step; α receive no gradient."""
         opt.weights.zero_grad(set_to_none=True)
         scaler = self.grad_scaler("weights", supernet)
-        with self.autocast(supernet):
-            out = supernet.loss(batch)
         weights = [p for p in supernet.weight_parameters() if p.requires_grad]
-        (scaler.scale(out["loss"]) if scaler else out["loss"]).backward(inputs=weights)
+        with supernet.grad_only(weights):
+            with self.autocast(supernet):
+                out = supernet.loss(batch)
+            (scaler.scale(out["loss"]) if scaler else out["loss"]).backward(inputs=weights)
         average_(p.grad for p in weights)  # data-parallel: the mean over ranks
         if scaler:
             scaler.unscale_(opt.weights)
@@ -244,11 +250,19 @@ class GradientStrategy(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         start = getattr(self, "_start_choices", None)
-        return {} if start is None else {"start_genotype": start}
+        state = {} if start is None else {"start_genotype": start}
+        scalers = {k: s.state_dict() for k, s in self.__dict__.get("_scalers", {}).items()}
+        if scalers:  # fp16: the loss scale and its growth tracker (plain numbers)
+            state["grad_scalers"] = scalers
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "start_genotype" in state:
             self._start_choices = state["start_genotype"]
+        self._scaler_states = state.get("grad_scalers", {})
+        for k, s in self.__dict__.get("_scalers", {}).items():  # scalers already made (a rollback)
+            if k in self._scaler_states:
+                s.load_state_dict(self._scaler_states[k])
 
     def should_stop(self, history: list[dict[str, Any]]) -> str | None:
         """A reason to stop early, or None. ``early_stop: distance`` (D-DARTS): from epoch

@@ -82,6 +82,26 @@ class Supernet(nn.Module):
         arch = {id(p) for p in self.alphas.values()}
         return [p for p in self.parameters() if id(p) not in arch]
 
+    @contextmanager
+    def grad_only(self, params: Sequence[torch.Tensor]) -> Iterator[None]:
+        """Within the block autograd records gradients for ``params`` alone: every other parameter
+        that requires grad is frozen, and unfrozen when the block exits (also on an error).
+
+        The gradients of ``params`` are unchanged; the graph saves less. A mixed op keeps o_k(x)
+        (for ∇α) only when α needs a gradient, a convolution its input (for ∇W) only when W does:
+        about a fifth of what a DARTS supernet saves, in the α step and in the weight step alike.
+        Run the forward AND the backward inside (checkpointed cells recompute during backward).
+        """
+        keep = {id(p) for p in params}
+        frozen = [p for p in self.parameters() if p.requires_grad and id(p) not in keep]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
     def arch_groups(self) -> dict[str, list[nn.Parameter]]:
         """Sets of α with their own optimizer. One group by default; per cell in D-DARTS."""
         return {"all": self.arch_parameters()}

@@ -39,7 +39,8 @@ def unrolled_arch_grads(strategy: GradientStrategy, supernet, train_batch: Any, 
     weights = [p for p in supernet.weight_parameters() if p.requires_grad]
     alphas = supernet.arch_parameters()
     backup = [w.detach().clone() for w in weights]
-    g_train = torch.autograd.grad(supernet.loss(train_batch)["loss"], weights, allow_unused=True)
+    with supernet.grad_only(weights):
+        g_train = torch.autograd.grad(supernet.loss(train_batch)["loss"], weights, allow_unused=True)
     average_(g_train)  # data-parallel: every gradient below is the mean over ranks
     with torch.no_grad():
         for w, g in zip(weights, g_train):
@@ -56,7 +57,8 @@ def unrolled_arch_grads(strategy: GradientStrategy, supernet, train_batch: Any, 
         with torch.no_grad():
             for w, b, v in zip(weights, backup, d_w):
                 w.copy_(b + sign * eps * v)  # w± = w ± ε ∇_{w'} L_val
-        gs = torch.autograd.grad(supernet.loss(train_batch)["loss"], alphas, allow_unused=True)
+        with supernet.grad_only(alphas):
+            gs = torch.autograd.grad(supernet.loss(train_batch)["loss"], alphas, allow_unused=True)
         gs = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, gs)]
         average_(gs)
         return gs

@@ -170,7 +170,8 @@ class Shapley(FairLossMixin, GradientStrategy):
 
     def arch_step(self, supernet, train_batch, val_batch, opt: Optimizers):
         c = self.config
-        grads, metrics = shapley_grads(supernet, val_batch, c.w01, c.wAB, c.ablation)
+        with supernet.grad_only(supernet.arch_parameters()):  # every pass differentiates α only
+            grads, metrics = shapley_grads(supernet, val_batch, c.w01, c.wAB, c.ablation)
         for (key, group), cell in zip(supernet.arch_groups().items(), grads):
             for a, g in zip(group, cell):
                 a.grad = g
