@@ -36,7 +36,7 @@ class DartsConfig:
     # speed and memory of the supernet (search only; the math is unchanged unless said)
     partial_channels: int = 1  # PC-DARTS K: 1/K of an edge's channels go through the mixed op (changes the math)
     edge_normalization: bool | None = None  # PC-DARTS β per edge; None = on when partial_channels > 1
-    channels_last: bool = False  # NHWC memory format for the supernet's convolutions
+    channels_last: bool | None = None  # NHWC activations; None: on for CPU inputs (1.4-1.6x faster step there, bench_darts), off on GPU
     checkpoint_cells: bool = False  # recompute each cell in backward: less memory, same gradients, more time
     compile: bool = False  # torch.compile the supernet forward (first step pays the compilation)
     reductions: list[int] | None = None  # reduction cell positions; None: DARTS' n//3 and 2n//3
@@ -145,6 +145,13 @@ class MixedOp(nn.Module):
             rest = F.max_pool2d(rest, 2, 2) if self.stride > 1 else rest
             out = channel_shuffle(torch.cat([out, rest], dim=1), self.partial)
         return out
+
+
+def _nhwc(x: torch.Tensor, channels_last: bool | None) -> torch.Tensor:
+    """``x`` in channels-last layout when asked, or by default (None) on the CPU, where mkldnn's
+    convolutions run faster on it; every later activation inherits the layout."""
+    on = x.device.type == "cpu" if channels_last is None else channels_last
+    return x.contiguous(memory_format=torch.channels_last) if on and x.dim() == 4 else x
 
 
 def _preprocess(C_pp, C_p, C, reduction_prev, affine):
@@ -360,9 +367,7 @@ class DartsSupernet(Supernet):
         keys = self.space.cell_keys()
         weights = {k: self.mixing_weights(k) for k in keys}
         edge_w = {k: self.edge_weights(k) for k in keys} if self.edge_normalization else {}
-        if self.space.config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        s0 = s1 = self.stem(x)
+        s0 = s1 = self.stem(_nhwc(x, self.space.config.channels_last))
         for i, (cell, key) in enumerate(zip(self.cells, self.cell_keys)):
             if i != self._ablated:
                 out = self._run_cell(cell, s0, s1, weights[key], edge_w.get(key))
@@ -416,10 +421,13 @@ class DartsNetwork(nn.Module):
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels[-1], task.num_classes)
         self.drop_path_prob = 0.0
+        self.channels_last = cfg.channels_last
+        if cfg.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, x):
         aux = None
-        s0 = s1 = self.stem(x)
+        s0 = s1 = self.stem(_nhwc(x, self.channels_last))
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if i == self.aux_at and self.aux is not None and self.training:
