@@ -1,31 +1,51 @@
+"""``python -m benchmarks [NAME ...]`` (or ``dnas bench``): one JSON object per measurement on stdout.
+
+The configs default to the CPU-sized ones on the CPU (the whole suite in minutes on 2 cores) and to
+the paper-sized ones on a GPU; ``--quick`` / ``--full`` choose explicitly.
+"""
 import argparse
 import importlib
 import json
 import pkgutil
 import platform
 import sys
+import time
 from pathlib import Path
 
 import benchmarks
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks")
     p.add_argument("names", nargs="*", help="bench_<name> modules to run (default: all)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quick", action="store_true", help="smaller configs, fewer repeats")
-    p.add_argument("--save", action="store_true", help="write benchmarks/results/<machine>.json")
-    args = p.parse_args()
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small configs, few repeats (default on the CPU)")
+    size.add_argument("--full", action="store_true", help="the papers' configs (default on a GPU)")
+    p.add_argument("--save", action="store_true", help="write benchmarks/results/<machine>-<device>.json")
+    args = p.parse_args(argv)
     mods = sorted(m.name[6:] for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
-    results = []
+    unknown = [n for n in args.names if n not in mods]
+    if unknown:
+        p.error(f"unknown benchmark {', '.join(unknown)}; choose from: {', '.join(mods)}")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda: no CUDA device is visible here (torch.cuda.is_available() is False)")
+    quick = args.quick or (not args.full and not args.device.startswith("cuda"))
+    results, t0 = [], time.perf_counter()
     for name in args.names or mods:
         mod = importlib.import_module(f"benchmarks.bench_{name}")
-        for rec in mod.run(device=args.device, quick=args.quick):
-            rec = {"benchmark": rec.pop("benchmark", name), **rec}
+        t = time.perf_counter()
+        for rec in mod.run(device=args.device, quick=quick):
+            rec = {"benchmark": rec.pop("benchmark", name), **rec, "quick": quick}
             print(json.dumps(rec), flush=True)
             results.append(rec)
+        print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    print(f"suite: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if args.save:
-        out = Path(__file__).parent / "results" / f"{platform.node() or 'machine'}-{args.device}.json"
+        out = Path(__file__).parent / "results" / f"{platform.node() or 'machine'}-{args.device.replace(':', '')}.json"
         ran = {r["benchmark"] for r in results}  # keep the other benchmarks' last results
         old = [r for r in (json.loads(out.read_text()) if out.exists() else []) if r.get("benchmark") not in ran]
         out.parent.mkdir(exist_ok=True)

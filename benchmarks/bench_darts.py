@@ -9,8 +9,9 @@ gradients of the two are compared on the same batch (they must agree to float ro
 Each case runs in its own process (peak RSS never goes down); ``step_peak_mb`` is the growth of the
 peak over the memory held right before the steps (model, data, optimizers): the autograd graphs.
 
-    python -m benchmarks darts --quick   # 5 cells, C = 8, batch 16, 16x16 (about 4 CPU minutes)
-    python -m benchmarks darts           # 8 cells, C = 16, batch 64, 32x32: the DARTS CIFAR search config
+    python -m benchmarks darts --quick   # 5 cells, C = 8, batch 16, 16x16 (the CPU default; ~5 minutes on 2 cores)
+    python -m benchmarks darts --full    # 8 cells, C = 16, batch 64, 32x32: the DARTS CIFAR search config
+                                         # (the GPU default; on 2 CPU cores ~7.5 GB and ~40 min)
 """
 from __future__ import annotations
 
@@ -22,10 +23,14 @@ from benchmarks.common import in_fresh_process, step_peak_memory, timings
 
 QUICK = dict(layers=5, C=8, nodes=4, batch=16, size=16, repeats=3)
 FULL = dict(layers=8, C=16, nodes=4, batch=64, size=32, repeats=2)  # DARTS CIFAR-10 search (FORMULAS)
-#: case -> darts space options of the dnas supernet (None: the reference)
+#: case -> darts space options of the dnas supernet (None: the reference). ``dnas`` is the default:
+#: channels-last on the CPU. ``reference-channels-last`` and ``dnas-nchw`` separate what the layout
+#: gives from what the implementation gives (the same layout on both sides).
 CASES: dict[str, dict[str, Any] | None] = {
     "reference": None,
+    "reference-channels-last": None,
     "dnas": {},
+    "dnas-nchw": {"channels_last": False},
     "dnas-checkpoint-cells": {"checkpoint_cells": True},
 }
 
@@ -164,15 +169,16 @@ def one_case(case: str, order: int, cfg: dict[str, Any], device: str) -> dict[st
     task = Task((3, cfg["size"], cfg["size"]), 10)
     net = space.supernet(task)  # built in every case: the reference loads its weights
     strategy = dnas.create_strategy("darts", order=order)
+    layout = torch.channels_last if case == "reference-channels-last" else torch.contiguous_format
     if options is None:
         ref = _reference_classes()(space, task)
         ref.load_state_dict(net.state_dict())
         del net
-        net = ref
+        net = ref.to(memory_format=layout)
     net = net.to(dev).train()
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(cfg["batch"], 3, cfg["size"], cfg["size"], generator=g), torch.randint(0, 10, (cfg["batch"],), generator=g)) for _ in range(2)]
-    train_batch, val_batch = [tuple(t.to(dev) for t in b) for b in data]
+    train_batch, val_batch = [(x.to(dev).contiguous(memory_format=layout), y.to(dev)) for x, y in data]
     xi = strategy.config.w_lr
     state = copy.deepcopy(net.state_dict())
 
@@ -211,17 +217,17 @@ def one_case(case: str, order: int, cfg: dict[str, Any], device: str) -> dict[st
     else:
         grads = unrolled_arch_grads(strategy, net, train_batch, val_batch, xi)[0]
     grads = [gr.detach().cpu().tolist() for gr in grads]  # plain lists: tensors do not outlive the child
-    return {**t, "cpu_s": cpu_s, "step_peak_mb": peak, "rss_before_mb": mem["before_mb"], "alpha_grads": grads}
+    return {**t, "cpu_s": cpu_s, "step_peak_mb": peak, "rss_before_mb": mem["before_mb"], "process_peak_mb": mem["process_peak_mb"], "alpha_grads": grads}
 
 
-def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """``cfg`` overrides the QUICK/FULL config (keys as in FULL)."""
+def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = None, cases=tuple(CASES), orders=(1, 2)) -> list[dict[str, Any]]:
+    """``cfg`` overrides the QUICK/FULL config (keys as in FULL); ``cases`` must start with "reference"."""
     import torch
 
     cfg = cfg or (QUICK if quick else FULL)
     records = []
-    for order in (1, 2):
-        res = {case: in_fresh_process(one_case, case, order, cfg, device) for case in CASES}
+    for order in orders:
+        res = {case: in_fresh_process(one_case, case, order, cfg, device) for case in cases}
         base = res["reference"]["result"]
         for case, r in res.items():
             m = r["result"]

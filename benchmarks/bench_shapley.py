@@ -54,7 +54,7 @@ def one_case(case: str, cfg: dict[str, Any], device: str) -> dict[str, Any]:
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
     with step_peak_memory(dev) as mem:
         t = timings(step, repeats=cfg["repeats"], warmup=0, sync=sync)
-    return {"step_s": t["median_s"], "rss_before_mb": mem["before_mb"], "step_peak_mb": mem["peak_mb"]}
+    return {"step_s": t["median_s"], "rss_before_mb": mem["before_mb"], "step_peak_mb": mem["peak_mb"], "process_peak_mb": mem["process_peak_mb"]}
 
 
 def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:

@@ -25,35 +25,65 @@ def timings(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, sync: Call
     return {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "repeats": repeats}
 
 
+def _status_mb(field: str) -> float | None:
+    """A ``/proc/self/status`` memory field (VmRSS, VmHWM) in MB; None where there is no /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def maxrss_mb() -> float:
-    """This process's peak resident memory so far, in MB (it never goes down)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory, in MB. VmHWM where there is /proc: getrusage's maxrss
+    of a spawned child starts at the RSS of the parent it was forked from (Linux keeps it across
+    exec), which hid every step's memory once the parent had loaded a big model."""
+    hwm = _status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Set VmHWM back to the current RSS (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 @contextmanager
 def step_peak_memory(device) -> Iterator[dict[str, float]]:
-    """Peak memory the block adds: RSS growth on CPU, allocator peak on CUDA. Fills
-    ``before_mb`` (RSS on entry) and ``peak_mb`` in the yielded dict when the block ends."""
+    """Peak memory the block adds over what is held when it starts: allocator peak on CUDA; on
+    the CPU the peak RSS during the block (reset on entry where Linux allows) minus the RSS on
+    entry. Fills ``before_mb``, ``peak_mb`` and ``process_peak_mb`` in the yielded dict."""
     import torch
 
     cuda = torch.device(device).type == "cuda"
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    mem = {"before_mb": maxrss_mb()}
+    peak_before = maxrss_mb()
+    rss = _status_mb("VmRSS")
+    reset = rss is not None and _reset_peak_rss()
+    mem = {"before_mb": rss if reset else peak_before}
     cuda_before = torch.cuda.memory_allocated() if cuda else 0
     yield mem
-    mem["peak_mb"] = (torch.cuda.max_memory_allocated() - cuda_before) / 2**20 if cuda else maxrss_mb() - mem["before_mb"]
+    peak = maxrss_mb()
+    mem["process_peak_mb"] = max(peak, peak_before)
+    mem["peak_mb"] = (torch.cuda.max_memory_allocated() - cuda_before) / 2**20 if cuda else peak - mem["before_mb"]
 
 
 def _child(q, target, args):
     import torch
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = target(*args)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = max(maxrss_mb(), out.get("process_peak_mb", 0.0) if isinstance(out, dict) else 0.0)
     cuda_peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
-    q.put({"result": out, "peak_rss_mb": after / 1024, "rss_growth_mb": (after - before) / 1024, "cuda_peak_mb": cuda_peak / 2**20})
+    q.put({"result": out, "peak_rss_mb": peak, "cuda_peak_mb": cuda_peak / 2**20})
 
 
 def in_fresh_process(target: Callable, *args) -> dict[str, Any]:

@@ -198,6 +198,17 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """``python -m benchmarks`` of the source checkout this dnas is installed from (editable)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        raise DnasError(f"no benchmarks/ next to {root / 'dnas'}: the suite lives in the source checkout; install it with `pip install -e .`")
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args.args], cwd=root)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dnas", description="Differentiable neural architecture search.")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (registers user spaces/strategies)")
@@ -286,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-progress", action="store_true")
     pr.set_defaults(fn=cmd_prune)
 
+    bn = sub.add_parser("bench", add_help=False, help="the benchmark suite (python -m benchmarks; `dnas bench --help`)")
+    bn.set_defaults(fn=cmd_bench)
+
     dp = sub.add_parser("deepen", help="derive an N-cell genotype from a searched n-cell one (D-DARTS Algorithm 2)")
     dp.add_argument("genotype", help="genotype YAML/JSON (darts or ddarts)")
     dp.add_argument("--cells", type=int, required=True, help="number of cells N of the new genotype")
@@ -296,7 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.args = rest  # everything after `bench` goes to python -m benchmarks
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         from dnas.registry import load_plugin
 
