@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small configs, few repeats (default on the CPU)")
     size.add_argument("--full", action="store_true", help="the papers' configs (default on a GPU)")
-    p.add_argument("--save", action="store_true", help="write benchmarks/results/<machine>-<device>.json")
+    p.add_argument("--save", action="store_true", help="write benchmarks/results/<machine>-<device>[-full].json")
     args = p.parse_args(argv)
     mods = sorted(m.name[6:] for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
     unknown = [n for n in args.names if n not in mods]
@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     print(f"suite: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if args.save:
-        out = Path(__file__).parent / "results" / f"{platform.node() or 'machine'}-{args.device.replace(':', '')}.json"
+        size = "" if quick else "-full"
+        out = Path(__file__).parent / "results" / f"{platform.node() or 'machine'}-{args.device.replace(':', '')}{size}.json"
         ran = {r["benchmark"] for r in results}  # keep the other benchmarks' last results
         old = [r for r in (json.loads(out.read_text()) if out.exists() else []) if r.get("benchmark") not in ran]
         out.parent.mkdir(exist_ok=True)

@@ -6,10 +6,12 @@ zero tensor and multiplied by its weight), and each loss is ``backward()``-ed in
 It has the same parameter names as the dnas supernet, so both load the same weights, and the α
 gradients of the two are compared on the same batch (they must agree to float rounding).
 
-Each case runs in its own process (peak RSS never goes down); ``step_peak_mb`` is the growth of the
-peak over the memory held right before the steps (model, data, optimizers): the autograd graphs.
+Memory: each case runs two steps in its own process; ``step_peak_mb`` is the peak RSS during them
+over the RSS right before them (model and data; the freed graph of a first step would stay in the
+RSS, so there is no warm-up outside): the autograd graphs and the optimizer states. Time: all cases in one process, one step of each per round, so a
+change in the machine's load hits every case alike; speed-ups are medians of per-round ratios.
 
-    python -m benchmarks darts --quick   # 5 cells, C = 8, batch 16, 16x16 (the CPU default; ~5 minutes on 2 cores)
+    python -m benchmarks darts --quick   # 5 cells, C = 8, batch 16, 16x16 (the CPU default; ~5 min on 2 cores)
     python -m benchmarks darts --full    # 8 cells, C = 16, batch 64, 32x32: the DARTS CIFAR search config
                                          # (the GPU default; on 2 CPU cores ~7.5 GB and ~40 min)
 """
@@ -17,12 +19,13 @@ from __future__ import annotations
 
 import copy
 import time
+from functools import partial
 from typing import Any
 
-from benchmarks.common import in_fresh_process, step_peak_memory, timings
+from benchmarks.common import in_fresh_process, step_peak_memory
 
-QUICK = dict(layers=5, C=8, nodes=4, batch=16, size=16, repeats=3)
-FULL = dict(layers=8, C=16, nodes=4, batch=64, size=32, repeats=2)  # DARTS CIFAR-10 search (FORMULAS)
+QUICK = dict(layers=5, C=8, nodes=4, batch=16, size=16, repeats=5)
+FULL = dict(layers=8, C=16, nodes=4, batch=64, size=32, repeats=3)  # DARTS CIFAR-10 search (FORMULAS)
 #: case -> darts space options of the dnas supernet (None: the reference). ``dnas`` is the default:
 #: channels-last on the CPU. ``reference-channels-last`` and ``dnas-nchw`` separate what the layout
 #: gives from what the implementation gives (the same layout on both sides).
@@ -50,7 +53,10 @@ def _reference_classes():
             self.ops = nn.ModuleList()
             for name, make in table.items():
                 op = make(C, stride, False)
-                self.ops.append(nn.Sequential(op, nn.BatchNorm2d(C, affine=False)) if name in POOLS else op)
+                if name in POOLS:  # torch's own pools, as the DARTS code (dnas' max pool keeps no indices)
+                    pool = nn.MaxPool2d if name.startswith("max") else partial(nn.AvgPool2d, count_include_pad=False)
+                    op = nn.Sequential(pool(3, stride=stride, padding=1), nn.BatchNorm2d(C, affine=False))
+                self.ops.append(op)
 
         def forward(self, x, weights):
             return sum(w * op(x) for w, op in zip(weights, self.ops))  # every op, `none` (zeros) included
@@ -155,12 +161,12 @@ def ref_step(net, w_opt, a_opt, train_batch, val_batch, order: int, xi: float, g
     w_opt.step()
 
 
-def one_case(case: str, order: int, cfg: dict[str, Any], device: str) -> dict[str, Any]:
+def _build(case: str, order: int, cfg: dict[str, Any], device: str):
+    """The net, its two batches and a ``step()`` doing one search step, for ``case``."""
     import torch
 
     import dnas
     from dnas.space import Task
-    from dnas.strategies.darts import unrolled_arch_grads
 
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -180,8 +186,6 @@ def one_case(case: str, order: int, cfg: dict[str, Any], device: str) -> dict[st
     data = [(torch.randn(cfg["batch"], 3, cfg["size"], cfg["size"], generator=g), torch.randint(0, 10, (cfg["batch"],), generator=g)) for _ in range(2)]
     train_batch, val_batch = [(x.to(dev).contiguous(memory_format=layout), y.to(dev)) for x, y in data]
     xi = strategy.config.w_lr
-    state = copy.deepcopy(net.state_dict())
-
     if options is None:
         c = strategy.config
         w_opt = torch.optim.SGD(net.weights(), c.w_lr, momentum=c.w_momentum, weight_decay=c.w_weight_decay)
@@ -196,41 +200,88 @@ def one_case(case: str, order: int, cfg: dict[str, Any], device: str) -> dict[st
         def step():
             strategy.step(net, train_batch, val_batch, 0, opt)
 
-    sync = torch.cuda.synchronize if dev.type == "cuda" else None
-    with step_peak_memory(dev) as mem:
-        cpu0 = time.process_time()
-        t = timings(step, repeats=cfg["repeats"], warmup=1, sync=sync)
-        cpu_s = (time.process_time() - cpu0) / (cfg["repeats"] + 1)  # CPU seconds per step: robust to a busy machine
-    peak = mem["peak_mb"]
+    return net, strategy, (train_batch, val_batch), xi, step
+
+
+def memory_case(case: str, order: int, cfg: dict[str, Any], device: str) -> dict[str, Any]:
+    """Peak memory of two steps and the float64 α gradient, in a fresh process."""
+    import torch
+
+    from dnas.strategies.darts import unrolled_arch_grads
+
+    net, strategy, (train_batch, val_batch), xi, step = _build(case, order, cfg, device)
+    state = copy.deepcopy(net.state_dict())
+    with step_peak_memory(device) as mem:  # two steps: the first makes the optimizer states
+        step()
+        step()
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
 
     # the α gradient at the initial weights and BN statistics, for the identity check (after the
-    # timed steps, so its graph does not hide in the memory measured before them). In float64: in
+    # measured step, so its graph does not hide in the memory measured before it). In float64: in
     # float32 the finite-difference Hessian term of order 2 amplifies rounding (summation order) to
     # ~1e-2 relative in this very config, for either implementation; in float64 they agree to ~1e-14.
     net.load_state_dict(state)
     net = net.double()
     train_batch, val_batch = [(x.double(), y) for x, y in (train_batch, val_batch)]
-    if options is None:
+    if CASES[case] is None:
         grads = ref_alpha_grads(net, train_batch, val_batch, order, xi)
     elif order == 1:
         grads = torch.autograd.grad(net.loss(val_batch)["loss"], net.arch_parameters())
     else:
         grads = unrolled_arch_grads(strategy, net, train_batch, val_batch, xi)[0]
     grads = [gr.detach().cpu().tolist() for gr in grads]  # plain lists: tensors do not outlive the child
-    return {**t, "cpu_s": cpu_s, "step_peak_mb": peak, "rss_before_mb": mem["before_mb"], "process_peak_mb": mem["process_peak_mb"], "alpha_grads": grads}
+    return {"step_peak_mb": mem["peak_mb"], "rss_before_mb": mem["before_mb"], "process_peak_mb": mem["process_peak_mb"], "alpha_grads": grads}
+
+
+def time_cases(cases: tuple[str, ...], order: int, cfg: dict[str, Any], device: str) -> dict[str, dict[str, float]]:
+    """Wall and CPU seconds per step of every case, measured in rounds (one step of each case per
+    round, after a warm-up round) in one process, so that a change in the machine's load hits
+    every case alike; the ratio of each round's times to the reference's is the robust figure."""
+    import statistics
+
+    import torch
+
+    steps = {case: _build(case, order, cfg, device)[-1] for case in cases}
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    wall: dict[str, list[float]] = {c: [] for c in cases}
+    cpu: dict[str, list[float]] = {c: [] for c in cases}
+    for r in range(cfg["repeats"] + 1):
+        for case, step in steps.items():
+            sync()
+            t, c = time.perf_counter(), time.process_time()
+            step()
+            sync()
+            if r:  # round 0 warms up
+                wall[case].append(time.perf_counter() - t)
+                cpu[case].append(time.process_time() - c)
+    ref = cases[0]
+    return {
+        case: {
+            "median_s": statistics.median(wall[case]),
+            "min_s": min(wall[case]),
+            "max_s": max(wall[case]),
+            "cpu_s": statistics.median(cpu[case]),
+            "speedup": statistics.median(a / b for a, b in zip(wall[ref], wall[case])),
+            "cpu_speedup": statistics.median(a / b for a, b in zip(cpu[ref], cpu[case])),
+            "repeats": cfg["repeats"],
+        }
+        for case in cases
+    }
 
 
 def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = None, cases=tuple(CASES), orders=(1, 2)) -> list[dict[str, Any]]:
-    """``cfg`` overrides the QUICK/FULL config (keys as in FULL); ``cases`` must start with "reference"."""
+    """``cfg`` overrides the QUICK/FULL config (keys as in FULL); ``cases[0]`` is the baseline."""
     import torch
 
     cfg = cfg or (QUICK if quick else FULL)
     records = []
     for order in orders:
-        res = {case: in_fresh_process(one_case, case, order, cfg, device) for case in cases}
-        base = res["reference"]["result"]
+        res = {case: in_fresh_process(memory_case, case, order, cfg, device) for case in cases}
+        times = in_fresh_process(time_cases, tuple(cases), order, cfg, device)["result"]
+        base = res[cases[0]]["result"]
         for case, r in res.items():
-            m = r["result"]
+            m, t = r["result"], times[case]
             mine, ref = [torch.tensor(x) for x in m["alpha_grads"]], [torch.tensor(x) for x in base["alpha_grads"]]
             diff = max(float((a - b).abs().max()) for a, b in zip(mine, ref))
             scale = max(float(b.abs().max()) for b in ref)
@@ -241,22 +292,21 @@ def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = N
                     "order": order,
                     "options": CASES[case],
                     "config": {k: v for k, v in cfg.items() if k != "repeats"},
-                    "quick": quick,
                     "device": device,
                     "threads": torch.get_num_threads(),
-                    "repeats": m["repeats"],
-                    "median_s": round(m["median_s"], 3),
-                    "min_s": round(m["min_s"], 3),
-                    "max_s": round(m["max_s"], 3),
-                    "cpu_s_per_step": round(m["cpu_s"], 3),
+                    "repeats": t["repeats"],
+                    "median_s": round(t["median_s"], 3),
+                    "min_s": round(t["min_s"], 3),
+                    "max_s": round(t["max_s"], 3),
+                    "cpu_s_per_step": round(t["cpu_s"], 3),
+                    "speedup_vs_reference": round(t["speedup"], 3),  # median over rounds of t_ref / t_case
+                    "cpu_speedup_vs_reference": round(t["cpu_speedup"], 3),
                     "step_peak_mb": round(m["step_peak_mb"], 1),
                     "process_peak_rss_mb": round(r["peak_rss_mb"], 1),
-                    "speedup_vs_reference": round(base["median_s"] / m["median_s"], 3),
-                    "cpu_speedup_vs_reference": round(base["cpu_s"] / m["cpu_s"], 3),
                     "memory_ratio_vs_reference": round(m["step_peak_mb"] / max(base["step_peak_mb"], 1e-9), 3),
                     "alpha_grad_max_abs_diff_float64": diff,
                     "alpha_grad_max_abs": scale,
-                    "alpha_grads_match": diff <= 1e-9 * max(scale, 1e-12),  # float64 (see one_case)
+                    "alpha_grads_match": diff <= 1e-9 * max(scale, 1e-12),  # float64 (see memory_case)
                 }
             )
     return records

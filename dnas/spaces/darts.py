@@ -99,7 +99,8 @@ class MixedOp(nn.Module):
 
     Same math as the DARTS MixedOp, computed leaner: ``none`` is skipped (it adds exactly 0), and
     the ops that start with a ReLU share one relu(x) per input state (given by the cell) instead of
-    each storing its own copy for backward.
+    each storing its own copy for backward; the max pool keeps no indices (``ops.MaxPool2d``), and
+    the strategies record gradients only for what a pass needs (``Supernet.grad_only``).
 
     With ``partial=K > 1`` (PC-DARTS, Xu et al., ICLR 2020, eq. (2)) only the first C/K channels go
     through the ops; the others bypass the edge (max-pooled 2x2 on a reduction edge), then the
