@@ -45,6 +45,13 @@ def _search_overlay(args) -> dict:
         sets.setdefault("strategy", {})["init_genotype"] = args.init_genotype
     if args.early_stop:
         sets.setdefault("strategy", {})["early_stop"] = args.early_stop
+    if args.amp:
+        sets.setdefault("strategy", {})["amp"] = args.amp
+    for flag, key in (("compile", "compile"), ("checkpoint_cells", "checkpoint_cells"), ("channels_last", "channels_last")):
+        if getattr(args, flag) is not None:  # darts/ddarts supernet options
+            sets.setdefault("space", {})[key] = getattr(args, flag)
+    if args.partial_channels is not None:
+        sets.setdefault("space", {})["partial_channels"] = args.partial_channels
     for flag in ("trials", "timeout", "workers", "storage", "study", "fitness"):  # trial strategies (tpe, random)
         if getattr(args, flag, None) is not None:
             sets.setdefault("strategy", {})[flag] = getattr(args, flag)
@@ -230,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. space.C=8, strategy.order=2 (repeatable)")
     s.add_argument("--early-stop", choices=("none", "distance"), help="distance: stop when the distance M is stable (D-DARTS)")
     s.add_argument("--init-genotype", metavar="GENOTYPE", help="DARTOpti: start α from this genotype (file or shipped name, e.g. resnet18)")
+    s.add_argument("--amp", choices=("none", "bf16", "fp16"), help="autocast the search steps (gradient strategies)")
+    s.add_argument("--compile", action="store_true", default=None, help="torch.compile the supernet forward (darts, ddarts)")
+    s.add_argument("--checkpoint-cells", action="store_true", default=None, help="recompute cells in backward: same gradients, less memory")
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC activations (default: on for the CPU, off on a GPU)")
+    s.add_argument("--partial-channels", type=int, metavar="K", help="PC-DARTS: 1/K of the channels through the mixed ops (+ edge normalisation)")
     s.add_argument("--trials", type=int, help="tpe/random: completed trials to reach (the budget)")
     s.add_argument("--timeout", type=float, metavar="SECONDS", help="tpe/random: stop asking for new trials after this")
     s.add_argument("--workers", type=int, help="tpe/random: processes on this machine filling the study")

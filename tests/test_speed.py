@@ -259,3 +259,18 @@ def test_max_pool_without_indices_has_torchs_gradient_and_keeps_less(stride):
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.dtype) or t, lambda t: t):
         MaxPool2d(3, stride, 1)(a)
     assert saved == [torch.float64]  # the input only, no int64 indices
+
+
+def test_speed_flags_of_dnas_search_reach_the_space_and_strategy():
+    from dnas.api import resolve
+    from dnas.cli import _search_overlay, build_parser
+
+    def resolved(*flags):
+        return resolve(_search_overlay(build_parser().parse_args(["search", "--space", "darts", "--strategy", "darts", *flags])))
+
+    r = resolved("--amp", "bf16", "--compile", "--checkpoint-cells", "--no-channels-last", "--partial-channels", "4")
+    cfg = r.space.config
+    assert r.strategy.config.amp == "bf16"
+    assert (cfg.compile, cfg.checkpoint_cells, cfg.channels_last, cfg.partial_channels) == (True, True, False, 4)
+    plain = resolved().space.config
+    assert (plain.compile, plain.checkpoint_cells, plain.channels_last, plain.partial_channels) == (False, False, None, 1)
