@@ -274,3 +274,15 @@ def test_speed_flags_of_dnas_search_reach_the_space_and_strategy():
     assert (cfg.compile, cfg.checkpoint_cells, cfg.channels_last, cfg.partial_channels) == (True, True, False, 4)
     plain = resolved().space.config
     assert (plain.compile, plain.checkpoint_cells, plain.channels_last, plain.partial_channels) == (False, False, None, 1)
+
+
+def test_benchmark_table_renders_saved_records():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.table import tables
+
+    rec = {"benchmark": "darts", "order": 1, "case": "dnas", "median_s": 1.2, "min_s": 1.1, "cpu_s_per_step": 2.3,
+           "speedup_vs_reference": 1.4, "step_peak_mb": 155.2, "memory_ratio_vs_reference": 0.72,
+           "alpha_grads_match": False, "config": {"layers": 5}}
+    text = tables([rec, {"benchmark": "unknown"}])
+    assert "**darts** (layers=5)" in text
+    assert "| 1 | dnas | 1.2 (1.1) | 2.3 | 1.4 | 155.2 | 0.72 | **no** |" in text
