@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
 
 class ReLUConvBN(nn.Sequential):
@@ -113,15 +114,18 @@ class _MaxPoolRecomputed(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         k, s, p = ctx.args
         _, idx = F.max_pool2d(x, k, s, p, return_indices=True)
-        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [k, k], [s, s], [p, p], [1, 1], False, idx), None, None, None
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, k, s, p, [1, 1], False, idx), None, None, None
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` (square kernel, no dilation) that keeps its input rather than the indices for backward."""
+    """``nn.MaxPool2d`` that keeps its input rather than the indices for backward (without dilation
+    or ceil mode; with them, or ``return_indices``, it is plain ``nn.MaxPool2d``)."""
 
     def forward(self, x):
-        if torch.is_grad_enabled() and x.requires_grad and not self.return_indices:
-            return _MaxPoolRecomputed.apply(x, self.kernel_size, self.stride, self.padding)
+        plain = self.return_indices or self.ceil_mode or _pair(self.dilation) != (1, 1)
+        if torch.is_grad_enabled() and x.requires_grad and not plain:
+            k, s, p = _pair(self.kernel_size), _pair(self.stride or self.kernel_size), _pair(self.padding)
+            return _MaxPoolRecomputed.apply(x, list(k), list(s), list(p))
         return super().forward(x)
 
 
