@@ -244,20 +244,20 @@ def test_dnas_bench_runs_the_suite_module_and_refuses_unknown_names(capfd):
     assert "unknown benchmark no_such_bench; choose from: dario, darts, nasiam, shapley" in err
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_max_pool_without_indices_has_torchs_gradient_and_keeps_less(stride):
+@pytest.mark.parametrize("args", [(3, 1, 1), (3, 2, 1), ((3, 2), (2, 1), (1, 0)), (2, None, 0)])
+def test_max_pool_without_indices_has_torchs_gradient_and_keeps_less(args):
     from dnas.ops import MaxPool2d
 
-    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
     x[0, 0, :4, :4] = 1.0  # ties: the recomputed argmax must pick the same element
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = MaxPool2d(3, stride, 1)(a), torch.nn.MaxPool2d(3, stride, 1)(b)
+    ya, yb = MaxPool2d(*args)(a), torch.nn.MaxPool2d(*args)(b)
     g = torch.randn_like(ya)
     assert torch.equal(ya, yb)
     assert torch.equal(torch.autograd.grad(ya, a, g)[0], torch.autograd.grad(yb, b, g)[0])
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.dtype) or t, lambda t: t):
-        MaxPool2d(3, stride, 1)(a)
+        MaxPool2d(*args)(a)
     assert saved == [torch.float64]  # the input only, no int64 indices
 
 
