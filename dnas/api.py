@@ -77,11 +77,16 @@ def apply_preset(cfg: dict[str, Any], overrides: dict[str, Any] | None = None) -
     overrides = dict(overrides or {})
     name = overrides.get("preset", cfg.get("preset"))
     if name:
-        presets = cfg.get("presets") or {}
-        if name not in presets:
-            raise DnasError(f"unknown preset {name!r}{did_you_mean(name, presets)}; this config has: {', '.join(presets) or 'none'}")
-        cfg = merge_config(cfg, {**presets[name], "preset": name}, source=f"preset {name!r}")
+        cfg = merge_config(cfg, {**_preset(cfg, name), "preset": name}, source=f"preset {name!r}")
     return merge_config(cfg, overrides, source="--set")
+
+
+def _preset(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """The overlay of preset ``name`` in ``cfg["presets"]``; one error line if it has none such."""
+    presets = cfg.get("presets") or {}
+    if name not in presets:
+        raise DnasError(f"unknown preset {name!r}{did_you_mean(name, presets)}; this config has: {', '.join(presets) or 'none'}")
+    return presets[name]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -135,8 +140,8 @@ def resolve(config: dict[str, Any]) -> Resolved:
     data = make_config(DataConfig, cfg["data"], "data")
     if not isinstance(cfg["seed"], int):
         raise DnasError(f"seed must be an integer, got {cfg['seed']!r}")
-    if cfg.get("preset") and cfg["preset"] not in (cfg.get("presets") or {}):
-        raise DnasError(f"unknown preset {cfg['preset']!r}; this config has: {', '.join(cfg.get('presets') or {}) or 'none'}")
+    if cfg.get("preset"):
+        _preset(cfg, cfg["preset"])
     resolved = {
         "space": {"name": space.name, **space.config_dict()},
         "strategy": {"name": strategy.name, **config_dict(strategy.config)},

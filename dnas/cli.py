@@ -47,11 +47,9 @@ def _search_overlay(args) -> dict:
         sets.setdefault("strategy", {})["early_stop"] = args.early_stop
     if args.amp:
         sets.setdefault("strategy", {})["amp"] = args.amp
-    for flag, key in (("compile", "compile"), ("checkpoint_cells", "checkpoint_cells"), ("channels_last", "channels_last")):
-        if getattr(args, flag) is not None:  # darts/ddarts supernet options
-            sets.setdefault("space", {})[key] = getattr(args, flag)
-    if args.partial_channels is not None:
-        sets.setdefault("space", {})["partial_channels"] = args.partial_channels
+    for key in ("compile", "checkpoint_cells", "channels_last", "partial_channels"):  # darts/ddarts supernet options
+        if getattr(args, key) is not None:
+            sets.setdefault("space", {})[key] = getattr(args, key)
     for flag in ("trials", "timeout", "workers", "storage", "study", "fitness"):  # trial strategies (tpe, random)
         if getattr(args, flag, None) is not None:
             sets.setdefault("strategy", {})[flag] = getattr(args, flag)

@@ -260,9 +260,8 @@ class GradientStrategy(Strategy):
         if "start_genotype" in state:
             self._start_choices = state["start_genotype"]
         self._scaler_states = state.get("grad_scalers", {})
-        for k, s in self.__dict__.get("_scalers", {}).items():  # scalers already made (a rollback)
-            if k in self._scaler_states:
-                s.load_state_dict(self._scaler_states[k])
+        for k in self._scaler_states:  # a scaler with a saved state is remade from it by grad_scaler()
+            self.__dict__.get("_scalers", {}).pop(k, None)
 
     def should_stop(self, history: list[dict[str, Any]]) -> str | None:
         """A reason to stop early, or None. ``early_stop: distance`` (D-DARTS): from epoch

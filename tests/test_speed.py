@@ -234,6 +234,9 @@ def test_fp16_loss_scale_is_kept_in_the_strategy_state():
     resumed.load_state_dict(state)
     assert resumed.grad_scaler("weights", net).get_scale() == 1234.0
     assert resumed.grad_scaler("arch", net).get_scale() == strategy.grad_scaler("arch", net).get_scale()
+    scaler.update(7.0)  # a rollback: the scaler already exists and goes back to the saved scale
+    strategy.load_state_dict(state)
+    assert strategy.grad_scaler("weights", net).get_scale() == 1234.0
 
 
 def test_dnas_bench_runs_the_suite_module_and_refuses_unknown_names(capfd):
