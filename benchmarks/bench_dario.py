@@ -33,7 +33,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:
     import torch
 
     import dnas
-    from dnas.prune import count_params, throughput
+    from dnas.tools.pruning import count_params, throughput
     from dnas.spaces.dario import apply_pruning, build_model
     from dnas.strategies.proxy import ProxyConfig, proxy_objective, unfused_attention
 

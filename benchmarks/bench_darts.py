@@ -44,7 +44,7 @@ def _reference_classes():
     import torch.nn.functional as F
     from torch import nn
 
-    from dnas.ops import CNN_OP_SETS, POOLS
+    from dnas.spaces.ops import CNN_OP_SETS, POOLS
     from dnas.spaces.darts import _preprocess
 
     class RefMixedOp(nn.Module):

@@ -1,4 +1,14 @@
-"""dnas: differentiable neural architecture search behind one Supernet/Genotype interface."""
+"""dnas: differentiable neural architecture search behind one Supernet/Genotype interface.
+
+The five nouns (Decision, Genotype, SearchSpace, Supernet, Strategy) are imported here at once; the
+entry points (``search``, ``train``, ``prune``, ...) load their layer on first use, so importing a
+noun never drags in the engine, the spaces or the tools.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from dnas.errors import DnasError
 from dnas.genotype import Genotype, load_genotype
 from dnas.registry import (
@@ -12,22 +22,35 @@ from dnas.registry import (
     register_strategy,
 )
 from dnas.space import Decision, SearchSpace, Task
-from dnas.strategy import GradientStrategy, Strategy
+from dnas.strategy import Strategy
 from dnas.supernet import Supernet
-
-from dnas import parsers as _parsers  # noqa: E402,F401  (registers the built-in parsers)
-from dnas import spaces as _spaces  # noqa: E402,F401
-from dnas import strategies as _strategies  # noqa: E402,F401
-from dnas import train as _train_module  # noqa: E402,F401  (imported first: the function below must win)
-from dnas.api import search, train  # noqa: E402
-from dnas.ssl_eval import retrieve, ssl_train  # noqa: E402
-from dnas.prune import finetune_pruned, load_pruned, prune  # noqa: E402  (the function wins over the module name)
 
 __version__ = "0.1.0"
 
+#: public name -> the module that defines it (imported on first access)
+_LAZY = {
+    "GradientStrategy": "dnas.engine.loop",
+    "Callback": "dnas.engine.callbacks",
+    "search": "dnas.api",
+    "train": "dnas.api",
+    "retrieve": "dnas.evaluate.ssl",
+    "ssl_train": "dnas.evaluate.ssl",
+    "prune": "dnas.tools.pruning",
+    "finetune_pruned": "dnas.tools.pruning",
+    "load_pruned": "dnas.tools.pruning",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dnas' has no attribute {name!r}")
+
+
 __all__ = [
-    "Decision", "DnasError", "Genotype", "GradientStrategy", "SearchSpace", "Strategy", "Supernet", "Task",
+    "Decision", "DnasError", "Genotype", "SearchSpace", "Strategy", "Supernet", "Task",
     "create_space", "create_strategy", "list_parsers", "list_spaces", "list_strategies", "load_genotype",
-    "register_parser", "register_space", "register_strategy", "retrieve", "search", "ssl_train", "train",
-    "finetune_pruned", "load_pruned", "prune",
+    "register_parser", "register_space", "register_strategy", *_LAZY,
 ]

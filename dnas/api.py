@@ -17,13 +17,14 @@ from typing import Any
 import torch
 import yaml
 
-from dnas import distributed
+from dnas.engine import distributed
 from dnas.config import config_dict, make_config
-from dnas.data import DataConfig, SearchData, load_datasets
+from dnas.engine.data import DataConfig, SearchData, load_datasets
 from dnas.errors import DnasError
 from dnas.genotype import Genotype, load_genotype
 from dnas.registry import create_space, create_strategy, did_you_mean
-from dnas.run import Run, atomic_torch_save
+from dnas._io import atomic_torch_save
+from dnas.engine.run import Run
 
 TOP_KEYS = ("space", "strategy", "data", "train", "seed", "device", "preset", "presets")
 DEFAULTS: dict[str, Any] = {
@@ -209,7 +210,7 @@ def search(
     dev = distributed.init_from_env(resolve_device(r.config["device"]))  # torchrun: join the group
     datasets = load_datasets(r.data) if "data" in r.strategy.needs else None
     if datasets is not None and getattr(r.space, "two_views", False):  # siamese spaces (NASiam): ((v1, v2), y)
-        from dnas.data import two_view_datasets
+        from dnas.engine.data import two_view_datasets
 
         datasets = two_view_datasets(datasets, r.data)
     with Run(run_dir, progress=progress, writer=distributed.is_main()) as run:
@@ -220,7 +221,7 @@ def search(
         supernet = r.space.supernet(task).to(dev)
         init = getattr(r.strategy.config, "init_genotype", None)
         if init and resume is None:  # DARTOpti: α start from a genotype (a resume restores its own α)
-            from dnas.dartopti import init_alpha_from_genotype
+            from dnas.engine.dartopti import init_alpha_from_genotype
 
             init_alpha_from_genotype(supernet, init)
         distributed.broadcast_module_(supernet)
@@ -256,7 +257,7 @@ def train(
 ) -> dict[str, Any]:
     """Evaluation phase: build ``genotype``'s network (space options overridable, e.g. ``{"C": 36,
     "layers": 20}``), train it from scratch on ``data`` and report top-1/top-5 on its test split."""
-    from dnas.train import TrainConfig, train_network
+    from dnas.evaluate.supervised import TrainConfig, train_network
 
     tcfg = make_config(TrainConfig, dict(train_config or {}), "train")
     g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)
@@ -269,7 +270,7 @@ def train(
     out_dir = Path(out) if out is not None else None
     result = train_network(model, datasets, tcfg, dev, out=out_dir, log=log, seed=seed)
     if out_dir is not None:
-        from dnas.run import atomic_write_text
+        from dnas._io import atomic_write_text
 
         g.save(out_dir / "genotype.yaml")
         atomic_write_text(

@@ -104,7 +104,7 @@ class Genotype:
 
     def save(self, path: str | Path) -> Path:
         """Write as YAML (or JSON if the suffix is ``.json``), atomically."""
-        from dnas.run import atomic_write_text
+        from dnas._io import atomic_write_text
 
         path = Path(path)
         atomic_write_text(path, self.to_json() if path.suffix == ".json" else self.to_yaml())

@@ -22,6 +22,20 @@ def did_you_mean(word: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+#: modules whose import registers the built-in parsers, spaces and strategies (loaded on first lookup)
+BUILTINS = ("dnas.parsers", "dnas.spaces", "dnas.strategies", "dnas.engine.callbacks")
+_loaded = [False]
+
+
+def load_builtins() -> None:
+    """Import the built-in spaces, strategies and parsers once. Lookups call it, so importing a noun
+    module (``dnas.space``, ``dnas.registry``) stays free of the layers above it."""
+    if not _loaded[0]:
+        _loaded[0] = True
+        for module in BUILTINS:
+            importlib.import_module(module)
+
+
 class Registry(Generic[T]):
     """A name -> object table with a clear error for unknown names."""
 
@@ -41,6 +55,7 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
+        load_builtins()
         try:
             return self._items[name]
         except KeyError:
@@ -50,15 +65,22 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
+        load_builtins()
         return sorted(self._items)
 
+    def items(self) -> list[tuple[str, T]]:
+        load_builtins()
+        return sorted(self._items.items())
+
     def __contains__(self, name: str) -> bool:
+        load_builtins()
         return name in self._items
 
 
 SPACES: Registry[type] = Registry("space")
 STRATEGIES: Registry[type] = Registry("strategy")
 PARSERS: Registry[Callable] = Registry("parser")
+CALLBACKS: Registry[type] = Registry("callback")
 
 
 def register_space(name: str):
@@ -74,6 +96,17 @@ def register_strategy(name: str):
 def register_parser(name: str):
     """Function decorator: a parser maps (decisions, relaxed weights) to discrete choices."""
     return PARSERS.register(name)
+
+
+def register_callback(name: str):
+    """Class decorator: make a :class:`~dnas.engine.callbacks.Callback` available by name in a search
+    config's ``callbacks`` section."""
+    return CALLBACKS.register(name)
+
+
+def create_callback(name: str, **config: Any):
+    """Build a registered callback; ``None`` values keep its defaults."""
+    return CALLBACKS.get(name)(**{k: v for k, v in config.items() if v is not None})
 
 
 def create_space(name: str, **config: Any):

@@ -45,7 +45,7 @@ def main() -> None:
             strategy_config={"epochs": args.search_epochs, "order": args.order, "a_lr": args.a_lr, "w_lr": args.w_lr}, seed=args.seed, **kw,
         ).genotype
     search_s = time.perf_counter() - t0
-    from dnas.show import describe
+    from dnas.tools.show import describe
 
     print(describe(genotype))
 

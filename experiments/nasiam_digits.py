@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import dnas
-from dnas.ssl_eval import retrieve
+from dnas.evaluate.ssl import retrieve
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import dnas
-from dnas.trials import best_curve, plot_trials, read_trials
+from dnas.tools.report import best_curve, plot_trials, read_trials
 
 
 def main() -> None:

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import dnas
-from dnas.data import DataConfig, load_datasets, synthetic_regression_dataset, table_dataset
+from dnas.engine.data import DataConfig, load_datasets, synthetic_regression_dataset, table_dataset
 from dnas.errors import DnasError
-from dnas.show import describe
+from dnas.tools.show import describe
 from dnas.space import Task
 from dnas.spaces.activation import BINARY, UNARY, Activation, MixedActivation, formula, formula_parser
 from dnas.spaces.mlp_depth import task_loss
@@ -355,7 +355,7 @@ def test_activation_experiment_small_scale_runs(tmp_path):
 def test_train_and_evaluate_a_regressor():
     from torch.utils.data import DataLoader, TensorDataset
 
-    from dnas.train import TrainConfig, evaluate, train_network
+    from dnas.evaluate.supervised import TrainConfig, evaluate, train_network
 
     lin = torch.nn.Linear(1, 2)
     with torch.no_grad():
@@ -373,7 +373,7 @@ def test_train_and_evaluate_a_regressor():
 
 
 def test_show_an_activation_run_prints_the_formula_and_plots(tmp_path):
-    from dnas.show import show
+    from dnas.tools.show import show
 
     result = dnas.search("activation", "darts", "synthetic-regression", space_config={"widths": [4]},
                          strategy_config={"epochs": 1}, out=tmp_path / "run", progress=False)
@@ -384,7 +384,7 @@ def test_show_an_activation_run_prints_the_formula_and_plots(tmp_path):
 
 
 def test_overflow_in_a_search_rolls_back_then_names_the_primitive(tmp_path):
-    from dnas.strategy import Diverged
+    from dnas.engine.loop import Diverged
 
     p = tmp_path / "big.csv"
     x = np.linspace(500, 1000, 64, dtype=np.float32)

@@ -8,8 +8,8 @@ import torch
 
 import dnas
 from dnas.errors import DnasError
-from dnas.proxies import PROXIES, get_proxy
-from dnas.run import Run
+from dnas.strategies.proxies import PROXIES, get_proxy
+from dnas.engine.run import Run
 from dnas.spaces.dario import apply_pruning, build_model
 from dnas.strategies.proxy import ProxyConfig, proxy_objective
 
@@ -105,7 +105,7 @@ def test_physically_pruned_equals_gated_with_hard_gates(granularity, tmp_path):
         ref = net(x)
         assert not torch.allclose(original_of(space, net)(x), ref, atol=1e-3)  # the closed gates do act
         assert torch.allclose(pruned(x), ref, atol=1e-5, rtol=0)
-        from dnas.prune import load_pruned, save_pruned
+        from dnas.tools.pruning import load_pruned, save_pruned
 
         save_pruned(pruned, space.config_dict(), kept, kept_heads, tmp_path)
         assert torch.allclose(load_pruned(tmp_path)(x), ref, atol=1e-5, rtol=0)
@@ -314,7 +314,7 @@ def test_cli_prune_keep_blocks_exports_a_loadable_smaller_model(tmp_path, capsys
 
 @pytest.mark.parametrize("name", ["var", "synflow", "synflow_norm"])
 def test_closed_forms_equal_the_proxy_on_stepped_tensors(name):
-    from dnas.proxies import STEPPED, stepped_proxy
+    from dnas.strategies.proxies import STEPPED, stepped_proxy
 
     assert name in STEPPED
     gen = torch.Generator().manual_seed(0)
@@ -341,7 +341,7 @@ def test_eva_block_pruning_works_and_head_granularity_fails_early():
 
 
 def test_finetune_trains_only_the_last_kept_block_and_the_head(tmp_path):
-    from dnas.prune import finetune_pruned, prune
+    from dnas.tools.pruning import finetune_pruned, prune
 
     prune("vit_tiny_patch16_224", model_kwargs=KW, keep_blocks=[0, 2], out=tmp_path / "p", bench_batch=1, bench_rounds=1, log=lambda s: None)
     res = finetune_pruned(tmp_path / "p", "synthetic", epochs=1, batch_size=64, out=tmp_path / "f", log=lambda s: None)

@@ -7,10 +7,10 @@ import torch
 
 import dnas
 from dnas.cli import main
-from dnas.dartopti import INIT_HIGH, INIT_LOW, init_alpha_from_genotype
+from dnas.engine.dartopti import INIT_HIGH, INIT_LOW, init_alpha_from_genotype
 from dnas.errors import DnasError
 from dnas.genotype import load_genotype
-from dnas.show import alpha_matrices, plot_run
+from dnas.tools.show import alpha_matrices, plot_run
 from dnas.space import Task
 
 TASK = Task((3, 8, 8), 4)
@@ -174,7 +174,8 @@ def test_plot_run_from_a_stub_history(tmp_path):
 
 def test_cli_flags_reach_the_strategy_config():
     from dnas.api import resolve
-    from dnas.cli import _search_overlay, build_parser
+    from dnas.cli import build_parser
+    from dnas.cli.search import _search_overlay
 
     args = build_parser().parse_args(
         ["search", "--space", "ddarts", "--strategy", "fairdarts", "--init-genotype", "resnet18", "--early-stop", "distance"]

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import dnas
-from dnas.ops import DARTS_OPS
+from dnas.spaces.ops import DARTS_OPS
 from dnas.spaces.darts import MixedOp
 from dnas.strategies.darts import unrolled_arch_grads
 from dnas.space import Task

@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 import dnas
 from dnas.cli import main
-from dnas.distance import OP_SCORES, cell_distances, distance, edge_distance, hausdorff
+from dnas.engine.distance import OP_SCORES, cell_distances, distance, edge_distance, hausdorff
 from dnas.errors import DnasError
-from dnas.strategy import GradientStrategy
+from dnas.engine.loop import GradientStrategy
 
 S = {k: v / 100 for k, v in OP_SCORES.items()}  # Table 4.1, % / 100
 TINY = dict(C=4, layers=3, nodes=2)  # reductions at 3//3 = 1 and 2*3//3 = 2: cells normal, reduce, reduce
@@ -106,7 +106,7 @@ def _random(space_name, seed):
 
 
 def _edge_sets(g):
-    from dnas.distance import cell_edges
+    from dnas.engine.distance import cell_edges
 
     return [{frozenset(o for o in e if o in OP_SCORES) for e in edges} for _, edges in cell_edges(g)]
 
@@ -203,7 +203,7 @@ def test_start_genotype_survives_a_checkpoint():
 
 
 def test_distance_only_on_cnn_cell_spaces():
-    from dnas.distance import has_cells
+    from dnas.engine.distance import has_cells
 
     assert has_cells(SPACES["darts"]) and has_cells(SPACES["ddarts-o"])
     assert not has_cells(dnas.create_space("nasiam-mlp"))  # MLP heads: cells, but no S_o op to compare

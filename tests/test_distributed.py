@@ -38,7 +38,7 @@ def test_torchrun_search_matches_one_process_with_the_global_batch(tmp_path):
     one = subprocess.run([sys.executable, "-m", "dnas", *common, "--batch-size", "32", "--out", str(tmp_path / "one")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
-    from dnas.run import safe_torch_load
+    from dnas._io import safe_torch_load
 
     a, b = safe_torch_load(tmp_path / "ddp" / "alphas.pt"), safe_torch_load(tmp_path / "one" / "alphas.pt")
     assert torch.allclose(a["layers"], b["layers"], atol=1e-5)

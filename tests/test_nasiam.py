@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnas.data import DataConfig, TensorDataset, synthetic_dataset, two_view_datasets
+from dnas.engine.data import DataConfig, TensorDataset, synthetic_dataset, two_view_datasets
 from dnas.errors import DnasError
 from dnas.genotype import load_genotype
 from dnas.registry import create_space, create_strategy
 from dnas.space import Task
-from dnas.ssl import (byol_loss, collapse_std, enqueue, info_nce, momentum_update, neg_cosine, nt_xent, simsiam_loss,
+from dnas.spaces.siamese import (byol_loss, collapse_std, enqueue, info_nce, momentum_update, neg_cosine, nt_xent, simsiam_loss,
                       std_warning)
-from dnas.ssl_eval import cosine_matrix, knn_accuracy, linear_eval, mean_average_precision
+from dnas.evaluate.ssl import cosine_matrix, knn_accuracy, linear_eval, mean_average_precision
 from dnas.testing import check_space
 
 TINY = dict(backbone="tiny", backbone_width=8, proj_layers=2, pred_layers=2, dim=16, pred_dim=8, queue_size=16)
@@ -243,7 +243,7 @@ def test_mixed_layer_is_the_weighted_sum():
 
 # -- data ---------------------------------------------------------------------------------------------
 def test_two_view_data():
-    from dnas.data import Datasets
+    from dnas.engine.data import Datasets
 
     x = torch.rand(6, 3, 32, 32)
 
@@ -296,7 +296,7 @@ def test_collapse_monitor():
 
 
 def test_ssl_train_then_retrieve(tmp_path):
-    from dnas.ssl_eval import retrieve, ssl_train
+    from dnas.evaluate.ssl import retrieve, ssl_train
 
     logs = []
     r = ssl_train("simsiam", data="digits", space_config={**TINY, "backbone_width": 8, "proj_layers": 6, "pred_layers": 4},
@@ -347,7 +347,7 @@ def test_supervised_train_of_a_nasiam_genotype_says_use_ssl():
 def test_two_view_data_on_pil_images():
     from torchvision.datasets import FakeData
 
-    from dnas.data import Datasets
+    from dnas.engine.data import Datasets
 
     fake = FakeData(size=4, image_size=(3, 32, 32), num_classes=2, random_offset=0)  # PIL images, as CIFAR-10
     base = Datasets(fake, fake, Task((3, 32, 32), 2))

@@ -18,7 +18,8 @@ import dnas
 from dnas import DnasError
 from dnas.api import load_config_file, resolve
 from dnas.genotype import parse_genotype_text
-from dnas.run import MAGIC, Run, read_checked, safe_torch_load
+from dnas._io import MAGIC, read_checked, safe_torch_load
+from dnas.engine.run import Run
 
 PLUGINS = str(Path(__file__).parent / "plugins")
 ENV = {**os.environ, "PYTHONPATH": PLUGINS, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -153,7 +154,7 @@ def _nan_after(net, calls):
 
 def _tiny_search(tmp_path, nan_calls, **strategy):
     space = dnas.create_space("darts", C=4, layers=3, nodes=2)
-    from dnas.data import DataConfig, SearchData, synthetic_dataset
+    from dnas.engine.data import DataConfig, SearchData, synthetic_dataset
 
     data = SearchData(synthetic_dataset(), DataConfig(name="synthetic", batch_size=64), seed=0)
     torch.manual_seed(0)

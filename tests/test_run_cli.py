@@ -12,7 +12,8 @@ import yaml
 import dnas
 from dnas import DnasError
 from dnas.cli import main
-from dnas.run import Run, read_checked, safe_torch_load
+from dnas._io import read_checked, safe_torch_load
+from dnas.engine.run import Run
 
 TINY = ["--space", "darts", "--strategy", "darts", "--data", "synthetic", "--set", "space.C=4", "--set", "space.layers=3",
         "--set", "space.nodes=2", "--set", "data.batch_size=32", "--no-progress"]

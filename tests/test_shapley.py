@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import dnas
 from dnas.cli import main as cli
-from dnas.deepen import deepen, deepen_positions
+from dnas.tools.deepen import deepen, deepen_positions
 from dnas.genotype import load_genotype
 from dnas.space import Task
 from dnas.strategies.fairdarts import zero_one_loss

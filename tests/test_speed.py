@@ -14,7 +14,7 @@ import dnas
 from dnas.errors import DnasError
 from dnas.space import Task
 from dnas.spaces.darts import MixedOp, channel_shuffle
-from dnas.ops import CNN_OP_SETS
+from dnas.spaces.ops import CNN_OP_SETS
 from dnas.testing import check_space
 
 TINY = dict(C=4, layers=3, nodes=2)
@@ -249,7 +249,7 @@ def test_dnas_bench_runs_the_suite_module_and_refuses_unknown_names(capfd):
 
 @pytest.mark.parametrize("args", [(3, 1, 1), (3, 2, 1), ((3, 2), (2, 1), (1, 0)), (2, None, 0)])
 def test_max_pool_without_indices_has_torchs_gradient_and_keeps_less(args):
-    from dnas.ops import MaxPool2d
+    from dnas.spaces.ops import MaxPool2d
 
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
     x[0, 0, :4, :4] = 1.0  # ties: the recomputed argmax must pick the same element
@@ -266,7 +266,8 @@ def test_max_pool_without_indices_has_torchs_gradient_and_keeps_less(args):
 
 def test_speed_flags_of_dnas_search_reach_the_space_and_strategy():
     from dnas.api import resolve
-    from dnas.cli import _search_overlay, build_parser
+    from dnas.cli import build_parser
+    from dnas.cli.search import _search_overlay
 
     def resolved(*flags):
         return resolve(_search_overlay(build_parser().parse_args(["search", "--space", "darts", "--strategy", "darts", *flags])))

@@ -14,9 +14,9 @@ import torch
 
 import dnas
 from dnas import DnasError, create_space, create_strategy
-from dnas.fitness import csnas_loss, ema_update_, negatives_for
+from dnas.engine.fitness import csnas_loss, ema_update_, negatives_for
 from dnas.registry import SPACES
-from dnas.trials import best_curve, read_trials
+from dnas.tools.report import best_curve, read_trials
 
 TINY = ["--space", "darts", "--data", "synthetic", "--set", "space.C=4", "--set", "space.layers=3", "--set", "space.nodes=2",
         "--set", "space.auxiliary=false", "--set", "data.batch_size=8", "--set", "strategy.subset=0.5", "--no-progress"]
@@ -161,7 +161,7 @@ def test_fixed_seed_reproduces_the_trial_sequence(tmp_path, capsys):
     assert dnas.load_genotype(tmp_path / "a" / "genotype.yaml").choices == {k: tuple(v) for k, v in best["genotype"].items()}
     xs, ys = best_curve(a)
     assert xs == [1, 2, 3] and ys == sorted(ys, reverse=True) and ys[-1] == best["fitness"]
-    from dnas.show import show
+    from dnas.tools.show import show
 
     text = show(str(tmp_path / "a"))
     assert "3 complete" in text and (tmp_path / "a" / "plots" / "fitness.png").is_file()
@@ -303,7 +303,7 @@ def test_default_encoding_rejects_invalid_samples_without_counting_them(tmp_path
 def test_contrastive_fitness_reads_no_labels():
     from torch.utils.data import TensorDataset
 
-    from dnas.fitness import TrainSpec, train_and_score
+    from dnas.engine.fitness import TrainSpec, train_and_score
 
     space = create_space("darts", C=4, layers=2, nodes=1, auxiliary=False)
     g = space.random_genotype(__import__("random").Random(0))
@@ -324,7 +324,7 @@ def test_contrastive_fitness_reads_no_labels():
 def test_max_steps_caps_training_across_epochs(fitness):
     from torch.utils.data import TensorDataset
 
-    from dnas.fitness import TrainSpec, train_and_score
+    from dnas.engine.fitness import TrainSpec, train_and_score
 
     space = create_space("darts", C=4, layers=2, nodes=1, auxiliary=False)
     model = space.build_network(space.random_genotype(__import__("random").Random(0)), dnas.Task((3, 8, 8), 4))

@@ -23,7 +23,7 @@ from dnas.errors import DnasError
 from dnas.registry import register_parser, register_space
 from dnas.space import Decision, SearchSpace, Task
 from dnas.spaces.mlp_depth import output_dim, task_loss
-from dnas.strategy import Diverged
+from dnas.engine.loop import Diverged
 from dnas.supernet import Supernet
 
 #: unary primitives U (thesis §6.2): option name -> (formula, function)

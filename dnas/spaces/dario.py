@@ -60,7 +60,7 @@ def _timm():
 
 def load_weights_file(path: str) -> dict[str, torch.Tensor]:
     """A state dict from a safetensors file or a ``torch.save``d dict (``weights_only=True``)."""
-    from dnas.run import safe_torch_load
+    from dnas._io import safe_torch_load
 
     if not os.path.isfile(path):
         raise DnasError(f"weights file '{path}' not found")

@@ -1,7 +1,7 @@
 """NASiam (Heuillet et al.): search the projector and predictor MLP heads of a siamese SSL framework.
 
 A head is a cell of up to n (projector, default 6) or m (predictor, default 4) layers; each layer is a
-mixed op over the 7-op MLP space S (``dnas.ops.MLP_OPS``; S' drops the two pools), eq. (5.3), and the
+mixed op over the 7-op MLP space S (``dnas.spaces.ops.MLP_OPS``; S' drops the two pools), eq. (5.3), and the
 result keeps the argmax per layer. The framework (simsiam, simclr, mocov2, byol) is a space option;
 frameworks without a predictor search the projector only.
 
@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from dnas.genotype import Genotype
-from dnas.ops import MLP_OP_SETS
+from dnas.spaces.ops import MLP_OP_SETS
 from dnas.registry import register_space
 from dnas.space import Decision, SearchSpace, Task
-from dnas.ssl import FRAMEWORKS, Siamese, build_backbone
+from dnas.spaces.siamese import FRAMEWORKS, Siamese, build_backbone
 from dnas.supernet import Supernet
 
 HEADS = ("projector", "predictor")
@@ -153,7 +153,7 @@ class NASiamSpace(SearchSpace):
     Config = NASiamConfig
     offers = frozenset({"data", "alpha"})  # no "labels": self-supervised
     default_parser = "argmax"
-    two_views = True  # the api serves ((view1, view2), y) batches (dnas.data.two_view_datasets)
+    two_views = True  # the api serves ((view1, view2), y) batches (dnas.engine.data.two_view_datasets)
     tiny_config = dict(backbone="tiny", backbone_width=8, proj_layers=2, pred_layers=2, dim=16, pred_dim=8, queue_size=16)
     tiny_task = Task((1, 8, 8), 0, two_views=True)
 

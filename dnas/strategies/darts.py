@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 import torch
 
-from dnas.distributed import average_
+from dnas.engine.distributed import average_
 from dnas.registry import register_strategy
-from dnas.strategy import GradientConfig, GradientStrategy, Optimizers
+from dnas.engine.loop import GradientConfig, GradientStrategy, Optimizers
 
 
 @dataclass

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from dnas.errors import DnasError
-from dnas.proxies import get_proxy, stepped_proxy
+from dnas.strategies.proxies import get_proxy, stepped_proxy
 from dnas.registry import register_strategy
-from dnas.strategy import Strategy, alpha_snapshot
+from dnas.engine.loop import alpha_snapshot
+from dnas.strategy import Strategy
 
 if TYPE_CHECKING:
-    from dnas.run import Run
+    from dnas.engine.run import Run
     from dnas.supernet import Supernet
 
 

@@ -9,12 +9,12 @@ break a constraint are rejected (pruned, not counted), which is uniform over the
 from __future__ import annotations
 
 from dnas.registry import register_strategy
-from dnas.trials import TrialStrategy
+from dnas.engine.trials import TrialStrategy
 
 
 @register_strategy("random")
 class RandomStrategy(TrialStrategy):
     def sampler(self, seed: int):
-        from dnas.trials import _quiet_optuna
+        from dnas.engine.trials import _quiet_optuna
 
         return _quiet_optuna().samplers.RandomSampler(seed=seed)

@@ -42,7 +42,7 @@ import torch
 from dnas.errors import DnasError
 from dnas.registry import register_strategy
 from dnas.strategies.fairdarts import FairLossMixin, zero_one_loss
-from dnas.strategy import GradientConfig, GradientStrategy, Optimizers
+from dnas.engine.loop import GradientConfig, GradientStrategy, Optimizers
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dnas.registry import register_strategy
-from dnas.trials import TrialConfig, TrialStrategy
+from dnas.engine.trials import TrialConfig, TrialStrategy
 
 
 @dataclass
@@ -32,7 +32,7 @@ class TPEStrategy(TrialStrategy):
     Config = TPEConfig
 
     def sampler(self, seed: int):
-        from dnas.trials import _quiet_optuna
+        from dnas.engine.trials import _quiet_optuna
 
         optuna = _quiet_optuna()
         c = self.config

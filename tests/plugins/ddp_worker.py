@@ -3,7 +3,7 @@ import torch
 import torch.distributed as dist
 
 import dnas
-from dnas.distributed import shard
+from dnas.engine.distributed import shard
 from dnas.space import Task
 
 TASK = Task((3, 8, 8), 4)

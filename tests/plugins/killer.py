@@ -7,12 +7,12 @@ import os
 import signal
 import sys
 
-import dnas.run as run
+import dnas._io as io_
 
 point, n = os.environ["DNAS_KILL_AT"].split(":")
 n = int(n)
 writes = 0
-real_write, real_replace = run.atomic_write_bytes, os.replace
+real_write, real_replace = io_.atomic_write_bytes, os.replace
 
 
 def write(path, data):
@@ -34,8 +34,8 @@ def replace(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-run.atomic_write_bytes = write
-run.os.replace = replace
+io_.atomic_write_bytes = write
+os.replace = replace
 
 from dnas.cli import main  # noqa: E402
 

@@ -32,13 +32,13 @@ from torch.utils.data import Subset
 
 from dnas.config import config_dict
 from dnas.errors import DnasError
-from dnas.fitness import TrainSpec, train_and_score
+from dnas.engine.fitness import TrainSpec, train_and_score
 from dnas.strategy import Strategy
 
 if TYPE_CHECKING:
-    from dnas.data import SearchData
+    from dnas.engine.data import SearchData
     from dnas.genotype import Genotype
-    from dnas.run import Run
+    from dnas.engine.run import Run
     from dnas.space import SearchSpace, Task
     from dnas.supernet import Supernet
 
@@ -249,7 +249,7 @@ def worker_loop(cfg: TrialConfig, study, objective, on_trial: Callable | None = 
 def _worker_main(spec: dict[str, Any]) -> None:
     """Entry point of a spawned worker process: rebuild everything from plain data, then loop."""
     from dnas.config import make_config
-    from dnas.data import DataConfig, SearchData, load_datasets
+    from dnas.engine.data import DataConfig, SearchData, load_datasets
     from dnas.registry import create_space, create_strategy
 
     for module in spec["modules"]:
@@ -306,61 +306,11 @@ def trial_records(study) -> list[dict[str, Any]]:
 
 
 def write_table(study, run: Run) -> Path:
-    from dnas.run import atomic_write_text
+    from dnas._io import atomic_write_text
 
     path = run.path("trials.jsonl")
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in trial_records(study)))
     return path
-
-
-def read_trials(run_dir: str | Path) -> list[dict[str, Any]]:
-    p = Path(run_dir) / "trials.jsonl"
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
-
-
-def best_curve(records: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
-    """(completed-trial count, best fitness so far) over the completed trials in trial order."""
-    xs, ys, best = [], [], math.inf
-    for r in records:
-        if r["state"] == "COMPLETE" and r["fitness"] is not None:
-            best = min(best, r["fitness"])
-            xs.append(len(xs) + 1)
-            ys.append(best)
-    return xs, ys
-
-
-def trials_summary(records: list[dict[str, Any]]) -> str:
-    """One line: how many trials in which state, and the best completed one."""
-    states: dict[str, int] = {}
-    for r in records:
-        states[r["state"]] = states.get(r["state"], 0) + 1
-    done = [r for r in records if r["state"] == "COMPLETE" and r["fitness"] is not None]
-    text = "trials: " + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
-    if done:
-        b = min(done, key=lambda r: r["fitness"])
-        text += f"; best trial {b['trial']}: fitness {b['fitness']:.4f}" + (f", accuracy {b['accuracy']:.4f}" if "accuracy" in b else "")
-    return text
-
-
-def plot_trials(runs: dict[str, str | Path], path: str | Path) -> Path:
-    """Fitness of every completed trial (dots) and the best so far (line), one colour per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, run_dir in runs.items():
-        recs = [r for r in read_trials(run_dir) if r["state"] == "COMPLETE" and r["fitness"] is not None]
-        xs, ys = best_curve(recs)
-        line, = ax.plot(xs, ys, label=f"{label} (best so far)")
-        ax.scatter(xs, [r["fitness"] for r in recs], s=10, alpha=0.4, color=line.get_color())
-    ax.set_xlabel("completed trials")
-    ax.set_ylabel("fitness (lower is better)")
-    ax.legend()
-    from dnas.show import save_figure
-
-    return save_figure(fig, path)
 
 
 # -- the search ---------------------------------------------------------------------------------

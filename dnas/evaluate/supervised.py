@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dnas.data import Datasets
+from dnas.engine.data import Datasets
 
 
 @dataclass
@@ -128,7 +128,7 @@ def train_network(
     if out is not None:
         from safetensors.torch import save_file
 
-        from dnas.run import atomic_write_text
+        from dnas._io import atomic_write_text
 
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))

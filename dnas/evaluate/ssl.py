@@ -134,7 +134,7 @@ def pretrain(model: nn.Module, train, plain, test, cfg: SSLTrainConfig, device: 
              seed: int = 0, num_workers: int = 0) -> list[dict[str, Any]]:
     """Self-supervised pretraining of ``model`` (a ``nasiam-mlp`` network) on ``train``, whose items are
     ``((v1, v2), y)``; ``plain`` (the un-augmented train set) and ``test`` feed the kNN monitor."""
-    from dnas.ssl import std_warning
+    from dnas.spaces.siamese import std_warning
 
     model.to(device)
     pred = {id(p) for p in (model.predictor.parameters() if model.predictor is not None else [])}
@@ -194,7 +194,7 @@ def ssl_train(
     """
     from dnas.api import genotype_space_data, resolve_device
     from dnas.config import make_config
-    from dnas.data import load_datasets, two_view_datasets
+    from dnas.engine.data import load_datasets, two_view_datasets
 
     cfg = make_config(SSLTrainConfig, dict(train_config or {}), "train (--ssl)")
     g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)
@@ -222,7 +222,7 @@ def ssl_train(
     if out is not None:
         from safetensors.torch import save_file
 
-        from dnas.run import atomic_write_text
+        from dnas._io import atomic_write_text
 
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -243,7 +243,7 @@ def retrieve(run_dir: str | Path, data: str = "digits", *, data_config: dict[str
 
     from dnas.api import resolve_device
     from dnas.config import make_config
-    from dnas.data import DataConfig, load_datasets
+    from dnas.engine.data import DataConfig, load_datasets
     from dnas.genotype import load_genotype
     from dnas.registry import create_space
 

@@ -22,7 +22,7 @@ the Hausdorff distance sees a cell as the *set* of its edge vectors, so two geno
 permute ops among a cell's edges (or repeat an edge vector) are at distance 0 (tested).
 
 Example:
-    >>> from dnas.distance import distance
+    >>> from dnas.engine.distance import distance
     >>> distance(load_genotype("a.yaml"), load_genotype("b.yaml"))     # or: dnas distance a.yaml b.yaml
 """
 from __future__ import annotations

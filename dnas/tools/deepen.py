@@ -9,7 +9,7 @@ reductions 2 and 5, target reductions 4 and 9)::
     source    0 1 0 1 | 2 | 3 4 3 4 | 5 |  6  7  6  7
 
 Example:
-    >>> from dnas.deepen import deepen
+    >>> from dnas.tools.deepen import deepen
     >>> g14 = deepen(load_genotype("runs/dd/genotype.yaml"), 14)     # or: dnas deepen G --cells 14
 """
 from __future__ import annotations

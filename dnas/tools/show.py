@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dnas.errors import DnasError
 from dnas.genotype import Genotype, load_genotype
+from dnas.tools.report import save_figure
 
 _EDGE = re.compile(r"^(?P<cell>.+)\.node(?P<node>\d+)\.edge(?P<src>\d+)$")
 
@@ -94,18 +95,6 @@ def plot_cells(g: Genotype, path: str | Path) -> Path:
             ax.set_ylim(-1.5, 1.5)
             ax.axis("off")
     return save_figure(fig, path)
-
-
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Lay out, write (creating the folder) and close a matplotlib figure."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
 
 
 def alpha_matrices(record: dict, g: Genotype) -> dict[str, tuple[list[str], list[str], list[list[float]]]]:
@@ -202,7 +191,7 @@ def show(target: str, plot: str | None = None) -> str:
     g, run_dir = _target_genotype(target)
     text = describe(g)
     if run_dir is not None:
-        from dnas.run import read_history
+        from dnas.engine.run import read_history
 
         hist = read_history(run_dir)
         if hist:
@@ -212,7 +201,7 @@ def show(target: str, plot: str | None = None) -> str:
                 if k in last
             )
             text += "\nplots: " + ", ".join(str(p) for p in plot_run(run_dir, g, hist))
-        from dnas.trials import plot_trials, read_trials, trials_summary
+        from dnas.tools.report import plot_trials, read_trials, trials_summary
 
         trials = read_trials(run_dir)
         if trials:  # tpe / random: the trial table and fitness over trials

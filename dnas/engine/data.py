@@ -228,7 +228,7 @@ class _Sharded(Sampler):
         self.batches = batches
 
     def __iter__(self):
-        from dnas.distributed import shard
+        from dnas.engine.distributed import shard
 
         for b in self.batches:
             yield shard(b)
@@ -255,7 +255,7 @@ class SearchData:
     def loader(self, ds: Dataset, epoch: int, salt: int, shuffle: bool = True) -> DataLoader:
         """Batches in an order fixed by (seed, epoch). Data-parallel: ``batch_size`` is per rank; the
         global batch (batch_size × ranks) is drawn the same on every rank and each takes its shard."""
-        from dnas.distributed import rank_and_size
+        from dnas.engine.distributed import rank_and_size
 
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 2 + salt)
         size = self.cfg.batch_size * rank_and_size()[1]

@@ -51,7 +51,7 @@ def throughput(models: dict[str, nn.Module], input_shape, batch: int = 8, rounds
 def _save_model(model: nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
-    from dnas.run import atomic_write_bytes
+    from dnas._io import atomic_write_bytes
 
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}, str(tmp))
@@ -61,7 +61,7 @@ def _save_model(model: nn.Module, path: Path) -> None:
 
 def save_pruned(model: nn.Module, space_cfg: dict[str, Any], keep_blocks: list[int], keep_heads: dict[int, list[int]], out: Path) -> None:
     """Write ``model.safetensors`` and ``pruned.yaml`` (what :func:`load_pruned` needs)."""
-    from dnas.run import atomic_write_text
+    from dnas._io import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     cfg = {k: v for k, v in space_cfg.items() if k not in ("name", "weights", "pretrained")}
@@ -114,7 +114,7 @@ def plot_alphas(gates: dict[str, float], threshold: float, path: Path) -> None:
     ax.set_ylabel("σ(α)")
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right")
-    from dnas.show import save_figure
+    from dnas.tools.report import save_figure
 
     save_figure(fig, path, dpi=100)
 
@@ -175,7 +175,7 @@ def prune(
     pruned = space.build_network(genotype, model=original)
     kept, heads = space.kept(genotype)
     save_pruned(pruned, space.config_dict(), kept, heads, out)
-    from dnas.run import atomic_write_text
+    from dnas._io import atomic_write_text
 
     if alphas:
         atomic_write_text(out / "alphas.json", json.dumps(alphas, indent=1))
@@ -218,7 +218,7 @@ def finetune_pruned(
 
     from dnas.api import resolve_device
     from dnas.config import make_config
-    from dnas.data import DataConfig, load_datasets
+    from dnas.engine.data import DataConfig, load_datasets
     from dnas.spaces.dario import find_blocks
 
     model = load_pruned(directory)

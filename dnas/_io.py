@@ -1,0 +1,77 @@
+"""File helpers every layer uses: atomic writes, checksummed checkpoints, loads that run no code."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dnas.errors import DnasError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def safe_torch_load(path: Path, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain data only, never pickled code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DnasError(f"{what} '{path}' not found") from None
+    except Exception as e:  # corrupt, truncated, or holding objects weights_only refuses
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DnasError(f"{what} '{path}' cannot be loaded safely ({msg[:160]}); it is corrupt or not a dnas file") from None
+
+
+MAGIC = b"DNASCKPT1\n"  # then the sha256 of the payload (32 bytes), then torch.save's bytes
+
+
+def write_checked(obj: Any, path: Path) -> None:
+    """``torch.save`` with a checksum header, written atomically: a torn or corrupted file is detectable."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def read_checked(path: Path, what: str = "checkpoint") -> Any:
+    """Verify the checksum, then load with ``weights_only=True``; DnasError if anything is off."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DnasError(f"{what} '{path}' cannot be read ({e.strerror})") from None
+    head = len(MAGIC) + 32
+    if not data.startswith(MAGIC) or len(data) < head or hashlib.sha256(data[head:]).digest() != data[len(MAGIC):head]:
+        raise DnasError(f"{what} '{path}' is truncated or corrupt (checksum mismatch)")
+    try:
+        return torch.load(io.BytesIO(data[head:]), map_location="cpu", weights_only=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DnasError(f"{what} '{path}' cannot be loaded safely ({msg[:160]})") from None

@@ -1,0 +1,48 @@
+"""``dnas``: a thin command line over the Python API, one module per subcommand.
+
+Each module ``dnas.cli.<command>`` has ``add(subparsers)`` and a ``run(args)`` it sets as ``fn``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dnas.errors import DnasError
+
+#: subcommand modules, in the order ``dnas --help`` lists them
+COMMANDS = ("list", "search", "train", "retrieve", "show", "distance", "prune", "bench", "deepen")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dnas", description="Differentiable neural architecture search.")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (registers user spaces/strategies)")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"dnas.cli.{name}").add(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.args = rest  # everything after `bench` goes to python -m benchmarks
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        from dnas.registry import load_plugin
+
+        for module in args.plugin:
+            load_plugin(module)
+        return args.fn(args)
+    except DnasError as e:
+        print(f"dnas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dnas: interrupted; the last checkpoint is kept (resume with --resume RUN_DIR)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""``dnas deepen``: derive an N-cell genotype from a searched n-cell one."""
+from __future__ import annotations
+
+
+def add(sub) -> None:
+    dp = sub.add_parser("deepen", help="derive an N-cell genotype from a searched n-cell one (D-DARTS Algorithm 2)")
+    dp.add_argument("genotype", help="genotype YAML/JSON (darts or ddarts)")
+    dp.add_argument("--cells", type=int, required=True, help="number of cells N of the new genotype")
+    dp.add_argument("--out", help="write it here (default: print the YAML)")
+    dp.set_defaults(fn=run)
+
+
+def run(args) -> int:
+    from dnas.genotype import load_genotype
+    from dnas.tools.deepen import deepen
+
+    g = deepen(load_genotype(args.genotype), args.cells)
+    if args.out:
+        print(g.save(args.out))
+    else:
+        print(g.to_yaml(), end="")
+    return 0

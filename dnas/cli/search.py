@@ -1,0 +1,111 @@
+"""``dnas search``: search a space with a strategy (flags and ``--set`` make one config dict for ``dnas.search``)."""
+from __future__ import annotations
+
+import argparse
+
+from dnas.errors import DnasError
+
+
+def add(sub) -> None:
+    s = sub.add_parser("search", help="search a space with a strategy")
+    s.add_argument("--config", help="run YAML (sections space, strategy, data, seed, device)")
+    s.add_argument("--space")
+    s.add_argument("--strategy")
+    s.add_argument("--data", help="digits (default), synthetic, cifar10, cifar100, fashion-mnist, imagefolder:PATH, csv:PATH, synthetic-regression")
+    s.add_argument("--data-dir")
+    s.add_argument("--download", action="store_true", help="download the dataset if missing")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--target", metavar="COLS", help="regression (--data csv:PATH): target column names or indices, a,b")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--beta-decay", type=float, metavar="W", help="β-DARTS Beta-Decay weight (darts, fairdarts)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. space.C=8, strategy.order=2 (repeatable)")
+    s.add_argument("--early-stop", choices=("none", "distance"), help="distance: stop when the distance M is stable (D-DARTS)")
+    s.add_argument("--init-genotype", metavar="GENOTYPE", help="DARTOpti: start α from this genotype (file or shipped name, e.g. resnet18)")
+    s.add_argument("--amp", choices=("none", "bf16", "fp16"), help="autocast the search steps (gradient strategies)")
+    s.add_argument("--compile", action="store_true", default=None, help="torch.compile the supernet forward (darts, ddarts)")
+    s.add_argument("--checkpoint-cells", action="store_true", default=None, help="recompute cells in backward: same gradients, less memory")
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC activations (default: on for the CPU, off on a GPU)")
+    s.add_argument("--partial-channels", type=int, metavar="K", help="PC-DARTS: 1/K of the channels through the mixed ops (+ edge normalisation)")
+    s.add_argument("--trials", type=int, help="tpe/random: completed trials to reach (the budget)")
+    s.add_argument("--timeout", type=float, metavar="SECONDS", help="tpe/random: stop asking for new trials after this")
+    s.add_argument("--workers", type=int, help="tpe/random: processes on this machine filling the study")
+    s.add_argument("--storage", metavar="URL", help="tpe/random: optuna storage shared by workers (default sqlite in the run folder)")
+    s.add_argument("--study", metavar="NAME", help="tpe/random: study name in the storage (default dnas)")
+    s.add_argument("--fitness", choices=("supervised", "contrastive"), help="tpe/random: held-out cross-entropy or CSNAS' NCE loss")
+    s.add_argument("--out", help="run folder (default runs/<space>-<strategy>-<time>)")
+    s.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=run)
+
+
+def _search_overlay(args) -> dict:
+    from dnas.api import DEFAULTS, apply_preset, load_config_file, merge_config, parse_set
+
+    cfg = load_config_file(args.config) if args.config else dict(DEFAULTS)
+    sets = parse_set(args.set or [])
+    if "preset" in sets:  # --set preset=small: the experiment's small scale; explicit options still win
+        cfg = apply_preset(cfg, {"preset": sets.pop("preset")})
+    flags: dict = {}
+    for section, value in (("space", args.space), ("strategy", args.strategy)):
+        if value:
+            flags[section] = {"name": value}
+    data = {}
+    if args.data:
+        data["name"] = args.data
+    if args.data_dir:
+        data["data_dir"] = args.data_dir
+    if args.download:
+        data["download"] = True
+    if args.batch_size:
+        data["batch_size"] = args.batch_size
+    if args.target:
+        data["target"] = args.target
+    if data:
+        flags["data"] = data
+    if args.seed is not None:
+        flags["seed"] = args.seed
+    if args.device:
+        flags["device"] = args.device
+    cfg = merge_config(cfg, flags)
+    if args.epochs is not None:
+        sets.setdefault("strategy", {})["epochs"] = args.epochs
+    if args.beta_decay is not None:
+        sets.setdefault("strategy", {})["beta_decay"] = args.beta_decay
+    if args.init_genotype:
+        sets.setdefault("strategy", {})["init_genotype"] = args.init_genotype
+    if args.early_stop:
+        sets.setdefault("strategy", {})["early_stop"] = args.early_stop
+    if args.amp:
+        sets.setdefault("strategy", {})["amp"] = args.amp
+    for key in ("compile", "checkpoint_cells", "channels_last", "partial_channels"):  # darts/ddarts supernet options
+        if getattr(args, key) is not None:
+            sets.setdefault("space", {})[key] = getattr(args, key)
+    for flag in ("trials", "timeout", "workers", "storage", "study", "fitness"):  # trial strategies (tpe, random)
+        if getattr(args, flag, None) is not None:
+            sets.setdefault("strategy", {})[flag] = getattr(args, flag)
+    cfg = merge_config(cfg, sets, source="--set")
+    if args.config:  # validate now, so an error names the file it came from
+        from dnas.api import resolve
+
+        try:
+            resolve(cfg)
+        except DnasError as e:
+            raise DnasError(f"{args.config} (with the command-line options): {e}") from None
+    return cfg
+
+
+def run(args) -> int:
+    from dnas.api import search
+
+    if args.resume:
+        result = search(resume=args.resume, progress=not args.no_progress)
+    else:
+        result = search(config=_search_overlay(args), out=args.out, progress=not args.no_progress)
+    from dnas.engine.distributed import is_main
+
+    if is_main():
+        print(f"{result.run_dir / 'genotype.yaml'}")
+    return 0

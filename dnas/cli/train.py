@@ -1,0 +1,78 @@
+"""``dnas train``: the evaluation phase of a genotype, or the fine-tuning of a pruned model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dnas.errors import DnasError
+
+
+def add(sub) -> None:
+    t = sub.add_parser("train", help="train a genotype's network from scratch (evaluation phase)")
+    t.add_argument("--genotype", help="genotype YAML/JSON or a shipped genotype name")
+    t.add_argument("--pruned", metavar="DIR", help="fine-tune the last kept block + head of a `dnas prune` model instead")
+    t.add_argument("--data", default="digits")
+    t.add_argument("--data-dir")
+    t.add_argument("--download", action="store_true")
+    t.add_argument("--target", metavar="COLS", help="regression (--data csv:PATH): target columns")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="train.lr=0.05, space.C=36, space.layers=20, ...")
+    t.add_argument("--out")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device")
+    t.add_argument("--ssl", action="store_true", help="self-supervised genotype (nasiam-mlp): pretrain, then linear evaluation")
+    t.set_defaults(fn=run)
+
+
+def run(args) -> int:
+    import json
+
+    from dnas.api import parse_set, train
+
+    if args.pruned:
+        return run_finetune_pruned(args)
+    if not args.genotype:
+        raise DnasError("dnas train needs --genotype FILE (or --pruned DIR to fine-tune a pruned model)")
+    sets = parse_set(args.set or [])
+    unknown = set(sets) - {"train", "space", "data"}
+    if unknown:
+        raise DnasError(f"--set for train takes train.*, space.* or data.* keys, not {', '.join(sorted(unknown))}")
+    tcfg = dict(sets.get("train", {}))
+    if args.epochs is not None:
+        tcfg["epochs"] = args.epochs
+    dcfg = dict(sets.get("data", {}))
+    if args.data_dir:
+        dcfg["data_dir"] = args.data_dir
+    if args.download:
+        dcfg["download"] = True
+    if args.target:
+        dcfg["target"] = args.target
+    if args.ssl:  # self-supervised genotypes (nasiam-mlp): pretraining + linear evaluation
+        from dnas.evaluate.ssl import ssl_train
+
+        out = args.out or str(Path("runs") / ("ssl-" + Path(args.genotype).stem))
+        result = ssl_train(args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
+                           seed=args.seed or 0, device=args.device or "cpu", out=out)
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+        print(f"weights and metrics written to {out}")
+        return 0
+    out = args.out or str(Path("runs") / ("train-" + Path(args.genotype).stem))
+    result = train(
+        args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
+        seed=args.seed or 0, device=args.device or "cpu", out=out,
+    )
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    print(f"weights and metrics written to {out}")
+    return 0
+
+
+def run_finetune_pruned(args) -> int:
+    import json
+
+    from dnas.tools.pruning import finetune_pruned
+
+    out = args.out or str(Path(args.pruned).with_name(Path(args.pruned).name + "-finetuned"))
+    result = finetune_pruned(args.pruned, args.data, epochs=args.epochs or 1, out=out, device=args.device or "cpu",
+                             data_config={"data_dir": args.data_dir, "download": True} if args.download else
+                             ({"data_dir": args.data_dir} if args.data_dir else None))
+    print(json.dumps(result))
+    return 0
