@@ -26,7 +26,7 @@ from dnas.registry import create_space, create_strategy, did_you_mean
 from dnas._io import atomic_torch_save
 from dnas.engine.run import Run
 
-TOP_KEYS = ("space", "strategy", "data", "train", "seed", "device", "preset", "presets")
+TOP_KEYS = ("space", "strategy", "data", "train", "seed", "device", "preset", "presets", "loggers")
 DEFAULTS: dict[str, Any] = {
     "space": {"name": "darts"},
     "strategy": {"name": "darts"},
@@ -151,6 +151,10 @@ def resolve(config: dict[str, Any]) -> Resolved:
         "seed": cfg["seed"],
         "device": cfg["device"],
     }
+    if cfg.get("loggers"):
+        from dnas.engine.loggers import check_loggers
+
+        resolved["loggers"] = check_loggers(cfg["loggers"])
     return Resolved(space, strategy, data, resolved)
 
 
@@ -179,10 +183,40 @@ def search(
     out: str | Path | None = None,
     resume: str | Path | None = None,
     progress: bool = True,
+    loggers: list[Any] | None = None,
 ) -> SearchResult:
     """Search ``space`` with ``strategy`` on ``data``; results land in the run folder ``out``.
 
-    ``resume=RUN_DIR`` continues a run from its last checkpoint with the config it was started with.
+    The arguments are merged into one config (``config`` first, then the named sections, then
+    ``seed``/``device``/``loggers``), resolved and checked once, and written to
+    ``out/config.yaml``.
+
+    Args:
+        space: a registered search space name (``dnas list``), e.g. ``"darts"``.
+        strategy: a registered strategy name, e.g. ``"darts"``, ``"fairdarts"``, ``"tpe"``.
+        data: a dataset name: ``digits``, ``synthetic``, ``cifar10``, ``csv:PATH``, ...
+        config: a whole config mapping (sections ``space``, ``strategy``, ``data``, ``train``,
+            ``seed``, ``device``, ``loggers``), as in a ``--config`` YAML file.
+        space_config: options of the space's Config dataclass, e.g. ``{"C": 8}``.
+        strategy_config: options of the strategy's Config dataclass, e.g. ``{"epochs": 10}``.
+        data_config: options of :class:`dnas.engine.data.DataConfig`, e.g. ``{"batch_size": 32}``.
+        seed: the random seed (default 0).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        out: the run folder (default ``runs/<space>-<strategy>-<time>``); it must not hold a
+            search already.
+        resume: a run folder to continue from its last intact checkpoint, with the config it was
+            started with (every other argument is then ignored).
+        progress: show progress bars on stderr.
+        loggers: mirror the history into ``"tensorboard"``, ``"mlflow"`` or ``"csv"`` (names,
+            ``"NAME=DEST"`` strings or ``{"name": ..., "dest": ...}`` mappings).
+
+    Returns:
+        The genotype found, the run folder and the history records.
+
+    Raises:
+        DnasError: an unknown name or option, a space and strategy that do not pair, a run folder
+            that already holds a search (or is in use), missing data, or a search that diverged
+            twice.
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -202,6 +236,8 @@ def search(
             overlay["seed"] = seed
         if device is not None:
             overlay["device"] = device
+        if loggers is not None:
+            overlay["loggers"] = list(loggers)
         cfg = merge_config(cfg, overlay)
         run_dir = Path(out) if out is not None else _default_out(cfg)
         if distributed.is_main() and ((run_dir / "checkpoint.pt").exists() or (run_dir / "genotype.yaml").exists()):
@@ -216,6 +252,10 @@ def search(
     with Run(run_dir, progress=progress, writer=distributed.is_main()) as run:
         if resume is None:
             run.write_config(r.config)
+        if run.writer and r.config.get("loggers"):  # TensorBoard/MLflow/CSV mirror history.jsonl
+            from dnas.engine.loggers import make_loggers
+
+            run.loggers = make_loggers(r.config["loggers"], run_dir, r.config)
         torch.manual_seed(r.config["seed"])
         task = datasets.task if datasets is not None else r.space.tiny_task
         supernet = r.space.supernet(task).to(dev)
@@ -255,8 +295,32 @@ def train(
     out: str | Path | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """Evaluation phase: build ``genotype``'s network (space options overridable, e.g. ``{"C": 36,
-    "layers": 20}``), train it from scratch on ``data`` and report top-1/top-5 on its test split."""
+    """Evaluation phase: build ``genotype``'s network, train it from scratch on ``data`` and report
+    top-1/top-5 on its test split.
+
+    Args:
+        genotype: a :class:`~dnas.genotype.Genotype`, a ``genotype.yaml`` path or a shipped
+            genotype name (``dnas list``).
+        data: the dataset name (``digits``, ``cifar10``, ``csv:PATH``, ...).
+        train_config: options of :class:`dnas.evaluate.supervised.TrainConfig`, e.g.
+            ``{"epochs": 30}``.
+        space_config: overrides of the genotype's space options, e.g. ``{"C": 36, "layers": 20}``
+            for DARTS' evaluation network.
+        data_config: options of :class:`dnas.engine.data.DataConfig`.
+        seed: the random seed.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        out: a folder for ``model.safetensors``, ``genotype.yaml``, ``config.yaml`` and
+            ``metrics.json`` (nothing is written without it).
+        log: called with one line of progress per epoch.
+
+    Returns:
+        ``top1``/``top5`` on the test split (``mse`` for regression data), ``params`` (without the
+        auxiliary head), ``seconds`` and the per-epoch ``history``.
+
+    Raises:
+        DnasError: an unreadable genotype, an unknown option, missing data, or a self-supervised
+            genotype (train it with ``dnas.ssl_train``).
+    """
     from dnas.evaluate.supervised import TrainConfig, train_network
 
     tcfg = make_config(TrainConfig, dict(train_config or {}), "train")

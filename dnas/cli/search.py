@@ -33,6 +33,8 @@ def add(sub) -> None:
     s.add_argument("--storage", metavar="URL", help="tpe/random: optuna storage shared by workers (default sqlite in the run folder)")
     s.add_argument("--study", metavar="NAME", help="tpe/random: study name in the storage (default dnas)")
     s.add_argument("--fitness", choices=("supervised", "contrastive"), help="tpe/random: held-out cross-entropy or CSNAS' NCE loss")
+    s.add_argument("--logger", action="append", metavar="NAME[=DEST]",
+                   help="also log to tensorboard, mlflow or csv (repeatable; e.g. --logger tensorboard --logger mlflow=URI)")
     s.add_argument("--out", help="run folder (default runs/<space>-<strategy>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     s.add_argument("--seed", type=int)
@@ -69,6 +71,8 @@ def _search_overlay(args) -> dict:
         flags["seed"] = args.seed
     if args.device:
         flags["device"] = args.device
+    if args.logger:
+        flags["loggers"] = list(cfg.get("loggers") or []) + [x for x in args.logger if x not in (cfg.get("loggers") or [])]
     cfg = merge_config(cfg, flags)
     if args.epochs is not None:
         sets.setdefault("strategy", {})["epochs"] = args.epochs

@@ -391,6 +391,7 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
                 "epoch": epoch + 1,
                 **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
                 "w_lr": opt.weights.param_groups[0]["lr"],
+                **({"a_lr": next(iter(opt.arch.values())).param_groups[0]["lr"]} if opt.arch else {}),
                 "seconds": round(time.perf_counter() - t0, 3),
                 "alphas": alpha_snapshot(supernet),
                 "genotype": {k: list(v) for k, v in genotype.choices.items()},

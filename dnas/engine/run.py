@@ -27,11 +27,22 @@ class Run:
     """One run folder. Holds a lock while open so two searches never interleave in it.
 
     With ``writer=False`` (the non-zero ranks of a data-parallel search) it writes and logs nothing.
+
+    Args:
+        directory: the run folder (created if missing).
+        progress: show progress bars.
+        writer: write files (rank 0) or nothing (the other ranks).
+        loggers: :class:`dnas.engine.loggers.Logger` objects; each history record appended is
+            passed to them too (``history.jsonl`` stays the source of truth).
+
+    Raises:
+        DnasError: another live process holds the folder's lock.
     """
 
-    def __init__(self, directory: str | Path, progress: bool = True, writer: bool = True):
+    def __init__(self, directory: str | Path, progress: bool = True, writer: bool = True, loggers: list | None = None):
         self.dir = Path(directory)
         self.writer = writer
+        self.loggers = list(loggers or []) if writer else []
         self.progress = progress and writer
         self._lock = self.dir / "run.lock"
         from rich.console import Console
@@ -62,6 +73,12 @@ class Run:
             return
 
     def close(self) -> None:
+        for lg in self.loggers:
+            try:
+                lg.close()
+            except Exception as e:  # a logger never costs the run its results
+                warnings.warn(f"logger {lg.name!r} failed to close: {e}", stacklevel=2)
+        self.loggers = []
         if self.writer:
             self._lock.unlink(missing_ok=True)
 
@@ -111,12 +128,20 @@ class Run:
         return None
 
     def append_history(self, record: dict[str, Any]) -> None:
+        """Append one record (an epoch, an iteration or a trial) to ``history.jsonl`` and pass it to
+        the run's loggers."""
         if not self.writer:
             return
         with open(self.path("history.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        for lg in self.loggers:
+            try:
+                lg.log(record)
+            except Exception as e:  # history.jsonl has the record; a logger's failure only warns
+                warnings.warn(f"logger {lg.name!r} failed: {e}", stacklevel=2)
+                self.log(f"[yellow]warning:[/] logger {lg.name!r} failed: {e}")
 
     def history(self) -> list[dict[str, Any]]:
         return read_history(self.dir)

@@ -335,6 +335,9 @@ def run_study(strategy: TrialStrategy, space: SearchSpace, task: Task, data: Sea
     procs = _spawn_workers(strategy, space, task, data, url, name, device, cfg.workers - 1) if cfg.workers > 1 else []
 
     def on_trial(study, t):
+        ok = t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)  # one history record per trial
+        run.append_history({"trial": t.number, "state": t.state.name, "fitness": t.value if ok else None,
+                            **{k: v for k, v in t.user_attrs.items() if k != "pid"}, "parameters": dict(t.params)})
         if t.state.name == "COMPLETE":
             run.log(f"trial {t.number}: fitness {t.value:.4f} (best {study.best_value:.4f}) {t.user_attrs.get('seconds', 0):.1f}s")
         write_table(study, run)

@@ -193,7 +193,7 @@ def show(target: str, plot: str | None = None) -> str:
     if run_dir is not None:
         from dnas.engine.run import read_history
 
-        hist = read_history(run_dir)
+        hist = [r for r in read_history(run_dir) if "epoch" in r]  # trial records (tpe/random) are in the trial table
         if hist:
             last = hist[-1]
             text += f"\nrun: {len(hist)} epochs; last " + ", ".join(
