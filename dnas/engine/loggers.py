@@ -23,7 +23,8 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from dnas.errors import DnasError
 from dnas.registry import Registry
