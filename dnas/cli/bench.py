@@ -12,11 +12,19 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    """``python -m benchmarks`` of the source checkout this dnas is installed from (editable)."""
+    """Run ``python -m benchmarks`` of the source checkout this dnas is installed from (editable).
+
+    Raises:
+        DnasError: dnas is installed from a wheel (the suite is not in it); the line says how to run
+            it from a checkout.
+    """
     import subprocess
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     if not (root / "benchmarks" / "__main__.py").is_file():
-        raise DnasError(f"no benchmarks/ next to {root / 'dnas'}: the suite lives in the source checkout; install it with `pip install -e .`")
+        raise DnasError(
+            "the benchmark suite ships with the source, not the installed package: in a checkout of dnas run "
+            "`python -m benchmarks` (or `pip install -e .` there, then `dnas bench`)"
+        )
     return subprocess.call([sys.executable, "-m", "benchmarks", *args.args], cwd=root)
