@@ -27,7 +27,16 @@ GENOTYPE_VERSION = 1
 
 @dataclass(frozen=True)
 class Genotype:
-    """A discrete architecture of space ``space``: ``choices[decision] = tuple of chosen options``."""
+    """A discrete architecture of space ``space``: ``choices[decision] = tuple of chosen options``.
+
+    Immutable plain data: it compares and hashes by value and round-trips through YAML and JSON.
+
+    Attributes:
+        space: the registered name of its space.
+        choices: decision name -> the options kept (an empty tuple: the decision keeps none).
+        config: the space options it was searched with (they rebuild the same space).
+        version: the file format version.
+    """
 
     space: str
     choices: Mapping[str, tuple[str, ...]]
@@ -48,12 +57,14 @@ class Genotype:
         return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     def replace(self, **kw) -> "Genotype":
+        """A copy with some fields replaced, e.g. ``g.replace(config={**g.config, "C": 36})``."""
         d = dict(space=self.space, choices=dict(self.choices), config=dict(self.config), version=self.version)
         d.update(kw)
         return Genotype(**d)
 
     # -- plain data -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Plain data: ``{"space", "version", "config", "choices"}`` with lists for the choices."""
         return {
             "space": self.space,
             "version": self.version,
@@ -63,7 +74,18 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "genotype") -> "Genotype":
-        """Build from plain data, checking the shape (not the space: see :func:`load_genotype`)."""
+        """Build from plain data, checking the shape (not the space: see :func:`load_genotype`).
+
+        Args:
+            d: the mapping read from a file (``space``, ``version``, ``choices``, optional ``config``).
+            source: named in error messages (a file path).
+
+        Returns:
+            The genotype.
+
+        Raises:
+            DnasError: not a mapping, missing or unknown keys, another version, or malformed choices.
+        """
         if not isinstance(d, dict):
             raise DnasError(f"{source}: expected a mapping with keys space, version, choices; got {type(d).__name__}")
         missing = [k for k in ("space", "version", "choices") if k not in d]
@@ -97,13 +119,22 @@ class Genotype:
         return cls(space=d["space"], choices=clean, config=config, version=d["version"])
 
     def to_yaml(self) -> str:
+        """The genotype as YAML text (the format of ``genotype.yaml``)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     def to_json(self) -> str:
+        """The genotype as JSON text."""
         return json.dumps(self.to_dict(), indent=1)
 
     def save(self, path: str | Path) -> Path:
-        """Write as YAML (or JSON if the suffix is ``.json``), atomically."""
+        """Write as YAML (or JSON if the suffix is ``.json``), atomically.
+
+        Args:
+            path: the file to write.
+
+        Returns:
+            The path written.
+        """
         from dnas._io import atomic_write_text
 
         path = Path(path)
@@ -123,8 +154,17 @@ def parse_genotype_text(text: str, source: str) -> Genotype:
 def load_genotype(path: str | Path, validate: bool = True) -> Genotype:
     """Read a genotype file (YAML or JSON), or a genotype shipped with dnas by name (``resnet18``).
 
-    With ``validate`` the genotype is checked against its space: the space must be registered and
-    every decision present with options the space has.
+    Args:
+        path: a ``.yaml``/``.yml``/``.json`` file, or the name of a shipped genotype (``dnas list``).
+        validate: check it against its space: the space must be registered and every decision
+            present with options the space has.
+
+    Returns:
+        The genotype.
+
+    Raises:
+        DnasError: no such file or shipped genotype, unreadable or malformed content, another
+            format version, or (with ``validate``) a genotype that does not fit its space.
     """
     from dnas.genotypes import builtin_genotype_path
 
@@ -145,6 +185,15 @@ def load_genotype(path: str | Path, validate: bool = True) -> Genotype:
 
 
 def validate_genotype(g: Genotype, source: str = "genotype") -> None:
+    """Check ``g`` against its registered space (built with ``g.config``).
+
+    Args:
+        g: the genotype.
+        source: named in the error message.
+
+    Raises:
+        DnasError: unknown space or options, or a genotype that does not fit the space.
+    """
     from dnas.registry import create_space
 
     try:

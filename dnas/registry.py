@@ -84,17 +84,39 @@ CALLBACKS: Registry[type] = Registry("callback")
 
 
 def register_space(name: str):
-    """Class decorator: make a :class:`~dnas.space.SearchSpace` available as ``create_space(name)``."""
+    """Class decorator: make a :class:`~dnas.space.SearchSpace` available as ``create_space(name)``.
+
+    Args:
+        name: the name used by ``--space`` and ``create_space``; registering it twice warns.
+
+    Returns:
+        The decorator; it sets the class's ``name`` and returns the class.
+    """
     return SPACES.register(name)
 
 
 def register_strategy(name: str):
-    """Class decorator: make a :class:`~dnas.strategy.Strategy` available as ``create_strategy(name)``."""
+    """Class decorator: make a :class:`~dnas.strategy.Strategy` available as ``create_strategy(name)``.
+
+    Args:
+        name: the name used by ``--strategy`` and ``create_strategy``; registering it twice warns.
+
+    Returns:
+        The decorator; it sets the class's ``name`` and returns the class.
+    """
     return STRATEGIES.register(name)
 
 
 def register_parser(name: str):
-    """Function decorator: a parser maps (decisions, relaxed weights) to discrete choices."""
+    """Function decorator: a parser maps (decisions, relaxed weights) to discrete choices.
+
+    Args:
+        name: the name used by ``strategy.parser`` and ``Supernet.genotype(parser)``.
+
+    Returns:
+        The decorator. The parser is called as ``fn(decisions, weights, **options)`` and returns
+        ``{decision name: [kept options]}``.
+    """
     return PARSERS.register(name)
 
 
@@ -110,29 +132,61 @@ def create_callback(name: str, **config: Any):
 
 
 def create_space(name: str, **config: Any):
-    """Build a registered space; ``None`` values keep the space's defaults."""
+    """Build a registered space; ``None`` values keep the space's defaults.
+
+    Args:
+        name: a registered space name (``dnas list``).
+        **config: options of the space's ``Config`` dataclass.
+
+    Returns:
+        The space.
+
+    Raises:
+        DnasError: an unknown name (with "did you mean"), or an unknown or invalid option.
+    """
     return SPACES.get(name)(**{k: v for k, v in config.items() if v is not None})
 
 
 def create_strategy(name: str, **config: Any):
-    """Build a registered strategy; ``None`` values keep the strategy's defaults."""
+    """Build a registered strategy; ``None`` values keep the strategy's defaults.
+
+    Args:
+        name: a registered strategy name (``dnas list``).
+        **config: options of the strategy's ``Config`` dataclass.
+
+    Returns:
+        The strategy.
+
+    Raises:
+        DnasError: an unknown name (with "did you mean"), or an unknown or invalid option.
+    """
     return STRATEGIES.get(name)(**{k: v for k, v in config.items() if v is not None})
 
 
 def list_spaces() -> list[str]:
+    """The registered space names, sorted (built-ins and plugins)."""
     return SPACES.names()
 
 
 def list_strategies() -> list[str]:
+    """The registered strategy names, sorted (built-ins and plugins)."""
     return STRATEGIES.names()
 
 
 def list_parsers() -> list[str]:
+    """The registered parser names, sorted."""
     return PARSERS.names()
 
 
 def load_plugin(module: str) -> None:
-    """Import a user module whose import registers spaces or strategies (``dnas --plugin mymod``)."""
+    """Import a user module whose import registers spaces or strategies (``dnas --plugin mymod``).
+
+    Args:
+        module: a module name importable from ``sys.path`` (e.g. with ``PYTHONPATH=.``).
+
+    Raises:
+        DnasError: the module cannot be imported.
+    """
     try:
         importlib.import_module(module)
     except ImportError as e:

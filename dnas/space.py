@@ -73,23 +73,65 @@ class SearchSpace:
 
     # -- to implement -------------------------------------------------------------------------
     def decisions(self) -> list[Decision]:
+        """The decisions of this space, in a stable order (the rows of its α).
+
+        Returns:
+            One :class:`Decision` per choice point.
+        """
         raise NotImplementedError
 
     def supernet(self, task: Task) -> "Supernet":
+        """Build the supernet that mixes every option of every decision.
+
+        Args:
+            task: the shape of the data (input shape, classes, views).
+
+        Returns:
+            A :class:`~dnas.supernet.Supernet` with its α registered.
+        """
         raise NotImplementedError
 
     def build_network(self, genotype: Genotype, task: Task) -> "nn.Module":
+        """Build the discrete network of ``genotype`` (what ``dnas train`` trains).
+
+        Args:
+            genotype: a genotype of this space.
+            task: the shape of the data.
+
+        Returns:
+            An ordinary ``torch.nn.Module``.
+
+        Raises:
+            DnasError: the genotype does not fit this space.
+        """
         raise NotImplementedError
 
     # -- shared behaviour ---------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
+        """The space's options as plain data (what ``config.yaml`` and a genotype record)."""
         return config_dict(self.config)
 
     def genotype(self, choices: dict[str, Sequence[str]]) -> Genotype:
+        """A genotype of this space with its current options.
+
+        Args:
+            choices: decision name -> the options kept.
+
+        Returns:
+            The :class:`~dnas.genotype.Genotype` (not validated; see :meth:`validate`).
+        """
         return Genotype(space=self.name, choices=choices, config=self.config_dict())
 
     def validate(self, genotype: Genotype) -> None:
-        """Fail in one line if ``genotype`` does not fit this space."""
+        """Fail in one line if ``genotype`` does not fit this space.
+
+        Args:
+            genotype: the genotype to check.
+
+        Raises:
+            DnasError: another space, an unknown or missing decision, an unknown op, or too many
+                or too few options kept at a decision.
+        """
         if genotype.space != self.name:
             raise DnasError(f"genotype is for space '{genotype.space}', not '{self.name}'")
         decisions = {d.name: d for d in self.decisions()}
@@ -113,7 +155,14 @@ class SearchSpace:
                 )
 
     def random_genotype(self, rng: random.Random) -> Genotype:
-        """A uniformly random valid genotype (one option per decision); constrained spaces override."""
+        """A uniformly random valid genotype (one option per decision); constrained spaces override.
+
+        Args:
+            rng: the random source.
+
+        Returns:
+            A valid genotype of this space.
+        """
         return self.genotype({d.name: [rng.choice(d.options)] for d in self.decisions()})
 
     # -- the space as categorical parameters (TPE, random search) ----------------------------

@@ -46,7 +46,20 @@ class Supernet(nn.Module):
 
     # -- α ------------------------------------------------------------------------------------
     def add_alpha(self, key: str, decisions: Sequence["Decision"], init_std: float = 1e-3, init: float = 0.0):
-        """Register one α tensor of shape (len(decisions), n_options); row i belongs to decisions[i]."""
+        """Register one α tensor of shape (len(decisions), n_options); row i belongs to decisions[i].
+
+        Args:
+            key: the α tensor's name (e.g. ``normal``, ``cell3``, ``layers``).
+            decisions: the decisions sharing it; they must have the same number of options.
+            init_std: standard deviation of the random part of the initial value (DARTS: 1e-3).
+            init: the constant part of the initial value.
+
+        Returns:
+            The registered parameter.
+
+        Raises:
+            ValueError: the decisions have different numbers of options.
+        """
         n_opts = {len(d.options) for d in decisions}
         if len(n_opts) != 1:
             raise ValueError(f"decisions sharing alpha '{key}' must have the same number of options")
@@ -60,6 +73,8 @@ class Supernet(nn.Module):
 
     @property
     def relaxation(self) -> str:
+        """How α become mixing weights: ``softmax`` (DARTS), ``sigmoid`` (FairDARTS) or ``gumbel``.
+        Set by the strategy; an unknown name raises DnasError."""
         return self._relaxation
 
     @relaxation.setter
@@ -69,16 +84,26 @@ class Supernet(nn.Module):
         self._relaxation = name
 
     def mixing_weights(self, key: str) -> torch.Tensor:
-        """The relaxed weights of α[key] (softmax, sigmoid or gumbel), differentiable w.r.t. α."""
+        """The relaxed weights of α[key] (softmax, sigmoid or gumbel), differentiable w.r.t. α.
+
+        Args:
+            key: the α tensor's name (see :meth:`add_alpha`).
+
+        Returns:
+            A tensor of the α tensor's shape.
+        """
         return RELAXATIONS[self._relaxation](self.alphas[key], self.tau, self.training)
 
     def arch_parameters(self) -> list[nn.Parameter]:
+        """Every α tensor, in registration order."""
         return list(self.alphas.values())
 
     def named_arch_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """``(key, α)`` pairs, in registration order (what ``alphas.pt`` holds)."""
         return list(self.alphas.items())
 
     def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that is not an α (what the weight optimiser trains)."""
         arch = {id(p) for p in self.alphas.values()}
         return [p for p in self.parameters() if id(p) not in arch]
 
@@ -107,12 +132,17 @@ class Supernet(nn.Module):
         return {"all": self.arch_parameters()}
 
     def decision_alpha(self, name: str) -> torch.Tensor:
+        """The α row of decision ``name`` (a view: writing to it changes α)."""
         key, row = self._rows[name]
         return self.alphas[key][row]
 
     @torch.no_grad()
     def decision_weights(self) -> dict[str, torch.Tensor]:
-        """Relaxed weights per decision (deterministic: no Gumbel noise)."""
+        """Relaxed weights per decision (deterministic: no Gumbel noise).
+
+        Returns:
+            Decision name -> its weights over its options, detached, on the CPU.
+        """
         was = self.training
         self.train(False)
         try:
@@ -123,7 +153,13 @@ class Supernet(nn.Module):
 
     @torch.no_grad()
     def set_alpha_from_genotype(self, genotype: "Genotype", high: float = 1.0, low: float = -1.0) -> None:
-        """Initialise α from a genotype: chosen options get ``high``, others ``low`` (DARTOpti)."""
+        """Initialise α from a genotype: chosen options get ``high``, others ``low`` (DARTOpti).
+
+        Args:
+            genotype: a genotype of this supernet's space.
+            high: α of the kept options.
+            low: α of the others.
+        """
         decisions = {d.name: d for d in self.space.decisions()}
         for name, chosen in genotype.choices.items():
             d = decisions[name]
@@ -132,7 +168,15 @@ class Supernet(nn.Module):
 
     # -- task ---------------------------------------------------------------------------------
     def loss(self, batch: Any) -> dict[str, torch.Tensor]:
-        """The task's loss on a batch: ``{"loss": scalar, ...}`` (cross-entropy + accuracy here)."""
+        """The task's loss on a batch; every strategy calls only this.
+
+        Args:
+            batch: what the space's data loader yields, ``(x, y)`` by default.
+
+        Returns:
+            ``{"loss": scalar, ...}``: the loss to minimise plus detached metrics (here the
+            cross-entropy and the accuracy ``acc``), each logged as ``train_<name>``/``val_<name>``.
+        """
         x, y = batch
         logits = self(x)
         return {"loss": F.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean().detach()}
@@ -144,10 +188,22 @@ class Supernet(nn.Module):
         yield  # pragma: no cover
 
     def num_cells(self) -> int:
+        """The number of cells (0 for a space without cells)."""
         return 0
 
     def genotype(self, parser: str | None = None, **parser_kw: Any) -> "Genotype":
-        """Derive the discrete architecture with a registered parser (space default if None)."""
+        """Derive the discrete architecture with a registered parser.
+
+        Args:
+            parser: a registered parser name (``dnas list``); ``None`` for the space's default.
+            **parser_kw: the parser's options, e.g. ``threshold=0.85``.
+
+        Returns:
+            The genotype of the current α.
+
+        Raises:
+            DnasError: an unknown parser.
+        """
         fn = PARSERS.get(parser or self.space.default_parser)
         choices = fn(self.space.decisions(), self.decision_weights(), **parser_kw)
         return self.space.genotype(choices)

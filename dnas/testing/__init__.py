@@ -27,6 +27,18 @@ def check_space(space: str | SearchSpace, task: Task | None = None, parsers: lis
     2. one forward/backward of ``loss`` gives a finite gradient to every trainable weight and every α;
     3. a genotype derives with each parser, is valid, round-trips through YAML and JSON;
     4. the discrete network of that genotype and of a random genotype builds and runs.
+
+    Args:
+        space: a registered space name (built with its ``tiny_config``) or a space object.
+        task: the data shape to build for; default the space's ``tiny_task``.
+        parsers: the parsers to derive with; default the space's default parser.
+        **config: space options overriding ``tiny_config`` (with a name).
+
+    Returns:
+        The genotype derived from the tiny supernet.
+
+    Raises:
+        AssertionError: a part of the contract is broken; the message says which.
     """
     if isinstance(space, str):
         space = create_space(space, **{**SPACES.get(space).tiny_config, **config})
