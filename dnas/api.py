@@ -160,6 +160,14 @@ def resolve(config: dict[str, Any]) -> Resolved:
 
 @dataclass
 class SearchResult:
+    """What :func:`search` returns.
+
+    Attributes:
+        genotype: the architecture found (also in ``run_dir/genotype.yaml``).
+        run_dir: the run folder.
+        history: the records of ``run_dir/history.jsonl`` (epochs, iterations or trials).
+    """
+
     genotype: Genotype
     run_dir: Path
     history: list[dict[str, Any]]
