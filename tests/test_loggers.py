@@ -144,3 +144,20 @@ def test_trial_search_logs_one_record_per_trial(tmp_path):
     from dnas.tools.show import show
 
     assert "epochs; last" not in show(str(out))  # trial records are no epochs for `dnas show`
+
+
+def test_dario_proxy_search_logs_the_proxy_and_sigma_of_every_gate(tmp_path):
+    from dnas.engine.loggers import make_loggers
+
+    space = dnas.create_space("dario", model="dario_toy:toy", blocks="layers", input_size=[1, 1, 2])
+    net = space.supernet(space.tiny_task)
+    strat = dnas.create_strategy("proxy", iters=2, warm_start=2, gamma=0.1)
+    with Run(tmp_path, progress=False, loggers=make_loggers(["csv"], tmp_path)) as run:
+        strat.search(net, None, run)
+    hist = read_history(tmp_path)
+    got = _csv_scalars(tmp_path / "metrics.csv")
+    assert got == _expected(hist) and len(hist) == 4
+    for r in hist:
+        assert got[("proxy", r["epoch"])] == r["proxy"]
+        for gate, (sigma,) in r["alphas"].items():
+            assert got[(f"sigma/{gate}", r["epoch"])] == sigma
