@@ -161,3 +161,17 @@ def test_dario_proxy_search_logs_the_proxy_and_sigma_of_every_gate(tmp_path):
         assert got[("proxy", r["epoch"])] == r["proxy"]
         for gate, (sigma,) in r["alphas"].items():
             assert got[(f"sigma/{gate}", r["epoch"])] == sigma
+
+
+@pytest.mark.slow  # spawns a second worker process
+def test_trials_of_other_workers_are_in_the_history_too(tmp_path):
+    out = tmp_path / "tpe"
+    args = ["search", "--space", "darts", "--strategy", "random", "--data", "synthetic", "--set", "space.C=4", "--set", "space.layers=3",
+            "--set", "space.nodes=2", "--set", "space.auxiliary=false", "--set", "data.batch_size=8", "--set", "strategy.subset=0.5",
+            "--set", "strategy.epochs=2", "--trials", "4", "--workers", "2", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    table = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    hist = [r for r in read_history(out) if "trial" in r]
+    done = {r["trial"]: r["fitness"] for r in table if r["state"] == "COMPLETE"}
+    assert {r["trial"]: r["fitness"] for r in hist if r["state"] == "COMPLETE"} == done
+    assert len({r["trial"] for r in hist}) == len(hist)  # each trial once

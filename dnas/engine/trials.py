@@ -17,6 +17,7 @@ counts for nothing, so concurrent workers never overshoot.
 from __future__ import annotations
 
 import importlib
+import datetime
 import json
 import math
 import os
@@ -334,10 +335,17 @@ def run_study(strategy: TrialStrategy, space: SearchSpace, task: Task, data: Sea
     run.log(f"study '{name}' in {url}: {_counts(study).get('COMPLETE', 0)}/{cfg.trials} trials done")
     procs = _spawn_workers(strategy, space, task, data, url, name, device, cfg.workers - 1) if cfg.workers > 1 else []
 
-    def on_trial(study, t):
-        ok = t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)  # one history record per trial
+    logged: set[int] = set()
+    since = datetime.datetime.now()
+
+    def log_trial(t):  # one history record per finished trial (the loggers read it)
+        ok = t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)
+        logged.add(t.number)
         run.append_history({"trial": t.number, "state": t.state.name, "fitness": t.value if ok else None,
                             **{k: v for k, v in t.user_attrs.items() if k != "pid"}, "parameters": dict(t.params)})
+
+    def on_trial(study, t):
+        log_trial(t)
         if t.state.name == "COMPLETE":
             run.log(f"trial {t.number}: fitness {t.value:.4f} (best {study.best_value:.4f}) {t.user_attrs.get('seconds', 0):.1f}s")
         write_table(study, run)
@@ -350,6 +358,9 @@ def run_study(strategy: TrialStrategy, space: SearchSpace, task: Task, data: Sea
             if p.is_alive():
                 p.terminate()
         write_table(study, run)
+        for t in study.get_trials(deepcopy=False):  # the trials other workers finished meanwhile
+            if t.number not in logged and t.state.is_finished() and t.datetime_start and t.datetime_start >= since:
+                log_trial(t)
     bad = [p.exitcode for p in procs if p.exitcode]
     if bad:
         run.log(f"[yellow]warning:[/] {len(bad)} worker process(es) exited with an error (codes {bad}); their trials were re-queued")
