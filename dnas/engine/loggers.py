@@ -104,17 +104,15 @@ def alpha_groups(alphas: dict[str, list[float]]) -> dict[str, tuple[list[str], l
 
 def heatmap_figure(title: str, names: list[str], rows: list[list[float]]):
     """A matplotlib figure of one α group: decisions × options, the values printed."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, any backend
 
     width = max(len(r) for r in rows)
     grid = np.full((len(rows), width), np.nan)
     for i, r in enumerate(rows):
         grid[i, : len(r)] = r
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * width, 0.8 + 0.3 * len(rows)))
+    fig = Figure(figsize=(1.0 + 0.5 * width, 0.8 + 0.3 * len(rows)))
+    ax = fig.add_subplot()
     ax.imshow(grid, aspect="auto", cmap="viridis")
     ax.set_yticks(range(len(names)), [n.split(".", 1)[-1] for n in names], fontsize=6)
     ax.set_xticks(range(width), [str(i) for i in range(width)], fontsize=6)
@@ -203,7 +201,6 @@ class TensorBoardLogger(Logger):
             self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in flat_config(self.config).items()), 0)
 
     def log(self, record):
-        import matplotlib.pyplot as plt
         import numpy as np
 
         step = record_step(record)
@@ -212,8 +209,7 @@ class TensorBoardLogger(Logger):
         for group, (names, rows) in alpha_groups(record.get("alphas") or {}).items():
             self.writer.add_histogram(f"alpha/{group}", np.array([x for r in rows for x in r]), step)
             fig = heatmap_figure(f"{group} (step {step})", names, rows)
-            self.writer.add_figure(f"alpha/{group}", fig, step, close=True)
-            plt.close(fig)
+            self.writer.add_figure(f"alpha/{group}", fig, step, close=False)
         for k, text in record_texts(record).items():
             self.writer.add_text(k, "\n".join(f"    {line}" for line in text.splitlines()), step)
 
@@ -254,7 +250,6 @@ class MlflowLogger(Logger):
     def log(self, record):
         import time
 
-        import matplotlib.pyplot as plt
         from mlflow.entities import Metric
 
         step = record_step(record)
@@ -266,7 +261,6 @@ class MlflowLogger(Logger):
         for group, (names, rows) in alpha_groups(record.get("alphas") or {}).items():
             fig = heatmap_figure(f"{group} (step {step})", names, rows)
             self.client.log_figure(self.run_id, fig, f"alpha/{group}/{kind}_{step:05d}.png")
-            plt.close(fig)
         texts = record_texts(record)
         if texts:
             self.client.log_text(self.run_id, "\n\n".join(f"# {k}\n{t}" for k, t in texts.items()), f"text/{kind}_{step:05d}.txt")
