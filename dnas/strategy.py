@@ -49,7 +49,7 @@ def missing_capabilities(strategy: "Strategy", space: "SearchSpace") -> list[str
     return sorted(strategy.requirements() - space.capabilities())
 
 
-def _default_capabilities() -> dict[str, tuple[frozenset[str], dict[str, str]]]:
+def default_capabilities() -> dict[str, tuple[frozenset[str], dict[str, str]]]:
     """Registered space name -> (capabilities of its default config, its ``offers_with`` options)."""
     from dnas.registry import SPACES
 
@@ -80,7 +80,7 @@ def incompatibility(strategy: str, space: "SearchSpace", missing: list[str]) -> 
     else:
         head = f", which space '{space.name}' does not offer"
     givers = []
-    for name, (caps, opts) in _default_capabilities().items():
+    for name, (caps, opts) in default_capabilities().items():
         if name == space.name or not all(c in caps or c in opts for c in missing):
             continue
         need = list(dict.fromkeys(opts[c] for c in missing if c not in caps))
