@@ -40,7 +40,7 @@ def check_space(space: str | SearchSpace, task: Task | None = None, parsers: lis
     registered = {id(p) for p in net.parameters()}
     if not all(id(a) in registered for a in net.arch_parameters()):
         _fail("every α must be a registered nn.Parameter of the supernet")
-    if "alpha" in space.offers and not net.arch_parameters():
+    if "alpha" in space.capabilities() and not net.arch_parameters():
         _fail("the space offers 'alpha' but its supernet has no arch_parameters()")
     weights = {id(p) for p in net.weight_parameters()}
     if weights & {id(a) for a in net.arch_parameters()}:
