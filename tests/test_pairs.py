@@ -22,6 +22,9 @@ def _ours(registry) -> list[str]:
 
 
 PAIRS = [(sp, st) for sp in _ours(SPACES) for st in _ours(STRATEGIES)]
+#: on top of each space's tiny_config: the cell spaces with one node per cell (and ColorNAS with one
+#: colour group), so that the whole matrix stays within a minute on two cores
+SMALLER = {"darts": {"nodes": 1}, "ddarts": {"nodes": 1}, "colornas": {"groups": ["rgb"], "nodes": 1}}
 
 
 def test_the_matrix_covers_every_space_strategy_and_the_plugin():
@@ -34,9 +37,10 @@ def test_pair_runs_or_is_refused_before_any_work(space, strategy, tmp_path, monk
     loads = []
     real = dnas.api.load_datasets
     monkeypatch.setattr(dnas.api, "load_datasets", lambda cfg: loads.append(cfg) or real(cfg))
-    sp = create_space(space, **SPACES.get(space).tiny_config)
+    sp = create_space(space, **{**SPACES.get(space).tiny_config, **SMALLER.get(space, {})})
     accepted = not missing_capabilities(create_strategy(strategy, **tiny_strategy_config(strategy)), sp)
-    status, result = check_pair(space, strategy, tmp_path / "run")  # asserts the contract; other exceptions escape
+    # check_pair asserts the contract (accepted -> runs, refused -> before any work); other exceptions escape
+    status, result = check_pair(space, strategy, tmp_path / "run", space_config=SMALLER.get(space))
     assert status == ("ran" if accepted else "refused"), result
     if status == "refused":
         assert not loads and "\n" not in result and result.startswith(f"strategy '{strategy}' needs ")
@@ -51,7 +55,7 @@ def test_darts_with_shapley_is_refused_with_the_option_that_gives_one_alpha_per_
         "dnas: error: strategy 'shapley' needs one α per cell (alpha_per_cell); space 'darts' offers it with "
         "space.individual=true; spaces that offer it: ddarts"
     )
-    status, _ = check_pair("darts", "shapley", tmp_path / "ok", space_config={"individual": True})
+    status, _ = check_pair("darts", "shapley", tmp_path / "ok", space_config={"individual": True, "nodes": 1})
     assert status == "ran"  # the hint works
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import dnas
-import dnas.engine.trials as trials
 from dnas.cli import main
+from dnas.engine import trials
 from dnas.errors import DnasError
 from dnas.spaces.activation import NonFinite
 
