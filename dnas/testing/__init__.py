@@ -1,8 +1,11 @@
-"""The conformance suite every registered space passes, and users run on their own spaces.
+"""The conformance suites every registered space, strategy and space × strategy pair passes, and
+users run on their own.
 
 Example:
-    >>> from dnas.testing import check_space
+    >>> from dnas.testing import check_pair, check_space, check_strategy
     >>> check_space("darts")          # builds the space's tiny config and checks the contract
+    >>> check_strategy("fairdarts")   # declares known capabilities, refuses in one line, runs a tiny search
+    >>> check_pair("darts", "shapley", "runs/check")   # ("refused", "strategy 'shapley' needs one α per cell ...")
 """
 from __future__ import annotations
 
