@@ -20,9 +20,11 @@ import yaml
 from dnas.engine import distributed
 from dnas.config import config_dict, make_config
 from dnas.engine.data import DataConfig, SearchData, load_datasets
-from dnas.errors import DnasError
+from dnas.errors import ConfigError, DnasError
 from dnas.genotype import Genotype, load_genotype
 from dnas.registry import create_space, create_strategy, did_you_mean
+from dnas.space import SearchSpace
+from dnas.strategy import Strategy
 from dnas._io import atomic_torch_save
 from dnas.engine.run import Run
 
@@ -130,14 +132,45 @@ class Resolved:
     config: dict[str, Any]
 
 
-def resolve(config: dict[str, Any]) -> Resolved:
-    """Validate every section and fill in all defaults (what is written to run/config.yaml)."""
+def _component(obj, kw: dict[str, Any], create, options):
+    """``obj`` itself when ``kw`` are its options, else a new one of its class with ``kw``; by name
+    through the registry when there is no object."""
+    if obj is None:
+        return create(**kw)
+    if kw == options(obj):
+        return obj
+    return type(obj)(**{k: v for k, v in kw.items() if v is not None})
+
+
+def resolve(config: dict[str, Any], space: SearchSpace | None = None, strategy: Strategy | None = None) -> Resolved:
+    """Merge ``config`` over the defaults, validate every section, fill in all defaults (what is
+    written to run/config.yaml) and check that the space and strategy fit, before any data or model.
+
+    Args:
+        config: the search config (sections space, strategy, data, train, seed, device, preset).
+        space: a space object to use instead of building ``config["space"]["name"]`` (its options
+            are the space section's).
+        strategy: likewise a strategy object.
+
+    Raises:
+        ConfigError: in one line, for anything wrong in the config or an impossible pair.
+    """
+    try:
+        return _resolve(config, space, strategy)
+    except ConfigError:
+        raise
+    except DnasError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _resolve(config: dict[str, Any], space_obj: SearchSpace | None, strategy_obj: Strategy | None) -> Resolved:
     cfg = merge_config(DEFAULTS, config)
     space_kw = {k: v for k, v in cfg["space"].items() if k != "name"}
     strat_kw = {k: v for k, v in cfg["strategy"].items() if k != "name"}
-    space = create_space(cfg["space"]["name"], **space_kw)
-    strategy = create_strategy(cfg["strategy"]["name"], **strat_kw)
-    strategy.check_compatible(space)
+    space = _component(space_obj, space_kw, lambda **kw: create_space(cfg["space"]["name"], **kw), SearchSpace.config_dict)
+    strategy = _component(strategy_obj, strat_kw, lambda **kw: create_strategy(cfg["strategy"]["name"], **kw),
+                          lambda s: config_dict(s.config))
+    strategy.check_compatible(space)  # an impossible pair stops here: no data loaded, no model built
     data = make_config(DataConfig, cfg["data"], "data")
     if not isinstance(cfg["seed"], int):
         raise DnasError(f"seed must be an integer, got {cfg['seed']!r}")
@@ -178,8 +211,8 @@ def _default_out(cfg: dict[str, Any]) -> Path:
 
 
 def search(
-    space: str | None = None,
-    strategy: str | None = None,
+    space: str | SearchSpace | None = None,
+    strategy: str | Strategy | None = None,
     data: str | None = None,
     *,
     config: dict[str, Any] | None = None,
@@ -196,12 +229,14 @@ def search(
     """Search ``space`` with ``strategy`` on ``data``; results land in the run folder ``out``.
 
     The arguments are merged into one config (``config`` first, then the named sections, then
-    ``seed``/``device``/``loggers``), resolved and checked once, and written to
-    ``out/config.yaml``.
+    ``seed``/``device``/``loggers``), resolved and checked once, here, before any data are loaded,
+    and written to ``out/config.yaml``; an impossible space × strategy pair is refused in one line.
 
     Args:
-        space: a registered search space name (``dnas list``), e.g. ``"darts"``.
-        strategy: a registered strategy name, e.g. ``"darts"``, ``"fairdarts"``, ``"tpe"``.
+        space: a registered search space name (``dnas list``), e.g. ``"darts"``, or a
+            :class:`~dnas.space.SearchSpace` object.
+        strategy: a registered strategy name, e.g. ``"darts"``, ``"fairdarts"``, ``"tpe"``, or a
+            :class:`~dnas.strategy.Strategy` object.
         data: a dataset name: ``digits``, ``synthetic``, ``cifar10``, ``csv:PATH``, ...
         config: a whole config mapping (sections ``space``, ``strategy``, ``data``, ``train``,
             ``seed``, ``device``, ``loggers``), as in a ``--config`` YAML file.
@@ -222,10 +257,16 @@ def search(
         The genotype found, the run folder and the history records.
 
     Raises:
-        DnasError: an unknown name or option, a space and strategy that do not pair, a run folder
-            that already holds a search (or is in use), missing data, or a search that diverged
-            twice.
+        ConfigError: a config that does not resolve, or an impossible pair (before any work).
+        DnasError: a run folder that already holds a search (or is in use), missing data, or a
+            search that diverged twice.
     """
+    space_obj = space if isinstance(space, SearchSpace) else None
+    strategy_obj = strategy if isinstance(strategy, Strategy) else None
+    if space_obj is not None:
+        space, space_config = space_obj.name, {**space_obj.config_dict(), **(space_config or {})}
+    if strategy_obj is not None:
+        strategy, strategy_config = strategy_obj.name, {**config_dict(strategy_obj.config), **(strategy_config or {})}
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
@@ -250,10 +291,10 @@ def search(
         run_dir = Path(out) if out is not None else _default_out(cfg)
         if distributed.is_main() and ((run_dir / "checkpoint.pt").exists() or (run_dir / "genotype.yaml").exists()):
             raise DnasError(f"'{run_dir}' already holds a search; pass --resume {run_dir} to continue it, or choose another --out")
-    r = resolve(cfg)
+    r = resolve(cfg, space_obj, strategy_obj)
     dev = distributed.init_from_env(resolve_device(r.config["device"]))  # torchrun: join the group
-    datasets = load_datasets(r.data) if "data" in r.strategy.needs else None
-    if datasets is not None and getattr(r.space, "two_views", False):  # siamese spaces (NASiam): ((v1, v2), y)
+    datasets = load_datasets(r.data) if "data" in r.strategy.requirements() else None
+    if datasets is not None and "two_views" in r.space.capabilities():  # self-supervised spaces: ((v1, v2), y)
         from dnas.engine.data import two_view_datasets
 
         datasets = two_view_datasets(datasets, r.data)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any
 
@@ -69,3 +70,41 @@ def config_dict(cfg) -> dict[str, Any]:
             return {k: plain(x) for k, x in v.items()}
         return v
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def type_name(tp: Any) -> str:
+    """A short reading of a field's type: ``int``, ``float | None``, ``darts|darts-o``, ``list[int]``."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in typing.get_args(tp))
+    if origin is typing.Union or origin is types.UnionType:
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "None"
+    if origin is not None:
+        args = ", ".join(type_name(a) for a in typing.get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def describe_options(cls: type) -> list[dict[str, Any]]:
+    """One row per option of config dataclass ``cls``: ``name``, ``type``, ``default``, and where the
+    field's metadata has them, the ``paper`` default and the authors' ``code`` default.
+
+    A field records them as ``dataclasses.field(default=..., metadata={"paper": X, "code": Y})``.
+    """
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        row = {"name": f.name, "type": type_name(hints[f.name]), "default": default}
+        for key in ("paper", "code"):
+            if key in f.metadata:
+                row[key] = f.metadata[key]
+        rows.append(row)
+    return rows

@@ -18,6 +18,35 @@ if TYPE_CHECKING:
     from dnas.supernet import Supernet
 
 
+#: The capability vocabulary: what a space may offer and a strategy may need, with its meaning.
+#: A strategy uses only the base :class:`SearchSpace`/:class:`~dnas.supernet.Supernet` methods and
+#: what these names promise.
+CAPABILITIES: dict[str, str] = {
+    "alpha": "architecture parameters α: the supernet's arch_parameters() and arch_groups()",
+    "data": "searches on a dataset (batches through supernet.loss); data-free spaces leave it out",
+    "labels": "the task's loss reads labels (cross-entropy or regression targets)",
+    "two_views": "self-supervised: batches are ((view1, view2), y) and the loss compares the views",
+    "cells": "decisions live in cells (Decision.cell): supernet.num_cells() > 0 and the distance M",
+    "alpha_per_cell": "one α group per cell: arch_groups() has one entry per cell, in cell order",
+    "ablation": "supernet.ablated(cell, mode) switches one cell off (modes 'input' and 'random')",
+    "functional": "a forward with substitute parameters: supernet(x, params={name: tensor}) and supernet.model",
+    "data_free": "an input made without data: supernet.input_shape() (e.g. a batch of ones)",
+}
+
+#: how a refusal names a capability (a few words; the key follows in brackets)
+CAPABILITY_WORDS: dict[str, str] = {
+    "alpha": "architecture parameters",
+    "data": "a dataset to search on",
+    "labels": "labelled data",
+    "two_views": "two-view batches",
+    "cells": "cells",
+    "alpha_per_cell": "one α per cell",
+    "ablation": "cell ablation",
+    "functional": "a forward with substitute parameters",
+    "data_free": "an input made without data",
+}
+
+
 @dataclass(frozen=True)
 class Decision:
     """One choice point with a stable name.
@@ -60,9 +89,12 @@ class SearchSpace:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type]
-    #: capabilities a strategy may need: "labels" (supervised loss), "cells" (ablation, arch_groups),
-    #: "data" (needs a dataset; data-free spaces leave it out), "alpha" (has architecture parameters)
+    #: the capabilities every configuration of the space offers (names from :data:`CAPABILITIES`);
+    #: :meth:`capabilities` adds those that depend on the config
     offers: ClassVar[frozenset[str]] = frozenset({"labels", "data", "alpha"})
+    #: capability -> the options that give it, where only some configurations offer it
+    #: (e.g. ``{"alpha_per_cell": "space.individual=true"}``); used in the hint of a refused pair
+    offers_with: ClassVar[dict[str, str]] = {}
     default_parser: ClassVar[str] = "argmax"
     #: a tiny configuration for tests and the conformance suite
     tiny_config: ClassVar[dict[str, Any]] = {}
@@ -107,6 +139,14 @@ class SearchSpace:
         raise NotImplementedError
 
     # -- shared behaviour ---------------------------------------------------------------------
+    def capabilities(self) -> frozenset[str]:
+        """What this configured space offers a strategy (names from :data:`CAPABILITIES`).
+
+        The default is the class's :attr:`offers`; a space whose capabilities depend on its config
+        overrides this (DARTS offers ``alpha_per_cell`` with ``individual=True``).
+        """
+        return frozenset(self.offers)
+
     def config_dict(self) -> dict[str, Any]:
         """The space's options as plain data (what ``config.yaml`` and a genotype record)."""
         return config_dict(self.config)

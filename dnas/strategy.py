@@ -20,19 +20,71 @@ class Strategy:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type]
-    #: what the strategy needs from a space (see ``SearchSpace.offers``)
+    #: capabilities the strategy needs from a space (names from ``dnas.space.CAPABILITIES``)
     needs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **config: Any):
         self.config = make_config(self.Config, config, f"strategy '{self.name}'")
 
+    def requirements(self) -> frozenset[str]:
+        """What this configured strategy needs from a space: :attr:`needs` unless an option adds to it."""
+        return frozenset(self.needs)
+
     def check_compatible(self, space: "SearchSpace") -> None:
-        missing = sorted(self.needs - space.offers)
+        """Refuse an impossible pair in one line, before any data are loaded or a model is built.
+
+        Raises:
+            DnasError: naming each capability ``space`` lacks and the spaces or options offering it.
+        """
+        missing = missing_capabilities(self, space)
         if missing:
-            raise DnasError(
-                f"strategy '{self.name}' needs {', '.join(missing)}, which space '{space.name}' does not offer; "
-                f"pick another strategy for this space"
-            )
+            raise DnasError(incompatibility(self.name, space, missing))
 
     def search(self, supernet: "Supernet", data: "SearchData", run: "Run") -> "Genotype":
         raise NotImplementedError
+
+
+def missing_capabilities(strategy: "Strategy", space: "SearchSpace") -> list[str]:
+    """The capabilities ``strategy`` needs that ``space`` (as configured) does not offer, sorted."""
+    return sorted(strategy.requirements() - space.capabilities())
+
+
+def default_capabilities() -> dict[str, tuple[frozenset[str], dict[str, str]]]:
+    """Registered space name -> (capabilities of its default config, its ``offers_with`` options)."""
+    from dnas.registry import SPACES
+
+    out = {}
+    for name, cls in SPACES.items():
+        try:
+            caps = cls().capabilities()
+        except (DnasError, TypeError, ValueError):  # a plugin space that needs options: its class-level offers
+            caps = frozenset(getattr(cls, "offers", frozenset()))
+        out[name] = (caps, dict(getattr(cls, "offers_with", {})))
+    return out
+
+
+def incompatibility(strategy: str, space: "SearchSpace", missing: list[str]) -> str:
+    """The one-line refusal: what is missing, whether an option of ``space`` gives it, and which
+    registered spaces (or options of them) offer it all.
+
+    Example: ``strategy 'shapley' needs one α per cell (alpha_per_cell); space 'darts' offers it with
+    space.individual=true; spaces that offer it: ddarts``.
+    """
+    from dnas.space import CAPABILITY_WORDS
+
+    it = "it" if len(missing) == 1 else "them"
+    what = " and ".join(f"{CAPABILITY_WORDS.get(c, c)} ({c})" for c in missing)
+    own = getattr(space, "offers_with", {})
+    if all(c in own for c in missing):
+        head = f"; space '{space.name}' offers {it} with {' and '.join(dict.fromkeys(own[c] for c in missing))}"
+    else:
+        head = f", which space '{space.name}' does not offer"
+    givers = []
+    for name, (caps, opts) in default_capabilities().items():
+        if name == space.name or not all(c in caps or c in opts for c in missing):
+            continue
+        need = list(dict.fromkeys(opts[c] for c in missing if c not in caps))
+        givers.append(f"{name} (with {' and '.join(need)})" if need else name)
+    givers.sort(key=lambda g: "(" in g)  # spaces that offer it as they are first
+    tail = f"; spaces that offer {it}: {', '.join(givers)}" if givers else f"; no registered space offers {it}"
+    return f"strategy '{strategy}' needs {what}{head}{tail}"

@@ -39,11 +39,16 @@ def test_register_twice_warns_and_user_strategy_is_created():
 def test_incompatible_pair_fails_before_any_work():
     @dnas.register_strategy("needs-cells")
     class NeedsCells(dnas.GradientStrategy):
-        needs = frozenset({"alpha", "data", "cells"})
+        needs = frozenset({"alpha", "data", "alpha_per_cell"})
 
-    with pytest.raises(DnasError, match=r"strategy 'needs-cells' needs cells, which space 'darts' does not offer"):
+    with pytest.raises(DnasError, match=r"^strategy 'needs-cells' needs one α per cell \(alpha_per_cell\); space 'darts' "
+                                        r"offers it with space.individual=true; spaces that offer it: ddarts$"):
         resolve({"space": {"name": "darts"}, "strategy": {"name": "needs-cells"}})
-    resolve({"space": {"name": "ddarts"}, "strategy": {"name": "needs-cells"}})  # ddarts offers cells
+    resolve({"space": {"name": "ddarts"}, "strategy": {"name": "needs-cells"}})  # ddarts offers one α per cell
+    resolve({"space": {"name": "darts", "individual": True}, "strategy": {"name": "needs-cells"}})  # so does darts, individual
+    with pytest.raises(DnasError, match=r"needs cell ablation \(ablation\) and one α per cell \(alpha_per_cell\), which "
+                                        r"space 'mlp-depth' does not offer; spaces that offer them: ddarts, darts \(with space.individual=true\)"):
+        resolve({"space": {"name": "mlp-depth"}, "strategy": {"name": "shapley"}})
 
 
 def test_config_merge_and_set_parsing():

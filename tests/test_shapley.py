@@ -231,7 +231,7 @@ def test_arch_step_moves_each_cell_by_its_own_optimizer():
 
 
 def test_shapley_needs_cells():
-    with pytest.raises(dnas.DnasError, match="cells"):
+    with pytest.raises(dnas.DnasError, match=r"one α per cell \(alpha_per_cell\); space 'darts' offers it with space.individual=true"):
         dnas.search("darts", "shapley", "synthetic", space_config=dict(C=4, layers=3, nodes=2), progress=False)
 
 

@@ -254,10 +254,31 @@ def test_bad_inputs_fail_in_one_line(tmp_path):
     with pytest.raises(DnasError, match="cannot open optuna storage 'nonsense'"):
         dnas.search("darts", "tpe", "synthetic", space_config={"C": 4, "layers": 1, "nodes": 1},
                     strategy_config={"storage": "nonsense"}, out=tmp_path / "u", progress=False)
-    if "nasiam-mlp" in SPACES:
-        with pytest.raises(DnasError, match="two-view"):
+    if "nasiam-mlp" in SPACES:  # no labels: a supervised fitness is refused before any work
+        with pytest.raises(DnasError, match=r"needs labelled data \(labels\), which space 'nasiam-mlp' does not offer.*"
+                                            r"strategy.fitness=contrastive"):
             dnas.search("nasiam-mlp", "random", "synthetic", space_config=SPACES.get("nasiam-mlp").tiny_config,
-                        strategy_config={"trials": 1}, out=tmp_path / "n", progress=False)
+                        strategy_config={"trials": 1, "fitness": "supervised"}, out=tmp_path / "n", progress=False)
+        assert not (tmp_path / "n").exists()
+
+
+def test_trial_search_on_a_two_view_space_scores_with_the_contrastive_fitness(tmp_path):
+    """fitness auto on a self-supervised space: CSNAS' NCE loss on the data's own two views."""
+    from dnas.engine.trials import fitness_for
+    from dnas.space import Task
+
+    assert fitness_for(create_strategy("tpe").config, Task((1, 8, 8), 0, two_views=True)) == "contrastive"
+    assert fitness_for(create_strategy("tpe").config, Task((1, 8, 8), 0)) == "contrastive"
+    assert fitness_for(create_strategy("tpe").config, Task((1, 8, 8), 10)) == "supervised"
+    assert fitness_for(create_strategy("tpe").config, Task((5,), 0, out_dim=2)) == "supervised"
+    if "nasiam-mlp" not in SPACES:
+        pytest.skip("nasiam-mlp not available")
+    r = dnas.search("nasiam-mlp", "random", "synthetic", space_config=SPACES.get("nasiam-mlp").tiny_config,
+                    strategy_config={"trials": 2, "epochs": 1, "max_steps": 2}, data_config={"batch_size": 8},
+                    out=tmp_path / "n", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "n" / "trials.jsonl").read_text().splitlines()]
+    assert sum(r_["state"] == "COMPLETE" for r_ in rows) == 2 and all(r_["fitness"] > 0 for r_ in rows if r_["fitness"])
+    SPACES.get("nasiam-mlp")(**SPACES.get("nasiam-mlp").tiny_config).validate(r.genotype)
 
 
 def test_default_encoding_rejects_invalid_samples_without_counting_them(tmp_path):

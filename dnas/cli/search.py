@@ -32,14 +32,17 @@ def add(sub) -> None:
     s.add_argument("--workers", type=int, help="tpe/random: processes on this machine filling the study")
     s.add_argument("--storage", metavar="URL", help="tpe/random: optuna storage shared by workers (default sqlite in the run folder)")
     s.add_argument("--study", metavar="NAME", help="tpe/random: study name in the storage (default dnas)")
-    s.add_argument("--fitness", choices=("supervised", "contrastive"), help="tpe/random: held-out cross-entropy or CSNAS' NCE loss")
     s.add_argument("--logger", action="append", metavar="NAME[=DEST]",
                    help="also log to tensorboard, mlflow or csv (repeatable; e.g. --logger tensorboard --logger mlflow=URI)")
+    s.add_argument("--fitness", choices=("auto", "supervised", "contrastive"),
+                   help="tpe/random: held-out cross-entropy or CSNAS' NCE loss (auto: NCE where the data have two views or no labels)")
     s.add_argument("--out", help="run folder (default runs/<space>-<strategy>-<time>)")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     s.add_argument("--seed", type=int)
     s.add_argument("--device", help="cpu, cuda, cuda:N or auto")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--options", action="store_true",
+                   help="list every option of the chosen --space and --strategy (name, type, default, paper default) and exit")
     s.set_defaults(fn=run)
 
 
@@ -90,24 +93,63 @@ def _search_overlay(args) -> dict:
     for flag in ("trials", "timeout", "workers", "storage", "study", "fitness"):  # trial strategies (tpe, random)
         if getattr(args, flag, None) is not None:
             sets.setdefault("strategy", {})[flag] = getattr(args, flag)
-    cfg = merge_config(cfg, sets, source="--set")
-    if args.config:  # validate now, so an error names the file it came from
-        from dnas.api import resolve
+    return merge_config(cfg, sets, source="--set")
 
-        try:
-            resolve(cfg)
-        except DnasError as e:
-            raise DnasError(f"{args.config} (with the command-line options): {e}") from None
-    return cfg
+
+def _plain(v) -> str:
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_plain(x) for x in v) + "]"
+    return str(v)
+
+
+def print_options(args) -> int:
+    """``dnas search --space S --strategy T --options``: every option of the space, the strategy
+    and the data section, with its type, its default, and the paper's and the authors' code's
+    defaults where they differ (from the fields' metadata)."""
+    from dnas.api import DEFAULTS, load_config_file
+    from dnas.config import describe_options
+    from dnas.engine.data import DataConfig
+    from dnas.registry import SPACES, STRATEGIES
+
+    cfg = load_config_file(args.config) if args.config else DEFAULTS
+    space = args.space or cfg["space"]["name"]
+    strategy = args.strategy or cfg["strategy"]["name"]
+    for title, section, cls in (
+        (f"space '{space}'", "space", SPACES.get(space).Config),
+        (f"strategy '{strategy}'", "strategy", STRATEGIES.get(strategy).Config),
+        ("data", "data", DataConfig),
+    ):
+        rows = describe_options(cls)
+        table = [(f"{section}.{r['name']}", r["type"], _plain(r["default"]),
+                  _plain(r["paper"]) if "paper" in r and r["paper"] != r["default"] else "",
+                  _plain(r["code"]) if "code" in r and r["code"] != r["default"] else "") for r in rows]
+        head = ("option", "type", "default", "paper", "authors' code")
+        keep = [i for i in range(5) if i < 3 or any(row[i] for row in table)]  # paper/code columns only when used
+        table = [tuple(row[i] for i in keep) for row in table]
+        head = tuple(head[i] for i in keep)
+        widths = [max(len(x) for x in col) for col in zip(head, *table)]
+        print(f"{title} ({cls.__name__}); set with --set {section}.NAME=VALUE")
+        for row in (head, *table):
+            print("  " + "  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip())
+        print()
+    return 0
 
 
 def run(args) -> int:
     from dnas.api import search
+    from dnas.errors import ConfigError
 
+    if args.options:
+        return print_options(args)
     if args.resume:
         result = search(resume=args.resume, progress=not args.no_progress)
     else:
-        result = search(config=_search_overlay(args), out=args.out, progress=not args.no_progress)
+        try:  # dnas.search resolves and checks the config once, before any work
+            result = search(config=_search_overlay(args), out=args.out, progress=not args.no_progress)
+        except ConfigError as e:
+            if not args.config:
+                raise
+            raise DnasError(f"{args.config} (with the command-line options): {e}") from None
     from dnas.engine.distributed import is_main
 
     if is_main():

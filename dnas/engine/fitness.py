@@ -3,7 +3,8 @@
 ``supervised``: cross-entropy on held-out data after a few steps of SGD on a small subset.
 ``contrastive`` (CSNAS, Nguyen & Chang 2021, after PIRL, Misra & van der Maaten 2020): the NCE loss
 of the network's features on two augmented views, with a memory bank of EMA representations; no
-labels are read. Lower is better for both.
+labels are read; data that already come as two views ``((v1, v2), y)`` (a self-supervised space such as
+NASiam) are used as they are instead of this module's cheap augmentation. Lower is better for both.
 
 Features for the contrastive loss are the input of the network's ``classifier`` module (captured by
 a forward pre-hook: the pooled cell features of a DARTS network); a network without a
@@ -171,6 +172,7 @@ def _init_bank(model: nn.Module, loader: DataLoader, n: int, device: torch.devic
     model.eval()
     bank = None
     for x, _, i in loader:
+        x = x[0] if isinstance(x, (tuple, list)) else x  # two-view data: the bank starts from view 1
         r = represent(model, x.to(device))
         if bank is None:
             bank = torch.zeros(n, r.shape[1], device=device)
@@ -186,7 +188,10 @@ def _contrastive_pass(model, loader, bank, spec: TrainSpec, g: torch.Generator, 
     for x, _, i in loader:
         if max_steps is not None and steps >= max_steps:
             break
-        v1, v2 = augment(x, g).to(device), augment(x, g).to(device)
+        if isinstance(x, (tuple, list)):  # two-view data (NASiam): the data's own augmented views
+            v1, v2 = x[0].to(device), x[1].to(device)
+        else:
+            v1, v2 = augment(x, g).to(device), augment(x, g).to(device)
         i = i.to(device)
         with torch.set_grad_enabled(opt is not None):
             f, gv = represent(model, v1), represent(model, v2)

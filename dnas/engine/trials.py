@@ -17,7 +17,6 @@ counts for nothing, so concurrent workers never overshoot.
 from __future__ import annotations
 
 import importlib
-import datetime
 import json
 import math
 import os
@@ -57,7 +56,8 @@ class TrialConfig:
     heartbeat: int = 30  # seconds between worker heartbeats; silent for 2x this = dead
     retries: int = 1  # times a dead worker's trial is re-queued
     subset: float = 0.1  # fraction of the search split each trial trains and scores on (CSNAS: 10 %)
-    fitness: Literal["supervised", "contrastive"] = "supervised"
+    # auto: contrastive where the task serves two views or has no labels, supervised otherwise
+    fitness: Literal["auto", "supervised", "contrastive"] = "auto"
     epochs: int = 10  # training epochs per trial (CSNAS code: 10)
     max_steps: int | None = None  # cap on training steps per trial
     batch_size: int | None = None  # None: the data's batch size
@@ -81,11 +81,42 @@ class TrialConfig:
         return None
 
 
+class CandidateFailed(DnasError):
+    """One candidate of a trial search failed (diverged, NaN/inf, out of memory, a per-candidate
+    error); the trial is recorded as FAIL with this reason and the study goes on."""
+
+
+#: what fails one candidate but not the study: dnas' own errors (NonFinite, Diverged, a network the
+#: task cannot feed) and running out of memory
+CANDIDATE_ERRORS: tuple[type[BaseException], ...] = (DnasError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
+
+
+def fitness_for(cfg: TrialConfig, task: "Task") -> str:
+    """The fitness a trial trains for: ``cfg.fitness``, or with ``auto`` the contrastive one (CSNAS)
+    where the task serves two views or has no labels, and the supervised one otherwise."""
+    if cfg.fitness != "auto":
+        return cfg.fitness
+    labelled = bool(task.num_classes or task.out_dim)
+    return "contrastive" if task.two_views or not labelled else "supervised"
+
+
 class TrialStrategy(Strategy):
     """Base of ``tpe`` and ``random``: a subclass only says which optuna sampler proposes trials."""
 
     Config = TrialConfig
     needs = frozenset({"data"})
+
+    def requirements(self) -> frozenset[str]:
+        """``labels`` too when the fitness is asked to be supervised."""
+        return self.needs | ({"labels"} if self.config.fitness == "supervised" else set())
+
+    def check_compatible(self, space: "SearchSpace") -> None:
+        try:
+            super().check_compatible(space)
+        except DnasError as e:
+            if self.config.fitness == "supervised" and "labels" not in space.capabilities():
+                raise DnasError(f"{e}; or score candidates without labels: strategy.fitness=contrastive") from None
+            raise
 
     def sampler(self, seed: int):
         raise NotImplementedError
@@ -98,10 +129,21 @@ class TrialStrategy(Strategy):
 # -- storage ------------------------------------------------------------------------------------
 
 
+def _drop_trial_failures(record) -> bool:
+    """A logging filter: optuna's own "Trial N failed ..." warning (with its traceback) goes; dnas
+    logs the failed trial itself, in one line with its reason."""
+    return not str(record.msg).startswith("Trial ") or " failed " not in str(record.msg)
+
+
 def _quiet_optuna():
+    import logging
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optimize_log = logging.getLogger("optuna.study._optimize")
+    if _drop_trial_failures not in optimize_log.filters:
+        optimize_log.addFilter(_drop_trial_failures)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*SQLite.*")
     return optuna
@@ -170,7 +212,7 @@ def make_objective(cfg: TrialConfig, space: SearchSpace, task: Task, data: Searc
     params = space.categorical()
     train, held_out = _subset(data.train, cfg.subset, data.seed), _subset(data.val, cfg.subset, data.seed + 1)
     spec = TrainSpec(
-        fitness=cfg.fitness, epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size or data.cfg.batch_size,
+        fitness=fitness_for(cfg, task), epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size or data.cfg.batch_size,
         lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, tau=cfg.tau, nce_weight=cfg.nce_weight,
         bank_momentum=cfg.bank_momentum, negatives=cfg.negatives,
     )
@@ -195,21 +237,57 @@ def make_objective(cfg: TrialConfig, space: SearchSpace, task: Task, data: Searc
             raise optuna.TrialPruned() from None
         invalid[0] = 0
         t0 = time.perf_counter()
-        torch.manual_seed(data.seed * 1_000_003 + trial.number)
-        model = space.build_network(g, task)
-        result = train_and_score(model, train, held_out, spec, seed=data.seed * 1_000_003 + trial.number, device=device,
-                                 classes=task.num_classes)
         trial.set_user_attr("genotype", {k: list(v) for k, v in g.choices.items()})
-        trial.set_user_attr("params", sum(p.numel() for p in model.parameters()))
-        trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
         trial.set_user_attr("worker", worker)
         trial.set_user_attr("pid", os.getpid())
+        torch.manual_seed(data.seed * 1_000_003 + trial.number)
+        model = None
+        try:
+            model = space.build_network(g, task)
+            trial.set_user_attr("params", sum(p.numel() for p in model.parameters()))
+            result = train_and_score(model, train, held_out, spec, seed=data.seed * 1_000_003 + trial.number, device=device,
+                                     classes=task.num_classes)
+        except CANDIDATE_ERRORS as e:  # one bad candidate: a failed trial with its reason, the study goes on
+            del model
+            if isinstance(e, CANDIDATE_ERRORS[-1]) and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            _fail_trial(trial, failure_kind(e), str(e).splitlines()[0] if str(e) else type(e).__name__, t0)
+        trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
         for k in ("accuracy", "train_loss", "steps"):
             if k in result:
                 trial.set_user_attr(k, result[k])
-        return result["fitness"] if math.isfinite(result["fitness"]) else float("nan")  # NaN: optuna marks it failed
+        if not math.isfinite(result["fitness"]):
+            _fail_trial(trial, "non-finite fitness", f"the fitness is {result['fitness']} (the training diverged)", t0)
+        return result["fitness"]
 
     return objective
+
+
+def failure_kind(e: BaseException) -> str:
+    """A short name of why a candidate failed (the reasons are counted by it)."""
+    if isinstance(e, CANDIDATE_ERRORS[-1]):
+        return "out of memory"
+    from dnas.engine.loop import Diverged
+
+    return "NaN/inf" if isinstance(e, Diverged) else type(e).__name__
+
+
+def _fail_trial(trial, kind: str, reason: str, t0: float):
+    """Record why ``trial`` failed (user attrs ``error`` and ``error_kind``) and fail it."""
+    trial.set_user_attr("error_kind", kind)
+    trial.set_user_attr("error", reason[:500])
+    trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+    raise CandidateFailed(f"{kind}: {reason}")
+
+
+def failure_summary(study) -> str:
+    """The failed trials' reasons, counted: ``3 NaN/inf (e.g. ...), 1 out of memory (e.g. ...)``."""
+    kinds: dict[str, list[str]] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name == "FAIL":
+            u = t.user_attrs
+            kinds.setdefault(u.get("error_kind", "worker lost"), []).append(u.get("error", "no reason recorded"))
+    return ", ".join(f"{len(v)} {k} (e.g. {v[0]})" for k, v in sorted(kinds.items(), key=lambda kv: -len(kv[1])))
 
 
 def _counts(study) -> dict[str, int]:
@@ -237,11 +315,12 @@ def worker_loop(cfg: TrialConfig, study, objective, on_trial: Callable | None = 
             time.sleep(poll)
             continue
         before = n.get("FAIL", 0)
-        study.optimize(objective, n_trials=1, callbacks=[on_trial] if on_trial else None, gc_after_trial=False)
+        study.optimize(objective, n_trials=1, callbacks=[on_trial] if on_trial else None, gc_after_trial=False,
+                       catch=(CandidateFailed,))
         if _counts(study).get("FAIL", 0) > before:
             failures += 1
-            if failures > max(10, cfg.trials):
-                raise DnasError(f"{failures} trials failed (non-finite fitness); lower strategy.lr or check the data")
+            if failures >= max(10, cfg.trials):  # enough failures: stop asking; the caller keeps the best completed trial
+                return
 
 
 # -- several processes --------------------------------------------------------------------------
@@ -300,10 +379,20 @@ def trial_records(study) -> list[dict[str, Any]]:
             **({"retry_of": t.system_attrs["failed_trial"]} if "failed_trial" in t.system_attrs else {}),
             **({"note": "over budget"} if u.get("over_budget") else {}),
             **({"note": f"invalid: {u['invalid']}"} if "invalid" in u else {}),
+            **({"note": f"failed: {u['error_kind']}", "error": u["error"]} if "error" in u else {}),
             "start": t.datetime_start.isoformat() if t.datetime_start else None,
             "genotype": u.get("genotype"),
         })
     return out
+
+
+def append_history(study, run: Run, recorded: set) -> None:
+    """Append one ``history.jsonl`` record per finished trial not yet in ``recorded`` (updated)."""
+    params = {t.number: dict(t.params) for t in study.get_trials(deepcopy=False)}
+    for r in trial_records(study):
+        if r["trial"] not in recorded and r["state"] in ("COMPLETE", "FAIL") and r.get("note") != "over budget":
+            recorded.add(r["trial"])  # one record per finished trial (the loggers read it), with its parameters
+            run.append_history({**{k: v for k, v in r.items() if k != "start"}, "parameters": params.get(r["trial"], {})})
 
 
 def write_table(study, run: Run) -> Path:
@@ -321,11 +410,16 @@ def run_study(strategy: TrialStrategy, space: SearchSpace, task: Task, data: Sea
     """Fill the study to its budget with this process and ``workers - 1`` spawned ones; write the
     trial table; return the genotype of the best completed trial."""
     cfg = strategy.config
-    if task.two_views or (cfg.fitness == "supervised" and not task.num_classes and not getattr(task, "out_dim", 0)):
+    fitness = fitness_for(cfg, task)
+    if fitness == "supervised" and (task.two_views or not (task.num_classes or task.out_dim)):
         raise DnasError(
-            f"strategy '{strategy.name}' trains each network on single images with "
-            f"{'labels' if cfg.fitness == 'supervised' else 'its own two views'}; space '{space.name}' "
-            f"{'serves two-view batches' if task.two_views else 'has no labels'}: use --fitness contrastive on a single-view space"
+            f"strategy '{strategy.name}' scores candidates with labels (fitness supervised), but the data of space "
+            f"'{space.name}' {'are two-view batches' if task.two_views else 'have no labels'}; use --fitness contrastive (or auto)"
+        )
+    if fitness == "contrastive" and not task.two_views and len(task.input_shape) != 3:
+        raise DnasError(
+            f"the contrastive fitness makes two views of images (C, H, W), and this data has inputs of shape "
+            f"{tuple(task.input_shape)}; use --fitness supervised on labelled data"
         )
     url = cfg.storage or f"sqlite:///{(run.dir / 'study.db').resolve()}"
     name = cfg.study or "dnas"
@@ -335,20 +429,15 @@ def run_study(strategy: TrialStrategy, space: SearchSpace, task: Task, data: Sea
     run.log(f"study '{name}' in {url}: {_counts(study).get('COMPLETE', 0)}/{cfg.trials} trials done")
     procs = _spawn_workers(strategy, space, task, data, url, name, device, cfg.workers - 1) if cfg.workers > 1 else []
 
-    logged: set[int] = set()
-    since = datetime.datetime.now()
-
-    def log_trial(t):  # one history record per finished trial (the loggers read it)
-        ok = t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)
-        logged.add(t.number)
-        run.append_history({"trial": t.number, "state": t.state.name, "fitness": t.value if ok else None,
-                            **{k: v for k, v in t.user_attrs.items() if k != "pid"}, "parameters": dict(t.params)})
+    recorded = {r.get("trial") for r in run.history()}
 
     def on_trial(study, t):
-        log_trial(t)
         if t.state.name == "COMPLETE":
             run.log(f"trial {t.number}: fitness {t.value:.4f} (best {study.best_value:.4f}) {t.user_attrs.get('seconds', 0):.1f}s")
+        elif t.state.name == "FAIL" and "error" in t.user_attrs:
+            run.log(f"[yellow]trial {t.number} failed[/] ({t.user_attrs['error_kind']}): {t.user_attrs['error']}; the search goes on")
         write_table(study, run)
+        append_history(study, run, recorded)
 
     try:
         worker_loop(cfg, study, make_objective(cfg, space, task, data, 0, device), on_trial)
@@ -358,15 +447,18 @@ def run_study(strategy: TrialStrategy, space: SearchSpace, task: Task, data: Sea
             if p.is_alive():
                 p.terminate()
         write_table(study, run)
-        for t in study.get_trials(deepcopy=False):  # the trials other workers finished meanwhile
-            if t.number not in logged and t.state.is_finished() and t.datetime_start and t.datetime_start >= since:
-                log_trial(t)
+        append_history(study, run, recorded)
     bad = [p.exitcode for p in procs if p.exitcode]
     if bad:
         run.log(f"[yellow]warning:[/] {len(bad)} worker process(es) exited with an error (codes {bad}); their trials were re-queued")
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not done:
-        raise DnasError(f"no trial of study '{name}' completed (timeout too short?); the trial table is in {run.path('trials.jsonl')}")
+        failed = failure_summary(study)
+        why = f"every trial of study '{name}' failed: {failed}" if failed else f"no trial of study '{name}' completed (timeout too short?)"
+        raise DnasError(f"{why}; the trial table is in {run.path('trials.jsonl')}")
+    n_failed = _counts(study).get("FAIL", 0)
+    if n_failed:
+        run.log(f"{n_failed} trial(s) failed and were recorded: {failure_summary(study)}")
     best = min(done, key=lambda t: t.value)
     run.log(f"best: trial {best.number}, fitness {best.value:.4f} ({len(done)} completed trials)")
     return space.genotype(best.user_attrs["genotype"])

@@ -303,7 +303,7 @@ class DarioSpace(SearchSpace):
     """Gates on a pretrained ViT's blocks and/or attention heads (DARIO, thesis §6.1)."""
 
     Config = DarioConfig
-    offers = frozenset({"alpha"})  # data-free: no labels, no data
+    offers = frozenset({"alpha", "functional", "data_free"})  # data-free: no labels, no data
     default_parser = "threshold"
     default_threshold = 0.65  # thesis, final models
     tiny_config = {"model": "vit_tiny_patch16_224", "granularity": "both",

@@ -443,8 +443,16 @@ class DartsSpace(SearchSpace):
 
     Config = DartsConfig
     default_parser = "darts"
+    offers = SearchSpace.offers | {"cells", "ablation"}
+    offers_with = {"alpha_per_cell": "space.individual=true"}
     tiny_config = dict(C=4, layers=3, nodes=2)
     tiny_task = Task((3, 8, 8), 4)
+
+    def capabilities(self) -> frozenset[str]:
+        """``alpha_per_cell`` with ``individual`` cells that share no α (D-DARTS: space ``ddarts``)."""
+        c = self.config
+        per_cell = c.individual and (c.share is None or list(c.share) == list(range(c.layers)))
+        return super().capabilities() | ({"alpha_per_cell"} if per_cell else set())
 
     @property
     def op_names(self) -> tuple[str, ...]:

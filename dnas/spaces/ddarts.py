@@ -5,7 +5,7 @@ Each of the n cells has its own α (normal or reduction by its position) and its
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dnas.registry import register_space
 from dnas.spaces.darts import DartsConfig, DartsSpace
@@ -13,10 +13,10 @@ from dnas.spaces.darts import DartsConfig, DartsSpace
 
 @dataclass
 class DDartsConfig(DartsConfig):
+    C: int = field(default=16, metadata={"code": 32})  # initial channels (the authors' README: 16, their code: 32)
     individual: bool = True
 
 
 @register_space("ddarts")
 class DDartsSpace(DartsSpace):
     Config = DDartsConfig
-    offers = DartsSpace.offers | {"cells"}

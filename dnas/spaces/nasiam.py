@@ -19,7 +19,7 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import torch
@@ -53,6 +53,7 @@ class NASiamConfig:
     temperature: float | None = None  # None: SimCLR 0.5, MoCo v2 0.1 (NASiam code)
     momentum: float | None = None  # None: MoCo v2 0.999, BYOL 0.996
     queue_size: int = 4096  # MoCo v2 K
+    alpha_std: float = field(default=1e-3, metadata={"code": 0.0})  # α start as N(0, std²) (DARTS); the NASiam code: zeros
 
     def check(self):
         if self.proj_layers < 1 or self.pred_layers < 1:
@@ -63,6 +64,8 @@ class NASiamConfig:
             return "momentum must be in [0, 1)"
         if self.queue_size < 1:
             return "queue_size must be >= 1"
+        if self.alpha_std < 0:
+            return "alpha_std must be >= 0"
         if self.backbone not in ("tiny", "resnet18-cifar", "resnet18", "resnet50") and not self.backbone.startswith("timm:"):
             return f"unknown backbone '{self.backbone}'; choose tiny, resnet18-cifar, resnet18, resnet50 or timm:NAME"
         return None
@@ -128,7 +131,7 @@ class NASiamSupernet(Supernet, _Model):
         Supernet.__init__(self, space, task)
         self._build(space, task, None)
         for head in self.space.heads():
-            self.add_alpha(head, [d for d in space.decisions() if d.cell == head])
+            self.add_alpha(head, [d for d in space.decisions() if d.cell == head], init_std=space.config.alpha_std)
 
     def head_weights(self, head: str) -> torch.Tensor | None:
         return self.mixing_weights(head) if head in self.alphas else None
@@ -151,7 +154,7 @@ class NASiamNetwork(_Model):
 @register_space("nasiam-mlp")
 class NASiamSpace(SearchSpace):
     Config = NASiamConfig
-    offers = frozenset({"data", "alpha"})  # no "labels": self-supervised
+    offers = frozenset({"data", "alpha", "two_views"})  # no "labels": self-supervised
     default_parser = "argmax"
     two_views = True  # the api serves ((view1, view2), y) batches (dnas.engine.data.two_view_datasets)
     tiny_config = dict(backbone="tiny", backbone_width=8, proj_layers=2, pred_layers=2, dim=16, pred_dim=8, queue_size=16)

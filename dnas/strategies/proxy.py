@@ -97,7 +97,7 @@ class ProxyStrategy(Strategy):
     """DARIO Algorithm 5: warm start, then gradient steps on α of a data-free proxy."""
 
     Config = ProxyConfig
-    needs = frozenset({"alpha"})
+    needs = frozenset({"alpha", "functional", "data_free"})  # supernet.model, forward(x, params=), input_shape()
 
     def _sample(self, supernet, k: int, run, history, t0) -> None:
         """Set α to the best of ``k`` draws from N(0,1) (Algorithm 5's warm start / random search)."""

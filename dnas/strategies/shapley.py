@@ -34,7 +34,7 @@ term (``− wAB · L_AB``); dnas follows the paper's sign (+).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -47,11 +47,16 @@ from dnas.engine.loop import GradientConfig, GradientStrategy, Optimizers
 
 @dataclass
 class ShapleyConfig(GradientConfig):
-    """D-DARTS defaults: w01 = 8, wAB = 0.5 (the authors' code: 9 and 0.7), sparse parser at 0.85."""
+    """D-DARTS defaults: w01 = 8, wAB = 0.5 (the authors' code: 9 and 0.7), sparse parser at 0.85.
+    The optimizers keep DARTS' settings; the authors' code values are in each field's metadata."""
 
-    w01: float = 8.0
-    wAB: float = 0.5
-    ablation: Literal["input", "random"] = "input"  # how a cell is switched off (see DartsSupernet.ablated)
+    w_lr: float = field(default=0.025, metadata={"code": 0.005})
+    a_lr: float = field(default=3e-4, metadata={"code": 3e-3})
+    a_betas: tuple[float, float] = field(default=(0.5, 0.999), metadata={"code": (0.9, 0.999)})
+    w01: float = field(default=8.0, metadata={"paper": 8.0, "code": 9.0})  # D-DARTS eq. (4.4)
+    wAB: float = field(default=0.5, metadata={"paper": 0.5, "code": 0.7})  # D-DARTS eq. (4.5)
+    # how a cell is switched off (see DartsSupernet.ablated): the paper's input path, or the code's random weights
+    ablation: Literal["input", "random"] = field(default="input", metadata={"paper": "input", "code": "random"})
     parser: str | None = "sparse"
     threshold: float = 0.85
 
@@ -161,7 +166,7 @@ class Shapley(FairLossMixin, GradientStrategy):
     """D-DARTS search: sigmoid relaxation (as FairDARTS), per-cell α steps on L_T^i (eq. 4.5)."""
 
     Config = ShapleyConfig
-    needs = frozenset({"alpha", "data", "cells"})
+    needs = frozenset({"alpha", "data", "alpha_per_cell", "ablation"})
     relaxation = "sigmoid"
 
     def optimizers(self, supernet) -> Optimizers:

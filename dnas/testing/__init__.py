@@ -1,8 +1,11 @@
-"""The conformance suite every registered space passes, and users run on their own spaces.
+"""The conformance suites every registered space, strategy and space × strategy pair passes, and
+users run on their own.
 
 Example:
-    >>> from dnas.testing import check_space
+    >>> from dnas.testing import check_pair, check_space, check_strategy
     >>> check_space("darts")          # builds the space's tiny config and checks the contract
+    >>> check_strategy("fairdarts")   # declares known capabilities, refuses in one line, runs a tiny search
+    >>> check_pair("darts", "shapley", "runs/check")   # ("refused", "strategy 'shapley' needs one α per cell ...")
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ def check_space(space: str | SearchSpace, task: Task | None = None, parsers: lis
     registered = {id(p) for p in net.parameters()}
     if not all(id(a) in registered for a in net.arch_parameters()):
         _fail("every α must be a registered nn.Parameter of the supernet")
-    if "alpha" in space.offers and not net.arch_parameters():
+    if "alpha" in space.capabilities() and not net.arch_parameters():
         _fail("the space offers 'alpha' but its supernet has no arch_parameters()")
     weights = {id(p) for p in net.weight_parameters()}
     if weights & {id(a) for a in net.arch_parameters()}:
@@ -94,3 +97,107 @@ def check_space(space: str | SearchSpace, task: Task | None = None, parsers: lis
         if y.shape[0] != x.shape[0] or not torch.isfinite(y).all():
             _fail(f"the network of a genotype returned shape {tuple(y.shape)} or non-finite values")
     return derived
+
+
+# -- strategies and space × strategy pairs ------------------------------------------------------
+
+#: option values that make any strategy's search tiny (set where the strategy's Config has the field)
+TINY_STRATEGY: dict[str, Any] = {"epochs": 1, "trials": 2, "max_steps": 2, "subset": 0.5, "iters": 2, "warm_start": 1}
+#: a tiny data section: the bundled synthetic images, few and small batches
+TINY_DATA: dict[str, Any] = {"batch_size": 16, "subset": 0.125, "augment": False}
+
+
+def tiny_strategy_config(strategy: str, **config: Any) -> dict[str, Any]:
+    """The options that make ``strategy`` search briefly: :data:`TINY_STRATEGY` where its Config has
+    the field, then the class's own ``tiny_config`` (if any), then ``config``."""
+    import dataclasses
+
+    from dnas.registry import STRATEGIES
+
+    cls = STRATEGIES.get(strategy)
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    return {**{k: v for k, v in TINY_STRATEGY.items() if k in fields}, **getattr(cls, "tiny_config", {}), **config}
+
+
+def check_pair(space: str, strategy: str, out, data: str = "synthetic", space_config: dict[str, Any] | None = None,
+               strategy_config: dict[str, Any] | None = None) -> tuple[str, Any]:
+    """One tiny search of ``space`` × ``strategy``: it runs end to end and writes a loadable genotype,
+    or it is refused with a :class:`~dnas.errors.DnasError` before any work (no run folder).
+
+    Returns:
+        ``("ran", genotype)`` or ``("refused", message)``.
+
+    Raises:
+        AssertionError: when the pair breaks the contract: it is accepted but does not finish, a
+        refusal comes after the run folder was made, or the genotype does not load and validate.
+        Any exception other than DnasError propagates (that is a bug).
+    """
+    from pathlib import Path
+
+    from dnas.api import search
+    from dnas.errors import DnasError
+    from dnas.genotype import load_genotype
+    from dnas.strategy import missing_capabilities
+
+    out = Path(out)
+    sp = create_space(space, **{**SPACES.get(space).tiny_config, **(space_config or {})})
+    st_cfg = tiny_strategy_config(strategy, **(strategy_config or {}))
+    from dnas.registry import create_strategy
+
+    accepted = not missing_capabilities(create_strategy(strategy, **st_cfg), sp)
+    try:
+        result = search(sp, strategy, data, strategy_config=st_cfg, data_config=dict(TINY_DATA), out=out, progress=False)
+    except DnasError as e:
+        if accepted:
+            _fail(f"{space} × {strategy}: check_compatible accepts the pair, but the search failed: {e}")
+        if out.exists():
+            _fail(f"{space} × {strategy}: refused only after the run folder was made: {e}")
+        return "refused", str(e)
+    if not accepted:
+        _fail(f"{space} × {strategy}: check_compatible refuses the pair, yet the search ran")
+    g = load_genotype(out / "genotype.yaml")
+    if g != result.genotype:
+        _fail(f"{space} × {strategy}: genotype.yaml does not load back as the search's genotype")
+    create_space(g.space, **dict(g.config)).validate(g)
+    return "ran", g
+
+
+def check_strategy(strategy: str, space: str | None = None, out=None, data: str = "synthetic") -> Genotype:
+    """The strategy contract; returns the genotype of its tiny search.
+
+    1. it builds from its defaults and its tiny options; it declares only known capabilities;
+    2. ``check_compatible`` refuses, in one DnasError line naming the capability, a space that offers
+       none of what the strategy needs;
+    3. one tiny search (:func:`check_pair`) on ``space`` (default: the first registered space the
+       strategy accepts) runs end to end and writes a loadable, valid genotype.
+    """
+    import tempfile
+
+    from dnas.errors import DnasError
+    from dnas.registry import create_strategy
+    from dnas.space import CAPABILITIES
+    from dnas.strategy import missing_capabilities
+
+    st = create_strategy(strategy, **tiny_strategy_config(strategy))
+    unknown = sorted(set(st.requirements()) - set(CAPABILITIES))
+    if unknown:
+        _fail(f"strategy '{strategy}' needs unknown capabilities {unknown}; use names from dnas.space.CAPABILITIES")
+    if st.requirements():
+        bare = type("Bare", (SearchSpace,), {"offers": frozenset(), "name": "bare", "Config": type(None)})
+        bare_space = object.__new__(bare)
+        try:
+            st.check_compatible(bare_space)
+            _fail(f"strategy '{strategy}' accepted a space that offers nothing it needs")
+        except DnasError as e:
+            if "\n" in str(e) or not any(c in str(e) for c in st.requirements()):
+                _fail(f"the refusal must be one line naming what is missing, got: {e}")
+    if space is None:
+        fits = [n for n in SPACES.names() if not missing_capabilities(st, create_space(n, **SPACES.get(n).tiny_config))]
+        if not fits:
+            _fail(f"no registered space offers what strategy '{strategy}' needs")
+        space = fits[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        status, g = check_pair(space, strategy, out or f"{tmp}/run", data)
+    if status != "ran":
+        _fail(f"strategy '{strategy}' on space '{space}' was refused: {g}")
+    return g

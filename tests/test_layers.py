@@ -1,0 +1,119 @@
+"""The package shows its layers: nouns <- engine <- spaces/strategies <- evaluate/tools <- api <- cli.
+
+Each dnas module is imported in an interpreter that has imported no dnas module yet (a fresh
+process forked from one that preloaded only the third-party libraries, so a hundred imports take
+seconds, not minutes), and ``sys.modules`` is checked: nothing is pulled in from a layer above.
+"""
+from __future__ import annotations
+
+import json
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dnas
+
+ROOT = Path(dnas.__file__).resolve().parent.parent
+NOUNS = ("errors", "registry", "config", "_io", "genotype", "space", "supernet", "strategy", "parsers", "genotypes")
+UPPER = {
+    "nouns": ("engine", "spaces", "strategies", "evaluate", "tools", "api", "cli"),
+    "engine": ("spaces", "strategies", "evaluate", "tools", "api", "cli"),
+    "spaces": ("evaluate", "tools", "api", "cli"),
+    "strategies": ("evaluate", "tools", "api", "cli"),
+    "evaluate": ("api", "cli"),
+    "tools": ("api", "cli"),
+    "api": ("cli",),
+}
+
+#: runs in a child interpreter: preload third-party libraries, then fork once per module
+PROBE = r"""
+import importlib, json, os, sys
+for lib in ("torch", "numpy", "yaml", "optuna", "rich", "rich.progress", "timm", "torchvision", "safetensors"):
+    try:
+        importlib.import_module(lib)
+    except Exception:
+        pass
+assert not [m for m in sys.modules if m == "dnas" or m.startswith("dnas.")], "dnas was imported before the probe"
+out = {}
+for name in json.loads(sys.argv[1]):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            importlib.import_module(name)
+            msg = sorted(m for m in sys.modules if m == "dnas" or m.startswith("dnas."))
+        except BaseException as e:
+            msg = f"import failed: {type(e).__name__}: {e}"
+        os.write(w, json.dumps(msg).encode())
+        os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 1 << 16)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    os.waitpid(pid, 0)
+    out[name] = json.loads(b"".join(chunks))
+print(json.dumps(out))
+"""
+
+
+def _modules() -> list[str]:
+    names = ["dnas"]
+    for m in pkgutil.walk_packages(dnas.__path__, "dnas."):
+        if m.name == "dnas.__main__":
+            continue  # running it is the CLI
+        names.append(m.name)
+    return names
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    if module == "dnas" or parts[1] in NOUNS:
+        return "nouns"
+    return parts[1] if parts[1] in UPPER else None
+
+
+@pytest.fixture(scope="module")
+def imported() -> dict[str, list[str] | str]:
+    if not hasattr(__import__("os"), "fork"):
+        pytest.skip("needs os.fork")
+    names = [m for m in _modules() if _layer(m) is not None]
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(names)], cwd=ROOT, capture_output=True, text=True, check=False,
+                          timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_every_layer_imports_only_what_lies_below_it(imported):
+    problems = []
+    for module, pulled in imported.items():
+        if isinstance(pulled, str):
+            problems.append(f"{module}: {pulled}")
+            continue
+        layer = _layer(module)
+        for bad in UPPER[layer]:
+            hit = [m for m in pulled if m == f"dnas.{bad}" or m.startswith(f"dnas.{bad}.")]
+            if hit:
+                problems.append(f"{module} ({layer}) pulls in {hit[0]}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_probe_sees_what_a_module_imports(imported):
+    """The check could fail: a module of the engine is seen with the nouns it imports."""
+    assert "dnas.engine.loop" in imported["dnas.engine.loop"] and "dnas.strategy" in imported["dnas.engine.loop"]
+    assert "dnas.api" in imported and "dnas.engine.run" in imported["dnas.api"]
+
+
+def test_no_module_shares_its_name_with_an_exported_function():
+    top = {m.name for m in pkgutil.iter_modules(dnas.__path__)}
+    exported = {n for n in dnas.__all__ if callable(getattr(dnas, n)) and not isinstance(getattr(dnas, n), type)}
+    assert "search" in exported and "train" in exported
+    clash = sorted(top & exported)
+    assert not clash, f"dnas.{clash[0]} is both a module and a function exported by dnas"
