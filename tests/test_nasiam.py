@@ -337,11 +337,11 @@ def test_fairdarts_pairs_with_nasiam():
     assert "zero_one" in metrics  # the zero-one loss term is part of the α step
 
 
-def test_supervised_train_of_a_nasiam_genotype_says_use_ssl():
-    from dnas.api import train
+def test_supervised_train_of_a_nasiam_genotype_is_refused():
+    from dnas.api import train  # without an override, dnas.train picks SSL (tests/test_evaluation.py)
 
-    with pytest.raises(DnasError, match="--ssl"):
-        train("simsiam", data="digits", train_config={"epochs": 0})
+    with pytest.raises(DnasError, match="evaluated by 'ssl'"):
+        train("simsiam", data="digits", train_config={"epochs": 0}, evaluation="supervised")
 
 
 def test_two_view_data_on_pil_images():
