@@ -195,10 +195,10 @@ def _build(case: str, order: int, cfg: dict[str, Any], device: str):
             ref_step(net, w_opt, a_opt, train_batch, val_batch, order, xi, c.grad_clip)
     else:
         net.relaxation = strategy.relaxation
-        opt = strategy.optimizers(net)
+        state = strategy.init_state(net)
 
         def step():
-            strategy.step(net, train_batch, val_batch, 0, opt)
+            strategy.step(net, train_batch, val_batch, state)
 
     return net, strategy, (train_batch, val_batch), xi, step
 
@@ -229,7 +229,7 @@ def memory_case(case: str, order: int, cfg: dict[str, Any], device: str) -> dict
     elif order == 1:
         grads = torch.autograd.grad(net.loss(val_batch)["loss"], net.arch_parameters())
     else:
-        grads = unrolled_arch_grads(strategy, net, train_batch, val_batch, xi)[0]
+        grads = unrolled_arch_grads(strategy, net, train_batch, val_batch, xi, strategy.init_state(net))[0]
     grads = [gr.detach().cpu().tolist() for gr in grads]  # plain lists: tensors do not outlive the child
     return {"step_peak_mb": mem["peak_mb"], "rss_before_mb": mem["before_mb"], "process_peak_mb": mem["process_peak_mb"], "alpha_grads": grads}
 

@@ -39,7 +39,7 @@ def one_case(case: str, cfg: dict[str, Any], device: str) -> dict[str, Any]:
     strategy = dnas.create_strategy("fairdarts" if case == "fairdarts" else "shapley")
     net.relaxation = strategy.relaxation
     net.train()
-    opt = strategy.optimizers(net)
+    state = strategy.init_state(net)
 
     def step():
         if case == "naive":
@@ -47,9 +47,9 @@ def one_case(case: str, cfg: dict[str, Any], device: str) -> dict[str, Any]:
             for (key, group), cell in zip(net.arch_groups().items(), grads):
                 for a, gr in zip(group, cell):
                     a.grad = gr
-                opt.arch[key].step()
+                state.optimizers.arch[key].step()
         else:
-            strategy.arch_step(net, batch, batch, opt)
+            strategy.arch_step(net, batch, batch, state)
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
     with step_peak_memory(dev) as mem:

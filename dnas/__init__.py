@@ -17,6 +17,7 @@ from dnas.registry import (
     list_parsers,
     list_spaces,
     list_strategies,
+    register_callback,
     register_parser,
     register_space,
     register_strategy,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "GradientStrategy": "dnas.engine.loop",
     "Callback": "dnas.engine.callbacks",
+    "LoopState": "dnas.engine.callbacks",
     "search": "dnas.api",
     "train": "dnas.api",
     "retrieve": "dnas.evaluate.ssl",
@@ -52,5 +54,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Decision", "DnasError", "Genotype", "SearchSpace", "Strategy", "Supernet", "Task",
     "create_space", "create_strategy", "list_parsers", "list_spaces", "list_strategies", "load_genotype",
-    "register_parser", "register_space", "register_strategy", *_LAZY,
+    "register_callback", "register_parser", "register_space", "register_strategy", *_LAZY,
 ]

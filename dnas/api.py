@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,13 @@ from dnas.strategy import Strategy
 from dnas._io import atomic_torch_save
 from dnas.engine.run import Run
 
-TOP_KEYS = ("space", "strategy", "data", "train", "seed", "device", "preset", "presets", "loggers")
+TOP_KEYS = ("space", "strategy", "data", "train", "callbacks", "seed", "device", "preset", "presets", "loggers")
 DEFAULTS: dict[str, Any] = {
     "space": {"name": "darts"},
     "strategy": {"name": "darts"},
     "data": {"name": "digits"},
     "train": {},
+    "callbacks": {},
     "seed": 0,
     "device": "cpu",
 }
@@ -67,10 +68,31 @@ def merge_config(base: dict[str, Any], update: dict[str, Any], source: str = "co
             if "name" in v and k != "train" and v["name"] != out[k].get("name"):
                 out[k] = {}  # another component: its options start from its defaults
             out[k].update(v)
+        elif k == "callbacks":
+            out[k] = _merge_callbacks(out.get(k) or {}, v, source)
         elif k == "presets" and not (isinstance(v, dict) and all(isinstance(x, dict) for x in v.values())):
             raise DnasError(f"{source}: 'presets' must map preset names to config overlays")
         else:
             out[k] = v
+    return out
+
+
+def _merge_callbacks(base: dict[str, Any], update: Any, source: str) -> dict[str, Any]:
+    """``callbacks: {name: options}`` overlaid per callback (``true``/``null``: on with its defaults, ``false``: off)."""
+    if update is None:
+        return base
+    if not isinstance(update, dict):
+        raise DnasError(f"{source}: 'callbacks' must map callback names to their options, got {update!r}")
+    out = dict(base)
+    for name, opts in update.items():
+        if opts is None or opts is True:
+            opts = {}
+        if opts is False:
+            out[name] = False
+        elif isinstance(opts, dict):
+            out[name] = {**(out[name] if isinstance(out.get(name), dict) else {}), **opts}
+        else:
+            raise DnasError(f"{source}: callbacks.{name} must be a mapping of options, true or false, got {opts!r}")
     return out
 
 
@@ -119,6 +141,11 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             out[parts[0]] = value
         elif len(parts) == 2:
             out.setdefault(parts[0], {})[parts[1]] = value
+        elif len(parts) == 3 and parts[0] == "callbacks":  # callbacks.distance_stop.patience=4
+            section = out.setdefault("callbacks", {})
+            if not isinstance(section.get(parts[1]), dict):
+                section[parts[1]] = {}
+            section[parts[1]][parts[2]] = value
         else:
             raise DnasError(f"--set key '{key}' has too many dots; use section.option (e.g. strategy.epochs=10)")
     return out
@@ -130,6 +157,7 @@ class Resolved:
     strategy: Any
     data: DataConfig
     config: dict[str, Any]
+    callbacks: list = field(default_factory=list)
 
 
 def _component(obj, kw: dict[str, Any], create, options):
@@ -164,7 +192,9 @@ def resolve(config: dict[str, Any], space: SearchSpace | None = None, strategy: 
 
 
 def _resolve(config: dict[str, Any], space_obj: SearchSpace | None, strategy_obj: Strategy | None) -> Resolved:
-    cfg = merge_config(DEFAULTS, config)
+    from dnas.engine.callbacks import resolve_callbacks, upgrade_config
+
+    cfg = upgrade_config(merge_config(DEFAULTS, config))  # older files: strategy.early_stop etc. -> callbacks
     space_kw = {k: v for k, v in cfg["space"].items() if k != "name"}
     strat_kw = {k: v for k, v in cfg["strategy"].items() if k != "name"}
     space = _component(space_obj, space_kw, lambda **kw: create_space(cfg["space"]["name"], **kw), SearchSpace.config_dict)
@@ -176,11 +206,16 @@ def _resolve(config: dict[str, Any], space_obj: SearchSpace | None, strategy_obj
         raise DnasError(f"seed must be an integer, got {cfg['seed']!r}")
     if cfg.get("preset"):
         _preset(cfg, cfg["preset"])
+    if cfg["callbacks"] and not strategy.uses_callbacks and any(v is not False for v in cfg["callbacks"].values()):
+        raise DnasError(f"strategy '{strategy.name}' runs no epoch loop, so it takes no callbacks; "
+                        f"drop the callbacks section ({', '.join(cfg['callbacks'])}) or use a gradient strategy")
+    callbacks, cb_section = resolve_callbacks(strategy.default_callbacks(space), cfg["callbacks"]) if strategy.uses_callbacks else ([], {})
     resolved = {
         "space": {"name": space.name, **space.config_dict()},
         "strategy": {"name": strategy.name, **config_dict(strategy.config)},
         "data": config_dict(data),
         "train": cfg["train"],
+        "callbacks": cb_section,
         "seed": cfg["seed"],
         "device": cfg["device"],
     }
@@ -188,7 +223,7 @@ def _resolve(config: dict[str, Any], space_obj: SearchSpace | None, strategy_obj
         from dnas.engine.loggers import check_loggers
 
         resolved["loggers"] = check_loggers(cfg["loggers"])
-    return Resolved(space, strategy, data, resolved)
+    return Resolved(space, strategy, data, resolved, callbacks)
 
 
 @dataclass
@@ -219,6 +254,7 @@ def search(
     space_config: dict[str, Any] | None = None,
     strategy_config: dict[str, Any] | None = None,
     data_config: dict[str, Any] | None = None,
+    callbacks: dict[str, Any] | None = None,
     seed: int | None = None,
     device: str | None = None,
     out: str | Path | None = None,
@@ -239,7 +275,9 @@ def search(
             :class:`~dnas.strategy.Strategy` object.
         data: a dataset name: ``digits``, ``synthetic``, ``cifar10``, ``csv:PATH``, ...
         config: a whole config mapping (sections ``space``, ``strategy``, ``data``, ``train``,
-            ``seed``, ``device``, ``loggers``), as in a ``--config`` YAML file.
+            ``callbacks``, ``seed``, ``device``, ``loggers``), as in a ``--config`` YAML file.
+            ``callbacks`` adds to the strategy's default callbacks (``{name: options}``;
+            ``name: False`` switches a default off; see ``dnas.engine.callbacks``).
         space_config: options of the space's Config dataclass, e.g. ``{"C": 8}``.
         strategy_config: options of the strategy's Config dataclass, e.g. ``{"epochs": 10}``.
         data_config: options of :class:`dnas.engine.data.DataConfig`, e.g. ``{"batch_size": 32}``.
@@ -281,6 +319,8 @@ def search(
                 section["name"] = name
             if section:
                 overlay[key] = section
+        if callbacks is not None:
+            overlay["callbacks"] = callbacks
         if seed is not None:
             overlay["seed"] = seed
         if device is not None:
@@ -308,14 +348,9 @@ def search(
         torch.manual_seed(r.config["seed"])
         task = datasets.task if datasets is not None else r.space.tiny_task
         supernet = r.space.supernet(task).to(dev)
-        init = getattr(r.strategy.config, "init_genotype", None)
-        if init and resume is None:  # DARTOpti: α start from a genotype (a resume restores its own α)
-            from dnas.engine.dartopti import init_alpha_from_genotype
-
-            init_alpha_from_genotype(supernet, init)
         distributed.broadcast_module_(supernet)
         search_data = SearchData(datasets, r.data, seed=r.config["seed"]) if datasets is not None else None
-        genotype = r.strategy.search(supernet, search_data, run)
+        genotype = r.strategy.search(supernet, search_data, run, r.callbacks)
         if run.writer:
             genotype.save(run.path("genotype.yaml"))
             atomic_torch_save({k: v.detach().cpu() for k, v in supernet.named_arch_parameters()}, run.path("alphas.pt"))
@@ -332,6 +367,18 @@ def genotype_space_data(genotype, data: str, space_config=None, data_config=None
     return g, space, dcfg
 
 
+#: the evaluations ``train`` picks from (``SearchSpace.evaluation``)
+EVALUATIONS = ("supervised", "ssl", "pruned")
+
+
+def evaluation_of(genotype: Genotype | str | Path) -> str:
+    """The evaluation a genotype's space declares (``SearchSpace.evaluation``): supervised, ssl or pruned."""
+    from dnas.registry import SPACES
+
+    g = genotype if isinstance(genotype, Genotype) else load_genotype(genotype)
+    return SPACES.get(g.space).evaluation
+
+
 def train(
     genotype: Genotype | str | Path,
     data: str = "digits",
@@ -343,52 +390,79 @@ def train(
     device: str = "cpu",
     out: str | Path | None = None,
     log=print,
+    evaluation: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluation phase: build ``genotype``'s network, train it from scratch on ``data`` and report
-    top-1/top-5 on its test split.
+    """The evaluation phase of ``genotype``, picked from its space (``SearchSpace.evaluation``):
+
+    - ``supervised``: build the network (space options overridable, e.g. ``{"C": 36, "layers": 20}``),
+      train it from scratch on ``data``, report top-1/top-5 on its test split
+      (:func:`dnas.evaluate.supervised.train_genotype`);
+    - ``ssl`` (nasiam-mlp): self-supervised pretraining, then linear evaluation on frozen features
+      (:func:`dnas.evaluate.ssl.ssl_train`; ``train_config`` holds its options);
+    - ``pruned`` (dario): fine-tune the pruned model ``dnas prune`` wrote next to the genotype
+      (:func:`dnas.tools.pruning.finetune_pruned`; ``train_config`` holds epochs, lr, batch_size).
 
     Args:
-        genotype: a :class:`~dnas.genotype.Genotype`, a ``genotype.yaml`` path or a shipped
-            genotype name (``dnas list``).
+        genotype: a Genotype, a genotype file or a shipped name (a pruned model: its folder or its genotype.yaml).
         data: the dataset name (``digits``, ``cifar10``, ``csv:PATH``, ...).
-        train_config: options of :class:`dnas.evaluate.supervised.TrainConfig`, e.g.
-            ``{"epochs": 30}``.
+        train_config: options of the evaluation, e.g. :class:`dnas.evaluate.supervised.TrainConfig`
+            (``{"epochs": 30}``).
         space_config: overrides of the genotype's space options, e.g. ``{"C": 36, "layers": 20}``
             for DARTS' evaluation network.
         data_config: options of :class:`dnas.engine.data.DataConfig`.
         seed: the random seed.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
-        out: a folder for ``model.safetensors``, ``genotype.yaml``, ``config.yaml`` and
-            ``metrics.json`` (nothing is written without it).
+        out: a folder for the weights, ``genotype.yaml``, ``config.yaml`` and the metrics
+            (nothing is written without it).
         log: called with one line of progress per epoch.
+        evaluation: one of supervised, ssl, pruned to override the space's choice (``--ssl``, ``--pruned``).
 
     Returns:
-        ``top1``/``top5`` on the test split (``mse`` for regression data), ``params`` (without the
-        auxiliary head), ``seconds`` and the per-epoch ``history``.
+        The evaluation's metrics (``top1``/``top5`` on the test split, ``mse`` for regression,
+        ``params``, ``seconds``), and its per-epoch ``history`` where it has one.
 
     Raises:
-        DnasError: an unreadable genotype, an unknown option, missing data, or a self-supervised
-            genotype (train it with ``dnas.ssl_train``).
+        DnasError: an unreadable genotype, an unknown option or evaluation, or missing data.
+
+    Example:
+        >>> dnas.train("runs/nasiam/genotype.yaml", data="digits", train_config={"epochs": 2})  # SSL + linear eval
     """
-    from dnas.evaluate.supervised import TrainConfig, train_network
+    if evaluation is not None and evaluation not in EVALUATIONS:
+        raise DnasError(f"unknown evaluation {evaluation!r}{did_you_mean(evaluation, EVALUATIONS)}; choose one of: {', '.join(EVALUATIONS)}")
+    if evaluation == "pruned" or (evaluation is None and isinstance(genotype, (str, Path)) and (Path(genotype) / "pruned.yaml").is_file()):
+        return _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log)
+    kind = evaluation or evaluation_of(genotype)
+    kw = dict(train_config=train_config, space_config=space_config, data_config=data_config, seed=seed, device=device, out=out, log=log)
+    if kind == "ssl":
+        from dnas.evaluate.ssl import ssl_train
 
-    tcfg = make_config(TrainConfig, dict(train_config or {}), "train")
-    g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)
-    if getattr(space, "two_views", False):
-        raise DnasError(f"genotype space '{g.space}' is self-supervised: train it with --ssl (dnas.ssl_train)")
-    datasets = load_datasets(dcfg)
-    dev = resolve_device(device)
+        return ssl_train(genotype, data, **kw)
+    if kind == "pruned":
+        return _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log)
+    from dnas.evaluate.supervised import train_genotype
+
+    return train_genotype(genotype, data, **kw)
+
+
+def _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log) -> dict[str, Any]:
+    """``pruned``: fine-tune the model in the genotype's folder (``dnas prune``'s output)."""
+    import inspect
+
+    from dnas.tools.pruning import finetune_pruned
+
+    if isinstance(genotype, Genotype):
+        raise DnasError("fine-tuning a pruned model needs the folder dnas prune wrote; pass it (or its genotype.yaml), not a Genotype")
+    folder = Path(genotype) if Path(genotype).is_dir() else Path(genotype).parent
+    if not (folder / "pruned.yaml").is_file():
+        raise DnasError(f"'{genotype}' is a pruning genotype without its pruned model; pass the --out folder of dnas prune "
+                        f"(pruned.yaml + model.safetensors) or export one with dnas prune --keep-blocks")
+    if space_config:
+        raise DnasError("a pruned model keeps its structure; space options do not apply when fine-tuning it")
+    options = {k for k, p in inspect.signature(finetune_pruned).parameters.items()
+               if p.kind is p.KEYWORD_ONLY and k not in ("data_config", "out", "device", "log")}
+    tcfg = dict(train_config or {})
+    unknown = sorted(set(tcfg) - options)
+    if unknown:
+        raise DnasError(f"unknown option {unknown[0]!r} for fine-tuning a pruned model; valid options: {', '.join(sorted(options))}")
     torch.manual_seed(seed)
-    model = space.build_network(g, datasets.task)
-    out_dir = Path(out) if out is not None else None
-    result = train_network(model, datasets, tcfg, dev, out=out_dir, log=log, seed=seed)
-    if out_dir is not None:
-        from dnas._io import atomic_write_text
-
-        g.save(out_dir / "genotype.yaml")
-        atomic_write_text(
-            out_dir / "config.yaml",
-            yaml.safe_dump({"space": {"name": space.name, **space.config_dict()}, "data": config_dict(dcfg),
-                            "train": config_dict(tcfg), "seed": seed, "device": device}, sort_keys=False),
-        )
-    return result
+    return finetune_pruned(folder, data, **tcfg, data_config=data_config, out=out, device=device, log=log)

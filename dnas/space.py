@@ -96,6 +96,9 @@ class SearchSpace:
     #: (e.g. ``{"alpha_per_cell": "space.individual=true"}``); used in the hint of a refused pair
     offers_with: ClassVar[dict[str, str]] = {}
     default_parser: ClassVar[str] = "argmax"
+    #: how ``dnas train`` evaluates a genotype of this space: "supervised" (train from scratch, top-1),
+    #: "ssl" (self-supervised pretraining + linear evaluation) or "pruned" (fine-tune a pruned model)
+    evaluation: ClassVar[str] = "supervised"
     #: a tiny configuration for tests and the conformance suite
     tiny_config: ClassVar[dict[str, Any]] = {}
     tiny_task: ClassVar[Task] = Task((1, 8, 8), 4)

@@ -273,22 +273,24 @@ def test_beta_decay_term_by_hand():
         net.alphas["layers"].copy_(alpha)
     hand = sum(math.log(math.exp(a) + math.exp(b)) for a, b in alpha.tolist()) / 3
     assert float(beta_decay_loss(net).detach()) == pytest.approx(hand, rel=1e-6)
+    from dnas.engine.callbacks import LoopState
+
     strat = dnas.create_strategy("darts", beta_decay=0.7)
-    total, metrics = strat.arch_loss(net, (torch.randn(4, 2), torch.randn(4, 1)))
+    total, metrics = strat.arch_loss(net, (torch.randn(4, 2), torch.randn(4, 1)), LoopState(net, strat, None))
     assert float(metrics["beta_decay"]) == pytest.approx(0.7 * hand, rel=1e-6)
     assert float(total.detach()) == pytest.approx(float(metrics["val_loss"]) + 0.7 * hand, rel=1e-6)
     # its α gradient is λ · softmax(α_e) / |E| per row
     g = torch.autograd.grad(0.7 * beta_decay_loss(net), net.alphas["layers"])[0]
     assert torch.allclose(g, 0.7 * torch.softmax(alpha, -1) / 3, atol=1e-6)
-    assert dnas.create_strategy("darts").loss_terms(net) == {}
-    fair = dnas.create_strategy("fairdarts", beta_decay=0.7).loss_terms(net)
+    assert dnas.create_strategy("darts").loss_terms(net, LoopState(net, strat, None)) == {}
+    fair = dnas.create_strategy("fairdarts", beta_decay=0.7).loss_terms(net, LoopState(net, strat, None))
     assert set(fair) == {"beta_decay", "zero_one"} and float(fair["beta_decay"].detach()) == pytest.approx(0.7 * hand, rel=1e-6)
     with pytest.raises(DnasError, match="beta_decay"):
         dnas.create_strategy("darts", beta_decay=-1)
     # linear schedule: λ_e = W · e / epochs (the authors' code: 50 · e / 100)
     ramp = dnas.create_strategy("darts", beta_decay=0.7, beta_decay_schedule="linear", epochs=10)
-    ramp._epoch = 4
-    assert float(ramp.loss_terms(net)["beta_decay"].detach()) == pytest.approx(0.7 * 0.4 * hand, rel=1e-6)
+    at_epoch_4 = LoopState(net, ramp, None, epoch=4)  # the loop hands the epoch to the steps
+    assert float(ramp.loss_terms(net, at_epoch_4)["beta_decay"].detach()) == pytest.approx(0.7 * 0.4 * hand, rel=1e-6)
 
 
 # -- ColorNAS ------------------------------------------------------------------------------------

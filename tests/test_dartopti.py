@@ -106,16 +106,18 @@ def test_warmup_leaves_alpha_untouched():
     space = dnas.create_space("darts", C=4, layers=3, nodes=2)
     net = space.supernet(space.tiny_task)
     s = dnas.create_strategy("darts", warmup_epochs=2, a_lr=0.1)
-    opt = s.optimizers(net)
+    state = s.init_state(net)
     batch = space.example_batch(space.tiny_task, 8)
     before = [a.detach().clone() for a in net.arch_parameters()]
     w0 = net.weight_parameters()[0].detach().clone()
     for epoch in (0, 1):
-        m = s.step(net, batch, batch, epoch, opt)
+        state.epoch = epoch
+        m = s.step(net, batch, batch, state)
         assert "val_loss" not in m  # no α step ran
     assert all(torch.equal(a, b) for a, b in zip(net.arch_parameters(), before))
     assert not torch.equal(net.weight_parameters()[0], w0)  # the weights did train
-    s.step(net, batch, batch, 2, opt)
+    state.epoch = 2
+    s.step(net, batch, batch, state)
     assert not all(torch.equal(a, b) for a, b in zip(net.arch_parameters(), before))  # epoch 2: α moves
 
 
@@ -127,7 +129,7 @@ def dartopti_run(tmp_path_factory):
     space_cfg = {k: g.config[k] for k in ("ops", "layers", "nodes", "reductions")}
     r = dnas.search(
         "ddarts", "fairdarts", "synthetic", space_config={**space_cfg, "C": 2},
-        strategy_config=dict(epochs=2, warmup_epochs=1, init_genotype="resnet18", parser="edge", a_lr=0.3),
+        strategy_config=dict(epochs=2, warmup_epochs=1, parser="edge", a_lr=0.3), callbacks={"init_genotype": {"genotype": "resnet18"}},
         data_config=dict(batch_size=32, subset=0.25), out=out, progress=False,  # 1 step per epoch
     )
     return r, g
@@ -181,7 +183,8 @@ def test_cli_flags_reach_the_strategy_config():
         ["search", "--space", "ddarts", "--strategy", "fairdarts", "--init-genotype", "resnet18", "--early-stop", "distance"]
     )
     r = resolve(_search_overlay(args))
-    assert r.strategy.config.init_genotype == "resnet18" and r.strategy.config.early_stop == "distance"
+    assert r.config["callbacks"]["init_genotype"]["genotype"] == "resnet18" and "distance_stop" in r.config["callbacks"]
+    assert [c.name for c in r.callbacks] == ["rollback", "distance", "dominant_ops", "init_genotype", "distance_stop"]
 
 
 def test_dartopti_encodings_are_not_deepened(capsys):

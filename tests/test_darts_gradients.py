@@ -8,6 +8,7 @@ from torch.func import functional_call
 import dnas
 from dnas.spaces.ops import DARTS_OPS
 from dnas.spaces.darts import MixedOp
+from dnas.engine.callbacks import LoopState
 from dnas.strategies.darts import unrolled_arch_grads
 from dnas.space import Task
 
@@ -50,7 +51,7 @@ def test_mixed_edge_gradient_matches_hand_formula():
 def test_first_order_step_is_adam_on_the_val_gradient():
     net = two_cell_supernet()
     strategy = dnas.create_strategy("darts", a_lr=0.01)
-    opt = strategy.optimizers(net)
+    state = strategy.init_state(net)
     train, val = batch(1), batch(2)
     alphas = net.arch_parameters()
     before = [a.detach().clone() for a in alphas]
@@ -70,7 +71,7 @@ def test_first_order_step_is_adam_on_the_val_gradient():
             g.view(-1)[idx] = (up - down) / 2e-6
         fd.append(g)
 
-    strategy.arch_step(net, train, val, opt)
+    strategy.arch_step(net, train, val, state)
     for a, g, a0 in zip(alphas, fd, before):
         assert torch.allclose(a.grad, g, atol=1e-7), "α gradient is not ∇_α L_val"
         # Adam's first step with L2 weight decay: α1 = α0 − lr · ĝ / (|ĝ| + eps), ĝ = g + wd α0
@@ -105,7 +106,7 @@ def test_second_order_matches_exact_hessian_vector_product():
     loss_v = F.cross_entropy(functional_call(net, unrolled, (val[0],)), val[1])
     exact = torch.autograd.grad(loss_v, [params[n] for n in alpha_names])
 
-    ours, _ = unrolled_arch_grads(strategy, net, train, val, xi)
+    ours, _ = unrolled_arch_grads(strategy, net, train, val, xi, LoopState(net, strategy, None))
     for e, o in zip(exact, ours):
         assert torch.allclose(o, e, atol=1e-6)
     # the first-order gradient differs by far more than the tolerance: the Hessian term is tested
@@ -118,7 +119,8 @@ def test_second_order_matches_exact_hessian_vector_product():
 def test_second_order_on_darts_cells_restores_weights_and_is_finite():
     net = two_cell_supernet()
     before = [w.detach().clone() for w in net.weight_parameters()]
-    grads, metrics = unrolled_arch_grads(dnas.create_strategy("darts", order=2), net, batch(3), batch(4), 0.025)
+    s = dnas.create_strategy("darts", order=2)
+    grads, metrics = unrolled_arch_grads(s, net, batch(3), batch(4), 0.025, LoopState(net, s, None))
     assert all(torch.isfinite(g).all() for g in grads) and "val_loss" in metrics
     assert all(torch.equal(w, w0) for w, w0 in zip(net.weight_parameters(), before))
 
@@ -127,12 +129,12 @@ def test_second_order_on_darts_cells_restores_weights_and_is_finite():
 def test_search_step_moves_alpha_and_weights(order):
     net = two_cell_supernet().float()
     strategy = dnas.create_strategy("darts", order=order, a_lr=0.01)
-    opt = strategy.optimizers(net)
+    state = strategy.init_state(net)
     tb, vb = batch(5), batch(6)
     tb, vb = (tb[0].float(), tb[1]), (vb[0].float(), vb[1])
     a0 = [a.detach().clone() for a in net.arch_parameters()]
     w0 = [w.detach().clone() for w in net.weight_parameters()]
-    metrics = strategy.step(net, tb, vb, 0, opt)
+    metrics = strategy.step(net, tb, vb, state)
     assert {"train_loss", "val_loss"} <= set(metrics)
     assert not torch.equal(net.alphas["reduce"], a0[0])
     assert any(not torch.equal(w, w_) for w, w_ in zip(net.weight_parameters(), w0))

@@ -9,7 +9,9 @@ import dnas
 from dnas.cli import main
 from dnas.engine.distance import OP_SCORES, cell_distances, distance, edge_distance, hausdorff
 from dnas.errors import DnasError
+from dnas.engine.callbacks import LoopState
 from dnas.engine.loop import GradientStrategy
+from dnas.registry import create_callback
 
 S = {k: v / 100 for k, v in OP_SCORES.items()}  # Table 4.1, % / 100
 TINY = dict(C=4, layers=3, nodes=2)  # reductions at 3//3 = 1 and 2*3//3 = 2: cells normal, reduce, reduce
@@ -144,28 +146,50 @@ def _history(prev, start=None, first=1):
     ]
 
 
-def test_should_stop_exact_epoch_from_a_stub_history():
-    s = dnas.create_strategy("darts", early_stop="distance")  # thesis: patience 5, from epoch 10, tol 0
-    prev = [0.1, 0.05, 0.0, 0.0, 0.02] + [0.0] * 10  # stable from epoch 6 on
-    stops = [n for n in range(1, len(prev) + 1) if s.should_stop(_history(prev[:n]))]
-    assert stops[0] == 10  # epochs 6-10 are the first 5 stable ones, and 10 >= early_stop_from
+def _stop(history, warmup_epochs=0, **options):
+    """The distance_stop callback's answer after the last epoch of a scripted history."""
+    cb = create_callback("distance_stop", **options)
+    return cb.should_stop(LoopState(None, dnas.create_strategy("darts", warmup_epochs=warmup_epochs), None, history=history))
+
+
+def test_distance_stop_exact_epoch_from_a_stub_history():
+    prev = [0.1, 0.05, 0.0, 0.0, 0.02] + [0.0] * 10  # stable from epoch 6 on; thesis: patience 5, from epoch 10, tol 0
+    stops = [n for n in range(1, len(prev) + 1) if _stop(_history(prev[:n]))]
+    assert stops[0] == 10  # epochs 6-10 are the first 5 stable ones, and 10 >= from_epoch
     late = [0.1] * 11 + [0.0] * 5  # stable only over epochs 12-16
-    first = next(n for n in range(1, 17) if s.should_stop(_history(late[:n])))
+    first = next(n for n in range(1, 17) if _stop(_history(late[:n])))
     assert first == 16
-    assert dnas.create_strategy("darts").should_stop(_history([0.0] * 20)) is None  # early_stop: none
+    assert _stop([]) is None
     # the warm-up epochs (α frozen, M = 0 trivially) are not evidence
-    w = dnas.create_strategy("darts", early_stop="distance", warmup_epochs=8)
-    assert next(n for n in range(1, 30) if w.should_stop(_history([0.0] * n))) == 13
+    assert next(n for n in range(1, 30) if _stop(_history([0.0] * n), warmup_epochs=8)) == 13
 
 
-def test_should_stop_on_the_start_distance_as_the_authors_code():
-    s = dnas.create_strategy(
-        "darts", early_stop="distance", early_stop_on="start", early_stop_patience=4, early_stop_tol=0.001, early_stop_from=1
-    )
+def test_distance_stop_on_the_start_distance_as_the_authors_code():
+    opts = dict(on="start", patience=4, tol=0.001, from_epoch=1)
     start = [0.01, 0.02, 0.028, 0.0302, 0.0305, 0.0308, 0.0309]  # range ≤ 0.001 over epochs 4-7 (0.0007) only
-    stops = [n for n in range(1, 8) if s.should_stop(_history([0.1] * n, start[:n]))]
+    stops = [n for n in range(1, 8) if _stop(_history([0.1] * n, start[:n]), **opts)]
     assert stops[0] == 7
-    assert "0.001" in s.should_stop(_history([0.1] * 7, start))
+    assert "0.001" in _stop(_history([0.1] * 7, start), **opts)
+    with pytest.raises(DnasError, match="patience"):
+        create_callback("distance_stop", patience=0)
+
+
+def test_distance_callback_records_m_to_the_previous_epoch_and_the_start():
+    space = dnas.create_space("darts", **TINY)
+    net = space.supernet(space.tiny_task)
+    a, b = _darts(N0, R0), _darts([["sep_conv_5x5"]] + N0[1:], R0)
+    state = LoopState(net, dnas.create_strategy("darts"), None, start_genotype={k: list(v) for k, v in a.choices.items()})
+    cb = create_callback("distance")
+    cb.on_search_start(state)
+    records = [{"epoch": 1, "genotype": dict(a.choices)}, {"epoch": 2, "genotype": dict(b.choices)}, {"epoch": 3, "genotype": dict(b.choices)}]
+    for r in records:
+        cb.on_epoch_end(state, r)
+        state.history.append(r)
+    assert [r["distance_prev"] for r in records] == [0.0, pytest.approx(distance(b, a), abs=1e-6), 0.0]
+    assert [r["distance_start"] for r in records] == [0.0] + [pytest.approx(distance(b, a), abs=1e-6)] * 2
+    mlp = dnas.create_space("nasiam-mlp")
+    with pytest.raises(DnasError, match="callback 'distance' needs the distance M"):
+        cb.on_search_start(LoopState(mlp.supernet(mlp.tiny_task), state.strategy, None))
 
 
 def test_run_logs_distances_and_stops_when_alpha_is_frozen(tmp_path, capsys):
@@ -173,7 +197,7 @@ def test_run_logs_distances_and_stops_when_alpha_is_frozen(tmp_path, capsys):
     max(early_stop_from, warmup_epochs + patience) = max(3, 1 + 2) = 3."""
     r = dnas.search(
         "ddarts", "fairdarts", "synthetic", space_config=TINY,
-        strategy_config=dict(epochs=6, a_lr=0.0, warmup_epochs=1, early_stop="distance", early_stop_from=3, early_stop_patience=2),
+        strategy_config=dict(epochs=6, a_lr=0.0, warmup_epochs=1), callbacks={"distance_stop": {"from_epoch": 3, "patience": 2}},
         data_config=dict(batch_size=64), out=tmp_path / "run", progress=False,
     )
     assert [h["epoch"] for h in r.history] == [1, 2, 3]
@@ -194,12 +218,15 @@ def test_run_distances_match_the_recorded_genotypes(tmp_path):
     assert any(h["distance_start"] > 0 for h in r.history)  # a_lr 0.5 moves the genotype away from epoch 0
 
 
-def test_start_genotype_survives_a_checkpoint():
+def test_start_genotype_survives_a_checkpoint_in_the_loop_state():
+    space = dnas.create_space("darts", **TINY)
+    net = space.supernet(space.tiny_task)
     s = GradientStrategy()
-    s._start_choices = {"x": ["a"]}
-    t = GradientStrategy()
-    t.load_state_dict(s.state_dict())
-    assert t._start_choices == {"x": ["a"]}
+    state = s.init_state(net)
+    state.start_genotype = {"x": ["a"]}
+    other = s.init_state(net)
+    other.load_state_dict(state.state_dict())
+    assert other.start_genotype == {"x": ["a"]}
 
 
 def test_distance_only_on_cnn_cell_spaces():

@@ -6,6 +6,7 @@ import torch
 
 import dnas
 from dnas.space import Task
+from dnas.engine.callbacks import LoopState
 from dnas.strategies.darts import unrolled_arch_grads
 from dnas.strategies.fairdarts import dominant_ops, zero_one_loss
 
@@ -39,7 +40,7 @@ def test_loss_terms_are_w01_times_l01():
     for w01, expected_w in ((None, 10.0), (3.0, 3.0)):
         kw = {} if w01 is None else {"w01": w01}
         s = dnas.create_strategy("fairdarts", **kw)
-        terms = s.loss_terms(net)
+        terms = s.loss_terms(net, LoopState(net, s, None))
         assert set(terms) == {"zero_one"}
         assert terms["zero_one"].item() == pytest.approx(expected_w * zero_one_loss(net.arch_parameters()).item(), rel=1e-12)
 
@@ -48,7 +49,7 @@ def test_first_order_step_is_adam_on_val_loss_plus_hand_l01_gradient():
     net = tiny_net()
     s = dnas.create_strategy("fairdarts", a_lr=0.01, a_weight_decay=0.0, w01=10.0)
     assert s.relaxation == "sigmoid"
-    opt = s.optimizers(net)
+    state = s.init_state(net)
     val = batch(2)
     alphas = net.arch_parameters()
     before = [a.detach().clone() for a in alphas]
@@ -60,7 +61,7 @@ def test_first_order_step_is_adam_on_val_loss_plus_hand_l01_gradient():
         g01 = -(2.0 / N) * (sig - 0.5) * sig * (1 - sig)  # d/dα of −(1/N) Σ (σ − 0.5)²
         g = gv + 10.0 * g01
         expected.append(b - 0.01 * g / (g.abs() + 1e-8))  # Adam's first step: m̂ = g, v̂ = g²
-    s.arch_step(net, batch(1), val, opt)
+    s.arch_step(net, batch(1), val, state)
     for a, e in zip(alphas, expected):
         assert torch.allclose(a.detach(), e, atol=1e-9)
 
@@ -68,9 +69,9 @@ def test_first_order_step_is_adam_on_val_loss_plus_hand_l01_gradient():
 def test_zero_one_loss_pushes_sigma_away_from_half():
     net = tiny_net(std=0.3)
     s = dnas.create_strategy("fairdarts", a_lr=0.05, a_weight_decay=0.0, w01=1e6)  # L01 dominates L_val
-    opt = s.optimizers(net)
+    state = s.init_state(net)
     before = torch.cat([a.detach().flatten() for a in net.arch_parameters()])
-    s.arch_step(net, batch(1), batch(2), opt)
+    s.arch_step(net, batch(1), batch(2), state)
     after = torch.cat([a.detach().flatten() for a in net.arch_parameters()])
     assert torch.equal(torch.sign(after - before), torch.sign(before))  # |σ(α) − 0.5| grows everywhere
 
@@ -78,8 +79,9 @@ def test_zero_one_loss_pushes_sigma_away_from_half():
 def test_second_order_adds_exactly_w01_grad_l01():
     net = tiny_net()
     train, val = batch(1), batch(2)
-    g_fair, _ = unrolled_arch_grads(dnas.create_strategy("fairdarts", order=2, w01=10.0), net, train, val, xi=0.01)
-    g_plain, _ = unrolled_arch_grads(dnas.create_strategy("fairdarts", order=2, w01=0.0), net, train, val, xi=0.01)
+    fair, plain = (dnas.create_strategy("fairdarts", order=2, w01=w01) for w01 in (10.0, 0.0))
+    g_fair, _ = unrolled_arch_grads(fair, net, train, val, 0.01, LoopState(net, fair, None))
+    g_plain, _ = unrolled_arch_grads(plain, net, train, val, 0.01, LoopState(net, plain, None))
     g01 = torch.autograd.grad(10.0 * zero_one_loss(net.arch_parameters()), net.arch_parameters())
     for f, p, z in zip(g_fair, g_plain, g01):
         assert torch.allclose(f - p, z, atol=1e-10)
@@ -173,10 +175,10 @@ def test_fairdarts_step_and_parse_on_other_alpha_spaces(space):
     torch.manual_seed(0)
     net = sp.supernet(sp.tiny_task)
     net.relaxation = s.relaxation
-    opt = s.optimizers(net)
+    state = s.init_state(net)
     b = sp.example_batch(sp.tiny_task, 4)
     before = [a.detach().clone() for a in net.arch_parameters()]
-    m = s.arch_step(net, b, b, opt)
+    m = s.arch_step(net, b, b, state)
     assert float(m["zero_one"]) <= 0
     assert any(not torch.equal(a, x) for a, x in zip(net.arch_parameters(), before))
     sp.validate(net.genotype(s.config.parser, **s.parser_args()))  # the sparse parser gives a valid genotype

@@ -167,11 +167,11 @@ def test_a_darts_step_moves_alpha():
     net = space.supernet(TASK)
     strategy = create_strategy("darts", epochs=1, a_lr=0.1)
     strategy.check_compatible(space)
-    opt = strategy.optimizers(net)
+    state = strategy.init_state(net)
     gen = torch.Generator().manual_seed(0)
     tb, vb = space.example_batch(TASK, 8, generator=gen), space.example_batch(TASK, 8, generator=gen)
     before = {k: a.detach().clone() for k, a in net.named_arch_parameters()}
-    metrics = strategy.step(net, tb, vb, 0, opt)
+    metrics = strategy.step(net, tb, vb, state)
     assert set(before) == {"projector", "predictor"}
     for k, a in net.named_arch_parameters():
         assert not torch.allclose(a, before[k]), k
@@ -329,19 +329,19 @@ def test_fairdarts_pairs_with_nasiam():
     strategy = create_strategy("fairdarts", a_lr=0.1)
     strategy.check_compatible(space)
     net.relaxation = strategy.relaxation
-    opt = strategy.optimizers(net)
+    state = strategy.init_state(net)
     gen = torch.Generator().manual_seed(1)
     before = net.alphas["predictor"].detach().clone()
-    metrics = strategy.step(net, space.example_batch(TASK, 8, generator=gen), space.example_batch(TASK, 8, generator=gen), 0, opt)
+    metrics = strategy.step(net, space.example_batch(TASK, 8, generator=gen), space.example_batch(TASK, 8, generator=gen), state)
     assert net.relaxation == "sigmoid" and not torch.allclose(net.alphas["predictor"], before)
     assert "zero_one" in metrics  # the zero-one loss term is part of the α step
 
 
-def test_supervised_train_of_a_nasiam_genotype_says_use_ssl():
-    from dnas.api import train
+def test_supervised_train_of_a_nasiam_genotype_is_refused():
+    from dnas.api import train  # without an override, dnas.train picks SSL (tests/test_evaluation.py)
 
-    with pytest.raises(DnasError, match="--ssl"):
-        train("simsiam", data="digits", train_config={"epochs": 0})
+    with pytest.raises(DnasError, match="evaluated by 'ssl'"):
+        train("simsiam", data="digits", train_config={"epochs": 0}, evaluation="supervised")
 
 
 def test_two_view_data_on_pil_images():

@@ -152,7 +152,7 @@ def _nan_after(net, calls):
     return count
 
 
-def _tiny_search(tmp_path, nan_calls, **strategy):
+def _tiny_search(tmp_path, nan_calls, callbacks=None, **strategy):
     space = dnas.create_space("darts", C=4, layers=3, nodes=2)
     from dnas.engine.data import DataConfig, SearchData, synthetic_dataset
 
@@ -162,7 +162,7 @@ def _tiny_search(tmp_path, nan_calls, **strategy):
     _nan_after(net, nan_calls)
     strat = dnas.create_strategy("darts", epochs=2, **strategy)
     with Run(tmp_path, progress=False) as run:
-        return strat.search(net, data, run), run.history()
+        return strat.search(net, data, run, callbacks), run.history()
 
 
 def test_divergence_rolls_back_and_lowers_the_learning_rate_once(tmp_path):
@@ -176,7 +176,7 @@ def test_divergence_rolls_back_and_lowers_the_learning_rate_once(tmp_path):
 def test_second_divergence_stops_with_a_clear_message_and_keeps_the_files(tmp_path):
     # 2 steps per epoch, 2 loss calls per step: call 5 opens epoch 2, call 9 opens its replay
     with pytest.raises(DnasError, match=r"diverged again at epoch 2 \(val_loss = nan\).*last checkpoint: epoch 1"):
-        _tiny_search(tmp_path, {5, 9}, divergence_lr_factor=0.5)
+        _tiny_search(tmp_path, {5, 9}, [dnas.registry.create_callback("rollback", lr_factor=0.5)])
     assert (tmp_path / "checkpoint.pt").exists() and len((tmp_path / "history.jsonl").read_text().splitlines()) == 1
 
 

@@ -218,13 +218,13 @@ def test_zero_mean_contribution_gives_no_ablation_gradient():
 def test_arch_step_moves_each_cell_by_its_own_optimizer():
     net = tiny_ddarts(layers=3)
     s = dnas.create_strategy("shapley", a_lr=0.01, a_weight_decay=0.0)
-    opt = s.optimizers(net)
-    assert len(opt.arch) == 3
+    state = s.init_state(net)
+    assert len(state.optimizers.arch) == 3
     val = batch(2)
     torch.manual_seed(0)
     grads, _ = shapley_grads(net, val, 8.0, 0.5)
     before = [a.detach().clone() for a in net.arch_parameters()]
-    s.arch_step(net, batch(1), val, opt)
+    s.arch_step(net, batch(1), val, state)
     for a, b, cell in zip(net.arch_parameters(), before, grads):
         g = cell[0]
         assert torch.allclose(a.detach(), b - 0.01 * g / (g.abs() + 1e-8), atol=1e-9)  # Adam's first step

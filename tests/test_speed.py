@@ -92,11 +92,11 @@ def _step(amp, order=1):
     net = _net()
     strategy = dnas.create_strategy("darts", amp=amp, order=order)
     net.relaxation = strategy.relaxation
-    opt = strategy.optimizers(net)
+    state = strategy.init_state(net)
     dtypes = []
     hook = net.stem[0].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     before = [a.detach().clone() for a in net.arch_parameters()]
-    metrics = strategy.step(net, _batch(1, 8), _batch(2, 8), 0, opt)
+    metrics = strategy.step(net, _batch(1, 8), _batch(2, 8), state)
     hook.remove()
     moved = max(float((a.detach() - b).abs().max()) for a, b in zip(net.arch_parameters(), before))
     return metrics, moved, dtypes
@@ -220,23 +220,24 @@ def test_channels_last_is_on_by_default_on_cpu_and_can_be_turned_off():
     assert torch.allclose(layouts[None][0], layouts[False][0], atol=1e-5)
 
 
-def test_fp16_loss_scale_is_kept_in_the_strategy_state():
+def test_fp16_loss_scale_is_kept_in_the_loop_state():
     net = _net()
     strategy = dnas.create_strategy("darts", amp="fp16")
     net.relaxation = strategy.relaxation
-    opt = strategy.optimizers(net)
-    strategy.step(net, _batch(1, 8), _batch(2, 8), 0, opt)
-    scaler = strategy.grad_scaler("weights", net)
+    state = strategy.init_state(net)
+    strategy.step(net, _batch(1, 8), _batch(2, 8), state)
+    scaler = state.scalers["weights"]
     scaler.update(1234.0)  # a scale the default (65536) would not give back
-    state = strategy.state_dict()
-    assert state["grad_scalers"]["weights"]["scale"] == 1234.0
-    resumed = dnas.create_strategy("darts", amp="fp16")
-    resumed.load_state_dict(state)
-    assert resumed.grad_scaler("weights", net).get_scale() == 1234.0
-    assert resumed.grad_scaler("arch", net).get_scale() == strategy.grad_scaler("arch", net).get_scale()
+    saved = state.state_dict()
+    assert saved["grad_scalers"]["weights"]["scale"] == 1234.0
+    resumed = dnas.create_strategy("darts", amp="fp16").init_state(net)
+    resumed.load_state_dict(saved)
+    assert resumed.scalers["weights"].get_scale() == 1234.0
+    assert resumed.scalers["arch"].get_scale() == state.scalers["arch"].get_scale()
     scaler.update(7.0)  # a rollback: the scaler already exists and goes back to the saved scale
-    strategy.load_state_dict(state)
-    assert strategy.grad_scaler("weights", net).get_scale() == 1234.0
+    state.load_state_dict(saved)
+    assert state.scalers["weights"].get_scale() == 1234.0
+    assert dnas.create_strategy("darts").init_state(net).scalers == {}  # no amp: no scaler
 
 
 def test_dnas_bench_runs_the_suite_module_and_refuses_unknown_names(capfd):

@@ -8,7 +8,7 @@ from dnas.errors import DnasError
 
 def add(sub) -> None:
     s = sub.add_parser("search", help="search a space with a strategy")
-    s.add_argument("--config", help="run YAML (sections space, strategy, data, seed, device)")
+    s.add_argument("--config", help="run YAML (sections space, strategy, data, callbacks, seed, device)")
     s.add_argument("--space")
     s.add_argument("--strategy")
     s.add_argument("--data", help="digits (default), synthetic, cifar10, cifar100, fashion-mnist, imagefolder:PATH, csv:PATH, synthetic-regression")
@@ -18,7 +18,7 @@ def add(sub) -> None:
     s.add_argument("--target", metavar="COLS", help="regression (--data csv:PATH): target column names or indices, a,b")
     s.add_argument("--epochs", type=int)
     s.add_argument("--beta-decay", type=float, metavar="W", help="β-DARTS Beta-Decay weight (darts, fairdarts)")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. space.C=8, strategy.order=2 (repeatable)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. space.C=8, strategy.order=2, callbacks.distance_stop.patience=4 (repeatable)")
     s.add_argument("--early-stop", choices=("none", "distance"), help="distance: stop when the distance M is stable (D-DARTS)")
     s.add_argument("--init-genotype", metavar="GENOTYPE", help="DARTOpti: start α from this genotype (file or shipped name, e.g. resnet18)")
     s.add_argument("--amp", choices=("none", "bf16", "fp16"), help="autocast the search steps (gradient strategies)")
@@ -81,10 +81,13 @@ def _search_overlay(args) -> dict:
         sets.setdefault("strategy", {})["epochs"] = args.epochs
     if args.beta_decay is not None:
         sets.setdefault("strategy", {})["beta_decay"] = args.beta_decay
-    if args.init_genotype:
-        sets.setdefault("strategy", {})["init_genotype"] = args.init_genotype
-    if args.early_stop:
-        sets.setdefault("strategy", {})["early_stop"] = args.early_stop
+    callbacks = sets.setdefault("callbacks", {})
+    if args.init_genotype:  # the init_genotype callback (DARTOpti)
+        callbacks["init_genotype"] = {**(callbacks.get("init_genotype") or {}), "genotype": args.init_genotype}
+    if args.early_stop == "distance":  # the distance_stop callback (D-DARTS)
+        callbacks["distance_stop"] = callbacks.get("distance_stop") or {}
+    elif args.early_stop == "none":  # switches one from --config off
+        callbacks["distance_stop"] = False
     if args.amp:
         sets.setdefault("strategy", {})["amp"] = args.amp
     for key in ("compile", "checkpoint_cells", "channels_last", "partial_channels"):  # darts/ddarts supernet options

@@ -1,4 +1,5 @@
-"""``dnas train``: the evaluation phase of a genotype, or the fine-tuning of a pruned model."""
+"""``dnas train``: the evaluation phase of a genotype, picked from its space (``dnas.train``):
+supervised training, SSL pretraining + linear evaluation, or the fine-tuning of a pruned model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,9 @@ from dnas.errors import DnasError
 
 
 def add(sub) -> None:
-    t = sub.add_parser("train", help="train a genotype's network from scratch (evaluation phase)")
-    t.add_argument("--genotype", help="genotype YAML/JSON or a shipped genotype name")
-    t.add_argument("--pruned", metavar="DIR", help="fine-tune the last kept block + head of a `dnas prune` model instead")
+    t = sub.add_parser("train", help="evaluate a genotype: the evaluation its space declares (supervised, SSL, pruned fine-tuning)")
+    t.add_argument("--genotype", help="genotype YAML/JSON or a shipped genotype name; its space picks the evaluation")
+    t.add_argument("--pruned", metavar="DIR", help="fine-tune the last kept block + head of a `dnas prune` model (explicit)")
     t.add_argument("--data", default="digits")
     t.add_argument("--data-dir")
     t.add_argument("--download", action="store_true")
@@ -19,16 +20,16 @@ def add(sub) -> None:
     t.add_argument("--out")
     t.add_argument("--seed", type=int)
     t.add_argument("--device")
-    t.add_argument("--ssl", action="store_true", help="self-supervised genotype (nasiam-mlp): pretrain, then linear evaluation")
+    t.add_argument("--ssl", action="store_true", help="force SSL pretraining + linear evaluation (nasiam-mlp genotypes get it without)")
     t.set_defaults(fn=run)
 
 
 def run(args) -> int:
     import json
 
-    from dnas.api import parse_set, train
+    from dnas.api import evaluation_of, parse_set, train
 
-    if args.pruned:
+    if args.pruned:  # explicit override: fine-tune this pruned-model folder
         return run_finetune_pruned(args)
     if not args.genotype:
         raise DnasError("dnas train needs --genotype FILE (or --pruned DIR to fine-tune a pruned model)")
@@ -46,19 +47,16 @@ def run(args) -> int:
         dcfg["download"] = True
     if args.target:
         dcfg["target"] = args.target
-    if args.ssl:  # self-supervised genotypes (nasiam-mlp): pretraining + linear evaluation
-        from dnas.evaluate.ssl import ssl_train
-
-        out = args.out or str(Path("runs") / ("ssl-" + Path(args.genotype).stem))
-        result = ssl_train(args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
-                           seed=args.seed or 0, device=args.device or "cpu", out=out)
-        print(json.dumps({k: v for k, v in result.items() if k != "history"}))
-        print(f"weights and metrics written to {out}")
-        return 0
-    out = args.out or str(Path("runs") / ("train-" + Path(args.genotype).stem))
+    # the genotype's space picks the evaluation (supervised, ssl, pruned); --ssl forces SSL
+    kind = "ssl" if args.ssl else ("pruned" if (Path(args.genotype) / "pruned.yaml").is_file() else evaluation_of(args.genotype))
+    if kind == "pruned":
+        folder = Path(args.genotype) if Path(args.genotype).is_dir() else Path(args.genotype).parent
+        out = args.out or str(folder.with_name(folder.name + "-finetuned"))
+    else:
+        out = args.out or str(Path("runs") / (("ssl-" if kind == "ssl" else "train-") + Path(args.genotype).stem))
     result = train(
         args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
-        seed=args.seed or 0, device=args.device or "cpu", out=out,
+        seed=args.seed or 0, device=args.device or "cpu", out=out, evaluation=kind,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     print(f"weights and metrics written to {out}")

@@ -2,8 +2,9 @@
 
 The shipped genotypes ``resnet18``, ``resnet50`` and ``xception`` (``dnas/genotypes/``) encode those
 nets as DARTS cells over S_o (space ``ddarts`` with ``ops: darts-o``); their YAML comments say how.
-``strategy.init_genotype`` (CLI ``--init-genotype``) loads one into α before the first epoch of a
-fresh run: the chosen ops get α = +3, the others −3, so σ(α) = 0.953 / 0.047 (above and below the
+The ``init_genotype`` callback (``callbacks: {init_genotype: {genotype: resnet18}}``, CLI
+``--init-genotype``; :class:`dnas.engine.callbacks.InitGenotype`) loads one into α before the first
+epoch of a fresh run: the chosen ops get α = +3, the others −3, so σ(α) = 0.953 / 0.047 (above and below the
 0.85 threshold of the sparse/edge/threshold parsers) and softmax ranks the chosen ops first; the
 parser then returns the same genotype until the search moves α. Identical cells share α through
 the space option ``share``; ``warmup_epochs`` train the weights with α frozen first (DARTOpti: 5).

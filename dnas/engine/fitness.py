@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from dnas.engine.fit import fit
+
 # -- contrastive loss (CSNAS eq. (1)-(3)) -------------------------------------------------------
 
 
@@ -180,31 +182,28 @@ def _init_bank(model: nn.Module, loader: DataLoader, n: int, device: torch.devic
     return bank
 
 
-def _contrastive_pass(model, loader, bank, spec: TrainSpec, g: torch.Generator, device, opt=None,
-                      max_steps: int | None = None) -> tuple[float, int, int]:
-    """One pass of eq. (3) over ``loader``: a training pass if ``opt`` is given (at most
-    ``max_steps`` steps), else scoring. Returns (summed loss, samples, steps)."""
-    total, n, steps = 0.0, 0, 0
-    for x, _, i in loader:
-        if max_steps is not None and steps >= max_steps:
-            break
-        if isinstance(x, (tuple, list)):  # two-view data (NASiam): the data's own augmented views
-            v1, v2 = x[0].to(device), x[1].to(device)
-        else:
-            v1, v2 = augment(x, g).to(device), augment(x, g).to(device)
-        i = i.to(device)
-        with torch.set_grad_enabled(opt is not None):
-            f, gv = represent(model, v1), represent(model, v2)
-            loss = csnas_loss(bank[i], f, gv, i, bank, spec.tau, spec.nce_weight, spec.negatives, g)
-        if opt is not None:
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+def _contrastive_batch(model, batch, bank, spec: TrainSpec, g: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. (3) on two augmented views of one batch ``(x, y, index)``: (loss, f(v_I), index)."""
+    x, _, i = batch
+    if isinstance(x, (tuple, list)):  # two-view data (NASiam): the data's own augmented views
+        v1, v2 = x[0].to(device), x[1].to(device)
+    else:
+        v1, v2 = augment(x, g).to(device), augment(x, g).to(device)
+    i = i.to(device)
+    f, gv = represent(model, v1), represent(model, v2)
+    return csnas_loss(bank[i], f, gv, i, bank, spec.tau, spec.nce_weight, spec.negatives, g), f, i
+
+
+@torch.no_grad()
+def _contrastive_score(model, loader, bank, spec: TrainSpec, g: torch.Generator, device) -> tuple[float, int]:
+    """Eq. (3) over ``loader`` without training (the bank still follows). Returns (summed loss, samples)."""
+    total, n = 0.0, 0
+    for batch in loader:
+        loss, f, i = _contrastive_batch(model, batch, bank, spec, g, device)
         ema_update_(bank, i, f, spec.bank_momentum)
-        total += float(loss.detach()) * len(i)
+        total += float(loss) * len(i)
         n += len(i)
-        steps += 1
-    return total, n, steps
+    return total, n
 
 
 def _supervised(out: torch.Tensor, y: torch.Tensor, classes: int, reduction: str = "mean") -> torch.Tensor:
@@ -228,32 +227,28 @@ def train_and_score(
     bs = spec.batch_size
     train_loader = DataLoader(Indexed(train), batch_size=bs, shuffle=True, generator=g, drop_last=len(train) > bs)
     eval_loader = DataLoader(Indexed(held_out), batch_size=max(bs, 256))
-    steps, total, seen = 0, 0.0, 0
     if spec.fitness == "contrastive":
         bank = _init_bank(model, DataLoader(Indexed(train), batch_size=max(bs, 256)), len(train), device)
-        model.train()
-        for _ in range(spec.epochs):
-            left = None if spec.max_steps is None else spec.max_steps - steps
-            t, c, k = _contrastive_pass(model, train_loader, bank, spec, g, device, opt, left)
-            total, seen, steps = total + t, seen + c, steps + k
+        last: dict[str, torch.Tensor] = {}
+
+        def contrastive(batch) -> dict[str, torch.Tensor]:
+            loss, last["f"], last["i"] = _contrastive_batch(model, batch, bank, spec, g, device)
+            return {"loss": loss}
+
+        trained = fit(model, train_loader, contrastive, opt, epochs=spec.epochs, max_steps=spec.max_steps,
+                      after_step=lambda batch, out: ema_update_(bank, last["i"], last["f"], spec.bank_momentum))
         # held out: a fresh bank of the trained network's representations, then eq. (3) on two views
         held_bank = _init_bank(model, eval_loader, len(held_out), device)
         model.eval()
-        s, m, _ = _contrastive_pass(model, eval_loader, held_bank, spec, g, device)
-        return {"fitness": s / max(m, 1), "train_loss": total / max(seen, 1), "steps": steps}
-    model.train()
-    for _ in range(spec.epochs):
-        for x, y, _ in train_loader:
-            if spec.max_steps is not None and steps >= spec.max_steps:
-                break
-            x, y = x.to(device), y.to(device)
-            loss = _supervised(_logits(model(x)), y, classes)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(y)
-            seen += len(y)
-            steps += 1
+        s, m = _contrastive_score(model, eval_loader, held_bank, spec, g, device)
+        return {"fitness": s / max(m, 1), "train_loss": trained.mean(), "steps": trained.steps}
+
+    def supervised(batch) -> dict[str, torch.Tensor]:
+        x, y = batch[0].to(device), batch[1].to(device)
+        return {"loss": _supervised(_logits(model(x)), y, classes)}
+
+    trained = fit(model, train_loader, supervised, opt, epochs=spec.epochs, max_steps=spec.max_steps)
+    steps = trained.steps
     model.eval()
     ce, correct, m = 0.0, 0, 0
     with torch.no_grad():
@@ -263,5 +258,5 @@ def train_and_score(
             ce += float(_supervised(logits, y, classes, reduction="sum")) / (1 if classes else logits[0].numel())
             correct += int((logits.argmax(1) == y).sum()) if classes else 0
             m += len(y)
-    out = {"fitness": ce / max(m, 1), "train_loss": total / max(seen, 1), "steps": steps}
+    out = {"fitness": ce / max(m, 1), "train_loss": trained.mean(), "steps": steps}
     return {**out, "accuracy": correct / max(m, 1)} if classes else out

@@ -5,7 +5,6 @@ owns epochs, progress, history, checkpoints and resume (as timm's one ``train.py
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -13,14 +12,19 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from dnas.engine.callbacks import LoopState
 from dnas.engine.distributed import average_, broadcast_object
 from dnas.errors import DnasError
 from dnas.strategy import Strategy
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from dnas.engine.callbacks import Callback
     from dnas.engine.data import SearchData
     from dnas.engine.run import Run
     from dnas.genotype import Genotype
+    from dnas.space import SearchSpace
     from dnas.supernet import Supernet
 
 
@@ -38,22 +42,12 @@ class GradientConfig:
     a_betas: tuple[float, float] = (0.5, 0.999)
     a_weight_decay: float = 1e-3
     warmup_epochs: int = 0  # epochs in which only the weights train (α frozen)
-    divergence_lr_factor: float = 0.1  # a NaN/inf rolls back to the epoch start and scales every lr by this
-    max_divergences: int = 1  # rollbacks allowed before the run stops
     parser: str | None = None  # None: the space's default parser
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast the forward of the α and weight steps; fp16 adds a GradScaler
-    init_genotype: str | None = None  # DARTOpti: α start from this genotype (file or shipped name); fresh runs only
-    early_stop: Literal["none", "distance"] = "none"  # D-DARTS: stop when the distance M is stable (dnas/distance.py)
-    early_stop_on: Literal["previous", "start"] = "previous"  # M to the previous epoch ≤ tol (thesis), or M to the start moving ≤ tol (code)
-    early_stop_patience: int = 5  # epochs the criterion must hold (thesis 5; the authors' code: 4)
-    early_stop_from: int = 10  # first epoch at which the search may stop (thesis: 10)
-    early_stop_tol: float = 0.0  # thesis: M to the previous epoch = 0 (genotype unchanged); code: 0.001 on M to the start
 
     def check(self):
         if self.epochs < 0 or self.warmup_epochs < 0:
             return "epochs and warmup_epochs must be >= 0"
-        if self.early_stop_patience < 1 or self.early_stop_from < 1 or self.early_stop_tol < 0:
-            return "early_stop_patience and early_stop_from must be >= 1 and early_stop_tol >= 0"
         if self.w_lr <= 0 or self.a_lr < 0:
             return "learning rates must be positive"
         if self.amp == "fp16" and getattr(self, "order", 1) == 2:
@@ -80,6 +74,14 @@ class Optimizers:
             o.load_state_dict(state["arch"][k])
         self.schedule.load_state_dict(state["schedule"])
 
+    def scale_lr(self, factor: float) -> None:
+        """Multiply every learning rate, now and in the rest of the schedule, by ``factor``."""
+        for o in [self.weights, *self.arch.values()]:
+            for group in o.param_groups:
+                group["lr"] *= factor
+        self.schedule.base_lrs = [lr * factor for lr in self.schedule.base_lrs]
+        self.schedule.eta_min *= factor
+
 
 def _batch_size(batch: Any) -> int:
     x = batch[0]
@@ -98,11 +100,26 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 class GradientStrategy(Strategy):
     """Bilevel first-order search by default: an α step on a val batch, then a weight step on a
-    train batch. Subclasses override :meth:`arch_step`, :meth:`loss_terms`, or :attr:`relaxation`."""
+    train batch. Subclasses override :meth:`arch_step`, :meth:`loss_terms`, or :attr:`relaxation`.
+
+    Call order inside :func:`search_loop` (on top of :class:`~dnas.strategy.Strategy`'s)::
+
+        optimizers(supernet), grad_scalers(supernet)   via init_state(), once
+        for each epoch, for each (train, val) batch pair:
+            step(supernet, train_batch, val_batch, state)
+                arch_step(...)   -> arch_loss(...) -> loss_terms(supernet, state)   (after the warm-up)
+                weight_step(...)
+        parser_args()                                   whenever a genotype is derived
+
+    Every step receives the :class:`~dnas.engine.callbacks.LoopState`: ``state.epoch`` (the 0-based
+    index of the running epoch), ``state.optimizers``, ``state.scalers``. What a method adds around
+    the steps (distance, early stops, warm starts, rollback) is a callback (:meth:`default_callbacks`).
+    """
 
     Config = GradientConfig
     needs = frozenset({"alpha", "data"})
     relaxation: ClassVar[str] = "softmax"
+    uses_callbacks = True
 
     # -- hooks --------------------------------------------------------------------------------
     def optimizers(self, supernet: "Supernet") -> Optimizers:
@@ -113,10 +130,27 @@ class GradientStrategy(Strategy):
             for k, ps in supernet.arch_groups().items()
         }
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(w, max(c.epochs, 1), eta_min=c.w_lr_min)
-        self._start_choices = self._distance_genotype(supernet)  # the epoch-0 genotype (a resume restores it)
         return Optimizers(w, arch, sched)
 
-    def loss_terms(self, supernet: "Supernet") -> dict[str, torch.Tensor]:
+    def grad_scalers(self, supernet: "Supernet") -> dict[str, "torch.amp.GradScaler"]:
+        """With ``amp="fp16"``, a loss scaler for the "arch" and the "weights" step; else none."""
+        if self.config.amp != "fp16":
+            return {}
+        device = next(supernet.parameters()).device.type
+        return {"arch": torch.amp.GradScaler(device), "weights": torch.amp.GradScaler(device)}
+
+    def init_state(self, supernet: "Supernet", run: "Run | None" = None) -> LoopState:
+        """A fresh :class:`LoopState` for ``supernet``: optimizers and loss scalers built, epoch 0."""
+        return LoopState(supernet, self, run, epochs=self.config.epochs, optimizers=self.optimizers(supernet),
+                         scalers=self.grad_scalers(supernet))
+
+    def default_callbacks(self, space: "SearchSpace") -> dict[str, dict[str, Any]]:
+        """``rollback`` of a divergence always; the D-DARTS ``distance`` on spaces of cells."""
+        from dnas.engine.distance import has_cells
+
+        return {"rollback": {}, **({"distance": {}} if has_cells(space) else {})}
+
+    def loss_terms(self, supernet: "Supernet", state: LoopState) -> dict[str, torch.Tensor]:
         """Named regularisers added to the α loss (e.g. FairDARTS' zero-one loss). None here."""
         return {}
 
@@ -126,49 +160,38 @@ class GradientStrategy(Strategy):
         device = next(supernet.parameters()).device.type
         return torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
-    def grad_scaler(self, which: str, supernet: "Supernet") -> "torch.amp.GradScaler | None":
-        """With ``amp="fp16"``, the loss scaler of the ``which`` step ("arch" or "weights"); else None."""
-        if self.config.amp != "fp16":
-            return None
-        scalers = self.__dict__.setdefault("_scalers", {})
-        if which not in scalers:
-            scalers[which] = torch.amp.GradScaler(next(supernet.parameters()).device.type)
-            saved = self.__dict__.get("_scaler_states", {}).get(which)
-            if saved:  # from a checkpoint: the loss scale goes on where the run left it
-                scalers[which].load_state_dict(saved)
-        return scalers[which]
-
-    def arch_loss(self, supernet: "Supernet", batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def arch_loss(self, supernet: "Supernet", batch: Any, state: LoopState) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with self.autocast(supernet):
             out = supernet.loss(batch)
-        terms = self.loss_terms(supernet)
+        terms = self.loss_terms(supernet, state)
         total = out["loss"] + sum(terms.values()) if terms else out["loss"]
         metrics = {f"val_{k}": v.detach() for k, v in out.items()}
         metrics.update({k: v.detach() for k, v in terms.items()})
         return total, metrics
 
-    def arch_step(self, supernet: "Supernet", train_batch: Any, val_batch: Any, opt: Optimizers) -> dict[str, torch.Tensor]:
+    def arch_step(self, supernet: "Supernet", train_batch: Any, val_batch: Any, state: LoopState) -> dict[str, torch.Tensor]:
         """First order: ∇_α L_val(w, α) at the current w (DARTS, first-order approximation)."""
-        scaler = self.grad_scaler("arch", supernet)
+        scaler = state.scalers.get("arch")
         alphas = supernet.arch_parameters()
         with supernet.grad_only(alphas):
-            total, metrics = self.arch_loss(supernet, val_batch)
+            total, metrics = self.arch_loss(supernet, val_batch, state)
             total = scaler.scale(total) if scaler else total
             grads = torch.autograd.grad(total, alphas, allow_unused=True)
         grads = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
         average_(grads)  # data-parallel: the mean over ranks
         for a, g in zip(alphas, grads):
             a.grad = g
-        for o in opt.arch.values():
+        for o in state.optimizers.arch.values():
             scaler.step(o) if scaler else o.step()  # fp16: unscales, skips the step on inf/NaN
         if scaler:
             scaler.update()
         return metrics
 
-    def weight_step(self, supernet: "Supernet", batch: Any, opt: Optimizers) -> dict[str, torch.Tensor]:
+    def weight_step(self, supernet: "Supernet", batch: Any, state: LoopState) -> dict[str, torch.Tensor]:
         """∇_w L_train(w, α), clipped, one SGD step; α receive no gradient."""
+        opt = state.optimizers
         opt.weights.zero_grad(set_to_none=True)
-        scaler = self.grad_scaler("weights", supernet)
+        scaler = state.scalers.get("weights")
         weights = [p for p in supernet.weight_parameters() if p.requires_grad]
         with supernet.grad_only(weights):
             with self.autocast(supernet):
@@ -186,84 +209,25 @@ class GradientStrategy(Strategy):
             opt.weights.step()
         return {f"train_{k}": v.detach() for k, v in out.items()}
 
-    def step(self, supernet, train_batch, val_batch, epoch: int, opt: Optimizers) -> dict[str, torch.Tensor]:
+    def step(self, supernet: "Supernet", train_batch: Any, val_batch: Any, state: LoopState) -> dict[str, torch.Tensor]:
+        """One search step: the α step (not during ``warmup_epochs``), then the weight step."""
         metrics = {}
-        if epoch >= self.config.warmup_epochs:
-            metrics.update(self.arch_step(supernet, train_batch, val_batch, opt))
-        metrics.update(self.weight_step(supernet, train_batch, opt))
+        if state.epoch >= self.config.warmup_epochs:
+            metrics.update(self.arch_step(supernet, train_batch, val_batch, state))
+        metrics.update(self.weight_step(supernet, train_batch, state))
         return metrics
 
     def parser_args(self) -> dict[str, Any]:
         """Keyword arguments for the parser that derives the genotype (e.g. FairDARTS' threshold)."""
         return {}
 
-    def _distance_genotype(self, supernet: "Supernet") -> dict[str, list[str]] | None:
-        """The genotype the loop derives, as plain choices; None where the distance M is undefined."""
-        from dnas.engine.distance import has_cells
-
-        if not has_cells(supernet.space):
-            return None
-        g = supernet.genotype(self.config.parser, **self.parser_args())
-        return {k: list(v) for k, v in g.choices.items()}
-
-    def epoch_metrics(self, supernet: "Supernet", history: list[dict[str, Any]]) -> dict[str, Any]:
-        """Extra per-epoch numbers for the history: the D-DARTS distance M (eq. 4.8) of this epoch's
-        genotype to the previous epoch's and to the start (epoch 0), on spaces with cells.
-        Subclasses adding their own numbers merge ``super().epoch_metrics(...)``."""
-        from dnas.engine.distance import distance
-
-        now = self._distance_genotype(supernet)
-        start = getattr(self, "_start_choices", None)
-        if now is None or start is None:
-            return {}
-        space = supernet.space
-        prev = history[-1].get("genotype", start) if history else start
-        g = space.genotype(now)
-        return {
-            "distance_prev": round(distance(g, space.genotype(prev)), 6),  # D-DARTS eq. (4.8)
-            "distance_start": round(distance(g, space.genotype(start)), 6),
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        start = getattr(self, "_start_choices", None)
-        state = {} if start is None else {"start_genotype": start}
-        scalers = {k: s.state_dict() for k, s in self.__dict__.get("_scalers", {}).items()}
-        if scalers:  # fp16: the loss scale and its growth tracker (plain numbers)
-            state["grad_scalers"] = scalers
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "start_genotype" in state:
-            self._start_choices = state["start_genotype"]
-        self._scaler_states = state.get("grad_scalers", {})
-        for k in self._scaler_states:  # a scaler with a saved state is remade from it by grad_scaler()
-            self.__dict__.get("_scalers", {}).pop(k, None)
-
-    def should_stop(self, history: list[dict[str, Any]]) -> str | None:
-        """A reason to stop early, or None. ``early_stop: distance`` (D-DARTS): from epoch
-        ``early_stop_from`` on, stop once the last ``early_stop_patience`` epochs after the warm-up
-        all had M to the previous epoch ≤ tol (``early_stop_on: previous``, the thesis), or M to the
-        start varying by ≤ tol across them (``start``, the authors' code: 0.001 over 4 epochs)."""
-        c = self.config
-        if c.early_stop != "distance" or not history:
-            return None
-        epoch, k = history[-1]["epoch"], c.early_stop_patience
-        window = [r for r in history if r["epoch"] > c.warmup_epochs][-k:]  # α frozen in warm-up: not evidence
-        if epoch < c.early_stop_from or len(window) < k or any("distance_prev" not in r for r in window):
-            return None
-        if c.early_stop_on == "previous":
-            worst = max(r["distance_prev"] for r in window)
-            if worst <= c.early_stop_tol:
-                return f"distance M to the previous epoch ≤ {c.early_stop_tol:g} for {k} epochs (max {worst:.6f})"
-        else:
-            values = [r["distance_start"] for r in window]
-            if max(values) - min(values) <= c.early_stop_tol:
-                return f"distance M to the start changed by ≤ {c.early_stop_tol:g} over {k} epochs ({min(values):.6f}–{max(values):.6f})"
-        return None
+    def derive(self, supernet: "Supernet") -> "Genotype":
+        """The genotype of the supernet's current α (``parser`` with :meth:`parser_args`)."""
+        return supernet.genotype(self.config.parser, **self.parser_args())
 
     # -- the loop -----------------------------------------------------------------------------
-    def search(self, supernet: "Supernet", data: "SearchData", run: "Run") -> "Genotype":
-        return search_loop(self, supernet, data, run)
+    def search(self, supernet: "Supernet", data: "SearchData", run: "Run", callbacks: "Sequence[Callback] | None" = None) -> "Genotype":
+        return search_loop(self, supernet, data, run, callbacks)
 
 
 def alpha_snapshot(supernet: "Supernet") -> dict[str, list]:
@@ -288,37 +252,34 @@ def _check_finite(metrics: dict[str, torch.Tensor], supernet: "Supernet") -> Non
             raise Diverged(f"α '{name}' non-finite")
 
 
-def _snapshot(supernet: "Supernet", opt: Optimizers, strategy: "GradientStrategy") -> dict[str, Any]:
-    """The last good state (the start of the epoch), kept in memory to roll back a divergence."""
-    return copy.deepcopy(
-        {"supernet": supernet.state_dict(), "optimizers": opt.state_dict(), "strategy": strategy.state_dict(), "rng": torch.get_rng_state()}
-    )
+def upgrade_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of an older dnas (start genotype and loss scalers under "strategy", the divergence
+    count at the top) in today's layout, so such a run folder resumes."""
+    ckpt = dict(ckpt)
+    strat = dict(ckpt.get("strategy", {}))
+    for key in ("start_genotype", "grad_scalers"):
+        if key in strat:
+            ckpt.setdefault(key, strat.pop(key))
+    ckpt["strategy"] = strat
+    if "divergences" in ckpt:
+        ckpt.setdefault("callbacks", {}).setdefault("rollback", {"divergences": ckpt.pop("divergences")})
+    return ckpt
 
 
-def _restore(state: dict[str, Any], supernet: "Supernet", opt: Optimizers, strategy: "GradientStrategy") -> None:
-    supernet.load_state_dict(state["supernet"])
-    opt.load_state_dict(state["optimizers"])
-    strategy.load_state_dict(state["strategy"])
-    torch.set_rng_state(state["rng"])
+#: replays of one epoch that on_divergence callbacks may ask for before the search stops
+MAX_REPLAYS = 10
 
 
-def _scale_lr(opt: Optimizers, factor: float) -> None:
-    for o in [opt.weights, *opt.arch.values()]:
-        for group in o.param_groups:
-            group["lr"] *= factor
-    opt.schedule.base_lrs = [lr * factor for lr in opt.schedule.base_lrs]
-    opt.schedule.eta_min *= factor
-
-
-def _epoch(strategy, supernet, data, opt, epoch, device, progress, bar, show) -> tuple[dict, dict]:
+def _epoch(state: LoopState, data, device, progress, bar, show) -> tuple[dict, dict]:
     """One pass over the (train, val) pairs; returns the summed metrics and their counts."""
+    strategy, supernet = state.strategy, state.supernet
     supernet.train()
-    progress.reset(bar, total=data.steps_per_epoch(), epoch=f"{epoch + 1}/{strategy.config.epochs}", info="")
+    progress.reset(bar, total=data.steps_per_epoch(), epoch=f"{state.epoch + 1}/{state.epochs}", info="")
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
-    for train_batch, val_batch in data.epoch(epoch):
+    for train_batch, val_batch in data.epoch(state.epoch):
         train_batch, val_batch = to_device(train_batch, device), to_device(val_batch, device)
-        m = strategy.step(supernet, train_batch, val_batch, epoch, opt)
+        m = strategy.step(supernet, train_batch, val_batch, state)
         average_(m.values())
         _check_finite(m, supernet)
         n = _batch_size(train_batch)
@@ -331,26 +292,36 @@ def _epoch(strategy, supernet, data, opt, epoch, device, progress, bar, show) ->
     return sums, counts
 
 
-def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchData", run: "Run") -> "Genotype":
-    """Epochs of ``strategy.step`` over (train, val) batch pairs, with history, checkpoints, resume."""
+def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchData", run: "Run",
+                callbacks: "Sequence[Callback] | None" = None) -> "Genotype":
+    """Epochs of ``strategy.step`` over (train, val) batch pairs, with history, checkpoints, resume.
+
+    ``callbacks`` (None: the strategy's :meth:`~GradientStrategy.default_callbacks`) are called in
+    the order documented in :mod:`dnas.engine.callbacks`; their state goes into every checkpoint.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from dnas.engine.callbacks import default_callbacks
 
     cfg = strategy.config
     supernet.relaxation = strategy.relaxation
     device = next(supernet.parameters()).device
-    opt = strategy.optimizers(supernet)
-    start, divergences = 0, 0
+    state = strategy.init_state(supernet, run)
+    cbs = list(callbacks) if callbacks is not None else default_callbacks(strategy, supernet.space)
     ckpt = broadcast_object(run.load_checkpoint())
     if ckpt is not None:
-        supernet.load_state_dict(ckpt["supernet"])
-        opt.load_state_dict(ckpt["optimizers"])
-        strategy.load_state_dict(ckpt.get("strategy", {}))
-        torch.set_rng_state(ckpt["rng"])
-        start = ckpt["epoch"]
-        divergences = ckpt.get("divergences", 0)
-        run.truncate_history(start)
-        run.log(f"resuming from epoch {start} in {run.dir}")
-    history = broadcast_object(run.history())
+        ckpt = upgrade_checkpoint(ckpt)
+        state.load_state_dict(ckpt)
+        for cb in cbs:
+            cb.load_state_dict(ckpt.get("callbacks", {}).get(cb.key, {}))
+        state.resumed = True
+        run.truncate_history(state.epoch)
+        run.log(f"resuming from epoch {state.epoch} in {run.dir}")
+    state.history = broadcast_object(run.history())
+    for cb in cbs:
+        cb.on_search_start(state)
+    if not state.resumed:  # after the warm starts: the genotype the search starts from
+        state.start_genotype = {k: list(v) for k, v in strategy.derive(supernet).choices.items()}
     steps = data.steps_per_epoch()
     progress = Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
@@ -363,30 +334,28 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
         disable=not run.progress,
         transient=True,
     )
-    stop_reason = None
+    opt = state.optimizers
     with progress:
         bar = progress.add_task("search", total=steps, epoch="", info="")
-        for epoch in range(start, cfg.epochs):
-            last_good = _snapshot(supernet, opt, strategy)
-            events = []
+        for epoch in range(state.epoch, cfg.epochs):
+            state.epoch, state.events = epoch, []
+            for cb in cbs:
+                cb.on_epoch_start(state)
             t0 = time.perf_counter()
-            while True:
+            for replay in range(MAX_REPLAYS + 1):
                 try:
-                    sums, counts = _epoch(strategy, supernet, data, opt, epoch, device, progress, bar, run.progress)
+                    sums, counts = _epoch(state, data, device, progress, bar, run.progress)
                     break
                 except Diverged as d:
-                    divergences += 1
-                    if divergences > cfg.max_divergences:
+                    # the first callback that repairs the state wins; none, or too many replays: stop
+                    if replay == MAX_REPLAYS or not any(cb.on_divergence(state, d) for cb in cbs):
+                        again = f" after {replay} replays" if replay else ""
                         raise DnasError(
-                            f"the search diverged again at epoch {epoch + 1} ({d.term}); the run folder keeps every "
+                            f"the search diverged at epoch {epoch + 1} ({d.term}){again}; the run folder keeps every "
                             f"finished epoch (last checkpoint: epoch {epoch}); lower the learning rates and --resume"
                         ) from None
-                    _restore(last_good, supernet, opt, strategy)
-                    _scale_lr(opt, cfg.divergence_lr_factor)
-                    events.append(f"diverged ({d.term}): restarted epoch {epoch + 1} with learning rates × {cfg.divergence_lr_factor}")
-                    run.log(f"[yellow]warning:[/] {events[-1]}")
             opt.schedule.step()
-            genotype = supernet.genotype(cfg.parser, **strategy.parser_args())
+            genotype = strategy.derive(supernet)
             record = {
                 "epoch": epoch + 1,
                 **{k: round(float(v) / counts[k], 6) for k, v in sums.items()},
@@ -395,26 +364,21 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
                 "seconds": round(time.perf_counter() - t0, 3),
                 "alphas": alpha_snapshot(supernet),
                 "genotype": {k: list(v) for k, v in genotype.choices.items()},
-                **({"events": events} if events else {}),
+                **({"events": list(state.events)} if state.events else {}),
             }
-            record.update(strategy.epoch_metrics(supernet, history))
-            history.append(record)
+            state.epoch = epoch + 1
+            for cb in cbs:
+                cb.on_epoch_end(state, record)
+            state.history.append(record)
             run.append_history(record)
-            run.save_checkpoint(
-                {
-                    "epoch": epoch + 1,
-                    "supernet": supernet.state_dict(),
-                    "optimizers": opt.state_dict(),
-                    "strategy": strategy.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "divergences": divergences,
-                }
-            )
+            run.save_checkpoint({**state.state_dict(), "callbacks": {cb.key: cb.state_dict() for cb in cbs}})
             shown = {k: record[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc") if k in record}
             run.log(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k} {v:.4f}" for k, v in shown.items()) + f" ({record['seconds']:.1f}s)")
-            stop_reason = strategy.should_stop(history)
+            stop_reason = next(filter(None, (cb.should_stop(state) for cb in cbs)), None)
             if stop_reason:
                 run.log(f"early stop after epoch {epoch + 1}: {stop_reason}")
                 break
-    genotype = supernet.genotype(cfg.parser, **strategy.parser_args())
+    genotype = strategy.derive(supernet)
+    for cb in cbs:
+        cb.on_search_end(state, genotype)
     return genotype

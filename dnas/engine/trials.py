@@ -121,7 +121,8 @@ class TrialStrategy(Strategy):
     def sampler(self, seed: int):
         raise NotImplementedError
 
-    def search(self, supernet: Supernet, data: SearchData, run: Run) -> Genotype:
+    def search(self, supernet: Supernet, data: SearchData, run: Run, callbacks=None) -> Genotype:
+        self.refuse_callbacks(callbacks)
         device = next((p.device for p in supernet.parameters()), torch.device("cpu"))
         return run_study(self, supernet.space, supernet.task, data, run, device)
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dnas.engine.fit import fit
 from dnas.errors import DnasError
 
 
@@ -88,13 +89,8 @@ def linear_eval(train_f, train_y, test_f, test_y, epochs: int = 100, lr: float =
         clf.bias.zero_()
     opt = torch.optim.SGD(clf.parameters(), lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
-    for _ in range(epochs):
-        for idx in torch.randperm(a.shape[0], generator=g).split(batch_size):
-            loss = F.cross_entropy(clf(a[idx]), train_y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
+    fit(clf, lambda epoch: torch.randperm(a.shape[0], generator=g).split(batch_size),
+        lambda idx: {"loss": F.cross_entropy(clf(a[idx]), train_y[idx])}, opt, epochs=epochs, scheduler=sched)
     with torch.no_grad():
         top = clf(b).topk(min(5, n_cls), dim=1).indices
     return {"top1": float((top[:, 0] == test_y).float().mean()), "top5": float((top == test_y[:, None]).any(1).float().mean())}
@@ -145,33 +141,32 @@ def pretrain(model: nn.Module, train, plain, test, cfg: SSLTrainConfig, device: 
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(train) > cfg.batch_size,
                         num_workers=num_workers)
-    history = []
-    for epoch in range(cfg.epochs):
-        lr = cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))  # cosine schedule
+    clock = {}
+
+    def schedule(epoch: int) -> None:
+        clock["lr"] = cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))  # cosine schedule
         for group in opt.param_groups:
-            group["lr"] = cfg.lr if group["fix"] else lr
-        model.train()
-        t0, total, std, n = time.perf_counter(), 0.0, 0.0, 0
-        for (x1, x2), _ in loader:
-            out = model.loss(((x1.to(device), x2.to(device)), None))
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            opt.step()
-            total += float(out["loss"].detach()) * len(x1)
-            std += float(out["std"]) * len(x1)
-            n += len(x1)
-        rec = {"epoch": epoch + 1, "loss": total / max(n, 1), "std": std / max(n, 1), "lr": lr, "seconds": round(time.perf_counter() - t0, 3)}
+            group["lr"] = cfg.lr if group["fix"] else clock["lr"]
+        clock["t0"] = time.perf_counter()
+
+    def loss_fn(batch) -> dict[str, torch.Tensor]:
+        (x1, x2), _ = batch
+        out = model.loss(((x1.to(device), x2.to(device)), None))
+        return {"loss": out["loss"], "std": out["std"]}
+
+    def monitors(epoch: int, rec: dict[str, Any]) -> None:  # the kNN and collapse monitors
+        rec.update(loss=rec.get("loss", 0.0), std=rec.get("std", 0.0), lr=clock["lr"], seconds=round(time.perf_counter() - clock["t0"], 3))
         if cfg.knn_every and ((epoch + 1) % cfg.knn_every == 0 or epoch + 1 == cfg.epochs):
             tf, ty = extract_features(model, plain, device)
             ef, ey = extract_features(model, test, device)
             rec["knn_top1"] = knn_accuracy(tf, ty, ef, ey, cfg.knn_k, cfg.knn_t)
-        history.append(rec)
         log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} std {rec['std']:.4f}"
             + (f" knn_top1 {rec['knn_top1']:.4f}" if "knn_top1" in rec else ""))
         warn = std_warning(rec["std"], model.projector.out[0].out_features)
         if warn:
             log(f"warning: {warn}")
-    return history
+
+    return fit(model, loader, loss_fn, opt, epochs=cfg.epochs, on_epoch_start=schedule, on_epoch_end=monitors).history
 
 
 def ssl_train(
@@ -198,8 +193,9 @@ def ssl_train(
 
     cfg = make_config(SSLTrainConfig, dict(train_config or {}), "train (--ssl)")
     g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)
-    if not getattr(space, "two_views", False):
-        raise DnasError(f"--ssl trains self-supervised spaces (nasiam-mlp); genotype space '{g.space}' is supervised: drop --ssl")
+    if space.evaluation != "ssl":
+        raise DnasError(f"--ssl trains self-supervised spaces (nasiam-mlp); genotype space '{g.space}' is evaluated by "
+                        f"'{space.evaluation}': drop --ssl")
     plain = load_datasets(dataclasses.replace(dcfg, augment=False)).train  # features for kNN / linear evaluation
     datasets = two_view_datasets(load_datasets(dcfg), dcfg)
     dev = resolve_device(device)

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dnas.engine.data import Datasets
+from dnas.engine.fit import fit
 
 
 @dataclass
@@ -90,34 +91,32 @@ def train_network(
     test = DataLoader(data.test, batch_size=max(cfg.batch_size, 256))
     size = data.task.input_shape[-1]
     cut = cfg.cutout if cfg.cutout is not None else (16 if size >= 32 else 0)
-    history = []
     t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        model.train()
+
+    def drop_path(epoch: int) -> None:  # DARTS: raised linearly from 0 over the epochs
         if hasattr(model, "drop_path_prob"):
             model.drop_path_prob = cfg.drop_path * epoch / max(cfg.epochs, 1)
-        total, n = 0.0, 0
-        for x, y in train:
-            if cut:
-                x = cutout(x, cut, g)
-            x, y = x.to(device), y.to(device)
-            out_ = model(x)
-            logits, aux = out_ if isinstance(out_, tuple) else (out_, None)
-            loss = _criterion(logits, y)
-            if aux is not None and cfg.aux_weight:
-                loss = loss + cfg.aux_weight * _criterion(aux, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            total += float(loss.detach()) * len(y)
-            n += len(y)
-        sched.step()
-        metrics = {"epoch": epoch + 1, "train_loss": total / max(n, 1), **{f"test_{k}": v for k, v in evaluate(model, test, device).items()}}
-        history.append(metrics)
+
+    def loss_fn(batch) -> dict[str, torch.Tensor]:
+        x, y = batch
+        if cut:
+            x = cutout(x, cut, g)
+        x, y = x.to(device), y.to(device)
+        out_ = model(x)
+        logits, aux = out_ if isinstance(out_, tuple) else (out_, None)
+        loss = _criterion(logits, y)
+        if aux is not None and cfg.aux_weight:
+            loss = loss + cfg.aux_weight * _criterion(aux, y)
+        return {"loss": loss}
+
+    def evaluator(epoch: int, metrics: dict[str, Any]) -> None:
+        metrics["train_loss"] = metrics.pop("loss", 0.0)
+        metrics.update({f"test_{k}": v for k, v in evaluate(model, test, device).items()})
         shown = "test_top1" if "test_top1" in metrics else "test_mse"
         log(f"epoch {epoch + 1}/{cfg.epochs} train_loss {metrics['train_loss']:.4f} {shown} {metrics[shown]:.4f}")
+
+    history = fit(model, train, loss_fn, opt, epochs=cfg.epochs, scheduler=sched, grad_clip=cfg.grad_clip,
+                  on_epoch_start=drop_path, on_epoch_end=evaluator).history
     final = evaluate(model, test, device) if cfg.epochs == 0 else {k[5:]: v for k, v in history[-1].items() if k.startswith("test_")}
     result = {
         **{k: final[k] for k in ("top1", "top5", "mse") if k in final},
@@ -133,4 +132,49 @@ def train_network(
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
         atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
+    return result
+
+
+def train_genotype(
+    genotype,
+    data: str = "digits",
+    *,
+    train_config: dict[str, Any] | None = None,
+    space_config: dict[str, Any] | None = None,
+    data_config: dict[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    out: str | Path | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Supervised evaluation: build ``genotype``'s network (space options overridable, e.g. ``{"C": 36,
+    "layers": 20}``), train it from scratch on ``data`` and report top-1/top-5 on its test split.
+    ``out`` receives ``model.safetensors``, ``metrics.json``, ``genotype.yaml`` and ``config.yaml``."""
+    import yaml
+
+    from dnas.api import genotype_space_data, resolve_device
+    from dnas.config import config_dict, make_config
+    from dnas.engine.data import load_datasets
+    from dnas.errors import DnasError
+
+    tcfg = make_config(TrainConfig, dict(train_config or {}), "train")
+    g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)
+    if space.evaluation != "supervised":
+        raise DnasError(f"genotype space '{g.space}' is evaluated by '{space.evaluation}', not by supervised training; "
+                        f"drop the override (dnas train picks it)")
+    datasets = load_datasets(dcfg)
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    model = space.build_network(g, datasets.task)
+    out_dir = Path(out) if out is not None else None
+    result = train_network(model, datasets, tcfg, dev, out=out_dir, log=log, seed=seed)
+    if out_dir is not None:
+        from dnas._io import atomic_write_text
+
+        g.save(out_dir / "genotype.yaml")
+        atomic_write_text(
+            out_dir / "config.yaml",
+            yaml.safe_dump({"space": {"name": space.name, **space.config_dict()}, "data": config_dict(dcfg),
+                            "train": config_dict(tcfg), "seed": seed, "device": device}, sort_keys=False),
+        )
     return result

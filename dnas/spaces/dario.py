@@ -306,6 +306,7 @@ class DarioSpace(SearchSpace):
     offers = frozenset({"alpha", "functional", "data_free"})  # data-free: no labels, no data
     default_parser = "threshold"
     default_threshold = 0.65  # thesis, final models
+    evaluation = "pruned"  # dnas train: fine-tune the pruned model that `dnas prune` wrote next to the genotype
     tiny_config = {"model": "vit_tiny_patch16_224", "granularity": "both",
                    "model_kwargs": {"img_size": 32, "patch_size": 8, "depth": 3, "embed_dim": 24, "num_heads": 3, "num_classes": 10}}
     tiny_task = Task((3, 32, 32), 10)

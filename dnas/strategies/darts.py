@@ -8,7 +8,8 @@ import torch
 
 from dnas.engine.distributed import average_
 from dnas.registry import register_strategy
-from dnas.engine.loop import GradientConfig, GradientStrategy, Optimizers
+from dnas.engine.callbacks import LoopState
+from dnas.engine.loop import GradientConfig, GradientStrategy
 
 
 @dataclass
@@ -32,7 +33,7 @@ def beta_decay_loss(supernet) -> torch.Tensor:
     return torch.stack([torch.logsumexp(supernet.decision_alpha(n), dim=-1) for n in names]).mean()
 
 
-def unrolled_arch_grads(strategy: GradientStrategy, supernet, train_batch: Any, val_batch: Any, xi: float):
+def unrolled_arch_grads(strategy: GradientStrategy, supernet, train_batch: Any, val_batch: Any, xi: float, state: LoopState):
     """DARTS eq. (2.9): ∇_α L_val(w', α) − ξ ∇²_{α,w} L_train(w, α) ∇_{w'} L_val(w', α),
     w' = w − ξ ∇_w L_train(w, α); the Hessian-vector product by central finite differences with
     ε = 0.01 / ‖∇_{w'} L_val‖. The weights are restored bit for bit afterwards."""
@@ -46,7 +47,7 @@ def unrolled_arch_grads(strategy: GradientStrategy, supernet, train_batch: Any, 
         for w, g in zip(weights, g_train):
             if g is not None:
                 w.sub_(xi * g)  # w' = w − ξ ∇_w L_train(w, α)
-    total, metrics = strategy.arch_loss(supernet, val_batch)
+    total, metrics = strategy.arch_loss(supernet, val_batch, state)
     grads = torch.autograd.grad(total, alphas + weights, allow_unused=True)
     d_alpha = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads[: len(alphas)])]
     d_w = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads[len(alphas) :])]
@@ -78,24 +79,19 @@ class Darts(GradientStrategy):
     Config = DartsConfig
     needs = frozenset({"alpha", "data"})
 
-    _epoch = 0  # the current epoch, for the linear β-decay schedule
-
-    def step(self, supernet, train_batch, val_batch, epoch: int, opt: Optimizers):
-        self._epoch = epoch
-        return super().step(supernet, train_batch, val_batch, epoch, opt)
-
-    def loss_terms(self, supernet) -> dict[str, torch.Tensor]:
+    def loss_terms(self, supernet, state: LoopState) -> dict[str, torch.Tensor]:
         c = self.config
         if not c.beta_decay:
             return {}
-        w = c.beta_decay * (self._epoch / max(c.epochs, 1) if c.beta_decay_schedule == "linear" else 1.0)
+        w = c.beta_decay * (state.epoch / max(c.epochs, 1) if c.beta_decay_schedule == "linear" else 1.0)
         return {"beta_decay": w * beta_decay_loss(supernet)}  # β-DARTS: L_val + λ L_Beta
 
-    def arch_step(self, supernet, train_batch, val_batch, opt: Optimizers):
+    def arch_step(self, supernet, train_batch, val_batch, state: LoopState):
         if self.config.order == 1:
-            return super().arch_step(supernet, train_batch, val_batch, opt)
+            return super().arch_step(supernet, train_batch, val_batch, state)
+        opt = state.optimizers
         xi = self.config.xi if self.config.xi is not None else opt.weights.param_groups[0]["lr"]
-        grads, metrics = unrolled_arch_grads(self, supernet, train_batch, val_batch, xi)
+        grads, metrics = unrolled_arch_grads(self, supernet, train_batch, val_batch, xi, state)
         for a, g in zip(supernet.arch_parameters(), grads):
             a.grad = g
         for o in opt.arch.values():

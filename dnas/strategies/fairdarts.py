@@ -18,29 +18,15 @@ from typing import Any
 
 import torch
 
+from dnas.engine.callbacks import DOMINANT, dominant_ops  # noqa: F401  (re-exported: FairDARTS' monitor)
 from dnas.registry import PARSERS, register_strategy
 from dnas.strategies.darts import Darts, DartsConfig
-
-#: FairDARTS calls an op "dominant" when σ(α) > 0.9
-DOMINANT = 0.9
 
 
 def zero_one_loss(alphas: list[torch.Tensor]) -> torch.Tensor:
     """FairDARTS eq. (3.1): L01 = −(1/N) Σ_i (σ(α_i) − 0.5)², N = number of α entries."""
     s = torch.cat([a.flatten() for a in alphas])
     return -((torch.sigmoid(s) - 0.5) ** 2).mean()  # FairDARTS eq. (3.1)
-
-
-def dominant_ops(supernet, threshold: float = DOMINANT) -> dict[str, int]:
-    """Count of ops with σ(α) > ``threshold`` per cell (``none`` left out: it never enters a sum)."""
-    counts: dict[str, int] = {}
-    for d in supernet.space.decisions():
-        w = torch.sigmoid(supernet.decision_alpha(d.name).detach()).cpu()  # σ(α), whatever the relaxation
-        n = sum(int(float(w[k]) > threshold) for k, o in enumerate(d.options) if o != "none")
-        key = d.cell or "all"
-        counts[key] = counts.get(key, 0) + n
-    return counts
-
 
 @dataclass
 class FairDartsConfig(DartsConfig):
@@ -59,7 +45,7 @@ class FairDartsConfig(DartsConfig):
 
 
 class FairLossMixin:
-    """The parts FairDARTS and D-DARTS' ``shapley`` share: parser threshold and dominant-op history."""
+    """The parts FairDARTS and D-DARTS' ``shapley`` share: parser threshold and the dominant-op callback."""
 
     def parser_args(self) -> dict[str, Any]:
         name = self.config.parser
@@ -68,10 +54,9 @@ class FairLossMixin:
         takes = inspect.signature(PARSERS.get(name)).parameters
         return {"threshold": self.config.threshold} if "threshold" in takes else {}
 
-    def epoch_metrics(self, supernet, history) -> dict[str, Any]:
-        by_cell = dominant_ops(supernet)
-        base = super().epoch_metrics(supernet, history)  # the distance M (GradientStrategy)
-        return {**base, "dominant_ops": sum(by_cell.values()), "dominant_ops_by_cell": by_cell}
+    def default_callbacks(self, space) -> dict[str, dict[str, Any]]:
+        """The gradient defaults plus FairDARTS' count of dominant ops (σ(α) > 0.9) per epoch."""
+        return {**super().default_callbacks(space), "dominant_ops": {}}
 
 
 @register_strategy("fairdarts")
@@ -81,6 +66,6 @@ class FairDarts(FairLossMixin, Darts):
     Config = FairDartsConfig
     relaxation = "sigmoid"
 
-    def loss_terms(self, supernet) -> dict[str, torch.Tensor]:
-        terms = super().loss_terms(supernet)  # β-DARTS' beta_decay when set
+    def loss_terms(self, supernet, state) -> dict[str, torch.Tensor]:
+        terms = super().loss_terms(supernet, state)  # β-DARTS' beta_decay when set
         return {**terms, "zero_one": self.config.w01 * zero_one_loss(supernet.arch_parameters())}  # FairDARTS eq. (3.2)

@@ -124,7 +124,8 @@ class ProxyStrategy(Strategy):
         history.append(rec)
         run.append_history(rec)
 
-    def search(self, supernet: "Supernet", data, run: "Run"):
+    def search(self, supernet: "Supernet", data, run: "Run", callbacks=None):
+        self.refuse_callbacks(callbacks)
         from rich.progress import Progress
 
         c = self.config

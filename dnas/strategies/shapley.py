@@ -173,12 +173,12 @@ class Shapley(FairLossMixin, GradientStrategy):
         _cell_groups(supernet)  # fail before any work if the space has no per-cell α
         return super().optimizers(supernet)
 
-    def arch_step(self, supernet, train_batch, val_batch, opt: Optimizers):
+    def arch_step(self, supernet, train_batch, val_batch, state):
         c = self.config
         with supernet.grad_only(supernet.arch_parameters()):  # every pass differentiates α only
             grads, metrics = shapley_grads(supernet, val_batch, c.w01, c.wAB, c.ablation)
         for (key, group), cell in zip(supernet.arch_groups().items(), grads):
             for a, g in zip(group, cell):
                 a.grad = g
-            opt.arch[key].step()  # cell i's own optimizer moves α_i only
+            state.optimizers.arch[key].step()  # cell i's own optimizer moves α_i only
         return metrics

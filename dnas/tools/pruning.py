@@ -219,6 +219,7 @@ def finetune_pruned(
     from dnas.api import resolve_device
     from dnas.config import make_config
     from dnas.engine.data import DataConfig, load_datasets
+    from dnas.engine.fit import fit
     from dnas.spaces.dario import find_blocks
 
     model = load_pruned(directory)
@@ -247,14 +248,9 @@ def finetune_pruned(
         return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
     opt = torch.optim.AdamW(params, lr=lr)
-    for epoch in range(epochs):
-        model.train()
-        for x, y in DataLoader(ds.train, batch_size=batch_size, shuffle=True):
-            loss = F.cross_entropy(model(prep(x)), y.to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        log(f"epoch {epoch + 1}/{epochs} loss {float(loss.detach()):.4f}")
+    fit(model, DataLoader(ds.train, batch_size=batch_size, shuffle=True),
+        lambda batch: {"loss": F.cross_entropy(model(prep(batch[0])), batch[1].to(dev))}, opt, epochs=epochs,
+        on_epoch_end=lambda epoch, rec: log(f"epoch {epoch + 1}/{epochs} loss {rec.get('loss', 0.0):.4f}"))
     model.eval()
     correct = total = 0
     with torch.no_grad():

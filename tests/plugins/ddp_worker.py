@@ -21,8 +21,8 @@ def one_step(order: int, train, val):
     torch.manual_seed(0)
     net = dnas.create_space("toy-mlp").supernet(TASK).double()
     strategy = dnas.create_strategy("darts", order=order, a_lr=0.01)
-    opt = strategy.optimizers(net)
-    strategy.step(net, train, val, 0, opt)
+    state = strategy.init_state(net)
+    strategy.step(net, train, val, state)
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 

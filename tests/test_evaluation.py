@@ -1,0 +1,128 @@
+"""One evaluation entry (``dnas train`` / ``dnas.train``) and the one training loop (dnas/engine/fit.py)."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import dnas
+from dnas import DnasError
+from dnas.api import evaluation_of
+from dnas.cli import main
+from dnas.engine.fit import batch_size, fit
+from dnas.registry import SPACES
+
+NASIAM = dict(backbone="tiny", backbone_width=8, proj_layers=2, pred_layers=2, dim=16, pred_dim=8, queue_size=16)
+
+
+# -- the fit loop -------------------------------------------------------------------------------------
+def test_fit_is_plain_sgd_with_the_documented_hooks():
+    """w ← w − lr · ∂/∂w (w·x − y)² on one sample per step, by hand: x = 1, y = 2, w0 = 0, lr = 0.1
+    gives w = 0.4, 0.72 and losses 4, 2.56 (the loss is read before each step)."""
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    data = [(torch.ones(1, 1), torch.full((1, 1), 2.0))]
+    calls = []
+
+    def loss_fn(batch):
+        x, y = batch
+        return {"loss": ((model(x) - y) ** 2).mean(), "twice": 2 * ((model(x) - y) ** 2).mean().detach()}
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)
+    model.eval()
+    res = fit(model, data, loss_fn, opt, epochs=2, scheduler=sched,
+              on_epoch_start=lambda e: calls.append(("start", e, model.training)),
+              after_step=lambda b, out: calls.append(("step", round(float(model.weight), 6))),
+              on_epoch_end=lambda e, rec: calls.append(("end", e, rec["loss"])))
+    # epoch 1: lr 0.1, w 0 -> 0.4; epoch 2: lr 0.05, w 0.4 -> 0.4 + 0.05·2·1.6 = 0.56
+    assert calls == [("start", 0, False), ("step", 0.4), ("end", 0, pytest.approx(4.0)),
+                     ("start", 1, True), ("step", 0.56), ("end", 1, pytest.approx(2.56))]
+    assert [h["epoch"] for h in res.history] == [1, 2] and res.history[1]["twice"] == pytest.approx(5.12)
+    assert res.steps == 2 and res.mean() == pytest.approx((4.0 + 2.56) / 2)
+
+
+def test_fit_max_steps_grad_clip_and_batches_per_epoch():
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    seen = []
+
+    def batches(epoch):
+        seen.append(epoch)
+        return [(torch.randn(3, 2), torch.randn(3, 1))] * 2
+
+    res = fit(model, batches, lambda b: {"loss": ((model(b[0]) - b[1]) ** 2).mean()}, opt, epochs=3, max_steps=3)
+    assert res.steps == 3 and seen == [0, 1, 2] and res.samples == 9
+    assert "loss" not in res.history[2]  # no step left for epoch 3
+    big = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        big.weight.fill_(0.0)
+    opt = torch.optim.SGD(big.parameters(), lr=1.0)
+    fit(big, [(torch.full((1, 1), 100.0), torch.zeros(1, 1))], lambda b: {"loss": -(big(b[0])).sum()}, opt, epochs=1, grad_clip=0.5)
+    assert float(big.weight) == pytest.approx(0.5)  # gradient −100 clipped to norm 0.5
+    assert batch_size(((torch.zeros(5, 1), torch.zeros(5, 1)), None)) == 5
+
+
+# -- routing ------------------------------------------------------------------------------------------
+def test_each_space_declares_its_evaluation():
+    assert SPACES.get("darts").evaluation == "supervised" and SPACES.get("ddarts").evaluation == "supervised"
+    assert SPACES.get("nasiam-mlp").evaluation == "ssl"
+    assert SPACES.get("dario").evaluation == "pruned"
+    assert all(cls.evaluation in dnas.api.EVALUATIONS for _, cls in SPACES.items())
+    assert evaluation_of("simsiam") == "ssl" and evaluation_of("resnet18") == "supervised"
+
+
+def test_train_routes_a_nasiam_genotype_to_ssl_and_refuses_a_wrong_override():
+    logs = []
+    r = dnas.train("simsiam", data="digits", space_config={"backbone": "tiny", "dim": 16, "pred_dim": 4}, log=logs.append,
+                   train_config={"epochs": 1, "batch_size": 256, "linear_epochs": 1, "knn_k": 5})
+    assert {"top1", "top5", "knn_top1", "std"} <= set(r) and len(r["history"]) == 1
+    assert any(line.startswith("linear evaluation:") for line in logs)
+    with pytest.raises(DnasError, match="evaluated by 'ssl', not by supervised training"):
+        dnas.train("simsiam", data="digits", evaluation="supervised", train_config={"epochs": 0})
+    with pytest.raises(DnasError, match="evaluated by 'supervised': drop --ssl"):
+        dnas.train("resnet18", data="digits", evaluation="ssl", train_config={"epochs": 0})
+    with pytest.raises(DnasError, match="unknown evaluation 'sl'.*did you mean 'ssl'"):
+        dnas.train("simsiam", evaluation="sl")
+
+
+def test_train_routes_a_pruning_genotype_to_finetuning(tmp_path):
+    from dnas.tools.pruning import prune
+
+    kw = {"img_size": 32, "patch_size": 8, "depth": 3, "embed_dim": 24, "num_heads": 3, "num_classes": 10}
+    prune("vit_tiny_patch16_224", model_kwargs=kw, keep_blocks=[0, 2], out=tmp_path / "p", bench_batch=1, bench_rounds=1, log=lambda s: None)
+    assert evaluation_of(tmp_path / "p" / "genotype.yaml") == "pruned"
+    r = dnas.train(tmp_path / "p" / "genotype.yaml", "synthetic", train_config={"epochs": 1, "batch_size": 64},
+                   out=tmp_path / "f", log=lambda s: None)
+    assert 0.0 <= r["top1"] <= 1.0 and r["epochs"] == 1 and (tmp_path / "f" / "pruned.yaml").is_file()
+    with pytest.raises(DnasError, match="unknown option 'momentum' for fine-tuning"):
+        dnas.train(tmp_path / "p", "synthetic", train_config={"momentum": 0.9})
+    lone = tmp_path / "lone.yaml"
+    lone.write_text((tmp_path / "p" / "genotype.yaml").read_text())
+    with pytest.raises(DnasError, match="without its pruned model"):
+        dnas.train(lone, "synthetic")
+
+
+def test_supervised_train_writes_its_folder(tmp_path):
+    space = dnas.create_space("darts", C=4, layers=3, nodes=2)
+    g = space.random_genotype(__import__("random").Random(0))
+    r = dnas.train(g, "synthetic", train_config={"epochs": 1, "batch_size": 64}, out=tmp_path / "t", log=lambda s: None)
+    assert set(r["history"][0]) == {"epoch", "train_loss", "test_top1", "test_top5", "test_loss"}
+    assert {p.name for p in (tmp_path / "t").iterdir()} == {"model.safetensors", "metrics.json", "genotype.yaml", "config.yaml"}
+
+
+@pytest.mark.slow
+def test_cli_train_of_a_nasiam_search_runs_ssl_without_the_flag(tmp_path, capsys):
+    """dnas search on nasiam-mlp, then dnas train --genotype <its genotype.yaml> --data digits: SSL + linear eval."""
+    run = tmp_path / "search"
+    args = ["search", "--space", "nasiam-mlp", "--strategy", "darts", "--data", "digits", "--epochs", "1", "--no-progress",
+            "--set", "data.batch_size=256", "--out", str(run)] + [x for k, v in NASIAM.items() for x in ("--set", f"space.{k}={v}")]
+    assert main(args) == 0
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    assert main(["train", "--genotype", str(run / "genotype.yaml"), "--data", "digits", "--epochs", "1",
+                 "--set", "train.batch_size=256", "--set", "train.linear_epochs=1", "--set", "train.knn_k=5", "--out", str(out)]) == 0
+    printed = json.loads(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("{")))
+    assert {"top1", "knn_top1", "std"} <= set(printed)
+    assert (out / "model.safetensors").is_file() and (out / "genotype.yaml").is_file()
