@@ -61,8 +61,9 @@ class SearchSpace:
     name: ClassVar[str] = ""
     Config: ClassVar[type]
     #: capabilities a strategy may need: "labels" (supervised loss), "cells" (ablation, arch_groups),
-    #: "data" (needs a dataset; data-free spaces leave it out), "alpha" (has architecture parameters)
-    offers: ClassVar[frozenset[str]] = frozenset({"labels", "data", "alpha"})
+    #: "data" (needs a dataset; data-free spaces leave it out), "alpha" (has architecture parameters),
+    #: "functional" (Supernet.functional_forward), "data_free" (Supernet.data_free_input)
+    offers: ClassVar[frozenset[str]] = frozenset({"labels", "data", "alpha", "functional", "data_free"})
     default_parser: ClassVar[str] = "argmax"
     #: a tiny configuration for tests and the conformance suite
     tiny_config: ClassVar[dict[str, Any]] = {}

@@ -136,6 +136,11 @@ class NASiamSupernet(Supernet, _Model):
     def forward(self, x):
         return self.backbone(x)
 
+    def data_free_forward(self, x):
+        """Through the searched heads (``forward`` stops at the backbone), so α reach the output."""
+        z = self.embed(x)
+        return self.predictor(z, self.head_weights("predictor")) if self.predictor is not None else z
+
     def loss(self, batch):
         return self.ssl_loss(batch)
 
@@ -151,7 +156,7 @@ class NASiamNetwork(_Model):
 @register_space("nasiam-mlp")
 class NASiamSpace(SearchSpace):
     Config = NASiamConfig
-    offers = frozenset({"data", "alpha"})  # no "labels": self-supervised
+    offers = frozenset({"data", "alpha", "functional", "data_free"})  # no "labels": self-supervised
     default_parser = "argmax"
     two_views = True  # the api serves ((view1, view2), y) batches (dnas.engine.data.two_view_datasets)
     tiny_config = dict(backbone="tiny", backbone_width=8, proj_layers=2, pred_layers=2, dim=16, pred_dim=8, queue_size=16)

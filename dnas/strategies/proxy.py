@@ -1,9 +1,15 @@
 """Strategy ``proxy``: DARIO's single-level, data-free gate search (thesis §6.1, Algorithm 5).
 
-One iteration: a batch of ones through the gated model, ``R_SF = Σ H`` (eq. 6.5); one synflow step
-``θ̃(α) = θ − γ ∂R_SF/∂θ`` with ``create_graph`` so θ̃ depends on α (eq. 6.6); the proxy ``S(θ̃)``;
-an AdamW step on α (problem 6.4). θ itself never changes. The authors' code updates θ in place,
-so its variance proxy has no path to the gates; here ∂S/∂α is the proxy's true gradient.
+One iteration: a batch of ones through the gated model, ``R_SF = Σ H`` (eq. 6.5) on |θ| (eq. 6.5,
+Table 6.1); one synflow step ``θ̃(α) = θ − γ ∂R_SF/∂θ`` that depends on α (eq. 6.6); the proxy
+``S(θ̃)``; an AdamW step on α (problem 6.4). θ itself never changes. The authors' code updates θ in
+place, so its variance proxy has no path to the gates; here ∂S/∂α is the proxy's true gradient.
+
+∂S/∂α = Σ_θ (∂S/∂g)·(∂g/∂α) with g = ∂R_SF/∂θ is a mixed second derivative of R_SF along u = ∂S/∂g.
+``alpha_grad: fd`` (default) takes it by a finite difference of ∂R_SF/∂α, as DARTS does for its
+second-order step: ``(∂R_SF/∂α(θ + εu) − ∂R_SF/∂α(θ)) / ε``, ε = ``fd_eps``/‖u‖. An iteration is two
+forward/backward passes and no double backward (about 5 forward passes of the model);
+``alpha_grad: exact`` differentiates through the gradient (``create_graph``), about twice the cost.
 
 All-ones inputs make every sample identical, and the model runs in eval mode (each sample's output
 depends on that sample only), so ``R_SF`` over a batch of B ones is exactly B times ``R_SF`` of one:
@@ -11,12 +17,16 @@ dnas runs one sample and steps with ``γ·B``, an exact and B times cheaper equi
 
 ``mode: random`` is the baseline with the same budget: ``warm_start + iters`` random α ~ N(0,1),
 the best by the proxy is kept.
+
+The strategy needs a supernet with α, a data-free input and a functional forward (the base
+``Supernet`` offers both), so it runs on any such space, not only ``dario``.
 """
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
+import weakref
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -35,7 +45,7 @@ if TYPE_CHECKING:
 @dataclass
 class ProxyConfig:
     """Defaults: the DARIO code (AdamW lr 0.1 wd 0.01 cosine over 500 iterations, 100 warm-start
-    samples, batch 32 of ones) and the thesis' threshold 0.65 (its code used 0.3)."""
+    samples, batch 32 of ones), the thesis' threshold 0.65 and R_SF on |θ| (eq. 6.5, Table 6.1)."""
 
     proxy: str = "var"
     maximize: bool = False  # maximise the proxy instead (var and the others are minimised)
@@ -45,16 +55,23 @@ class ProxyConfig:
     weight_decay: float = 0.01
     gamma: float = 1e-3  # synflow step size γ (eq. 6.6); a dnas default, the thesis gives none
     batch_size: int = 32  # B ones: computed exactly as one sample with step γ·B
-    abs_params: bool = False  # R_SF on |θ| (classic synflow); the equations use θ
+    abs_params: bool = field(default=True, metadata={
+        "paper": "True: R_SF and the step on |θ| (thesis eq. 6.5, Table 6.1)",
+        "code": "False: the authors' code runs the synflow step on the signed θ"})
     coef: float = 1.0  # c1/c2/c3 of the composite proxies
-    threshold: float = 0.65
+    threshold: float = field(default=0.65, metadata={
+        "paper": "0.65 (the thesis' final models)", "code": "0.3 (the authors' code)"})
     mode: Literal["gradient", "random"] = "gradient"
+    alpha_grad: Literal["fd", "exact"] = "fd"  # ∂S/∂α by a finite difference (2 passes) or double backward
+    fd_eps: float = 0.01  # ‖ε·u‖ of the finite difference (DARTS eq. 2.9 uses 0.01/‖·‖ too)
 
     def check(self):
         if self.iters < 0 or self.warm_start < 0 or self.batch_size < 1:
             return "iters and warm_start must be >= 0, batch_size >= 1"
         if self.mode == "random" and self.iters + self.warm_start < 1:
             return "mode random needs iters + warm_start >= 1"
+        if self.fd_eps <= 0:
+            return "fd_eps must be > 0"
         get_proxy(self.proxy)
         return None
 
@@ -72,19 +89,31 @@ def unfused_attention(model: torch.nn.Module):
             m.fused_attn = True
 
 
-def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool = True) -> torch.Tensor:
-    """``S(θ̃(α))`` for the supernet's current α; differentiable w.r.t. α when ``create_graph``."""
-    named = [(n, p) for n, p in supernet.model.named_parameters() if p.requires_grad]
+_THETA: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # supernet -> (key, names, leaves)
+
+
+def _theta(supernet: "Supernet", cfg: ProxyConfig) -> tuple[list[str], list[torch.Tensor]]:
+    """Names and leaf tensors of the weights the synflow step runs on: |θ| (default) or θ.
+    θ never changes during a search: the leaves are built once and reused while it stays so."""
+    named = supernet.named_weight_parameters()
     if not named:
         raise DnasError("the model has no trainable parameters for the synflow step")
-    dev = named[0][1].device
-    x = torch.ones(1, *supernet.input_shape(), device=dev, dtype=named[0][1].dtype)  # Algorithm 5: ones
-    if cfg.abs_params:
-        theta = [p.detach().abs().requires_grad_() for _, p in named]
-        out = supernet(x, params={n: t for (n, _), t in zip(named, theta)})
-    else:
-        theta = [p for _, p in named]
-        out = supernet(x)
+    key = (cfg.abs_params, tuple((id(p), p._version, p.dtype, p.device) for _, p in named))
+    hit = _THETA.get(supernet)
+    if hit is None or hit[0] != key:
+        if cfg.abs_params:  # DARIO eq. (6.5), Table 6.1: synflow on |θ|
+            leaves = [p.detach().abs().requires_grad_() for _, p in named]
+        else:
+            leaves = [p.detach().requires_grad_() for _, p in named]
+        hit = _THETA[supernet] = (key, [n for n, _ in named], leaves)
+    return hit[1], hit[2]
+
+
+def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool = True) -> torch.Tensor:
+    """``S(θ̃(α))`` for the supernet's current α; differentiable w.r.t. α when ``create_graph``."""
+    names, theta = _theta(supernet, cfg)
+    x = supernet.data_free_input(1)  # Algorithm 5: ones
+    out = supernet.functional_forward(x, dict(zip(names, theta)))
     r_sf = out.sum() * cfg.batch_size  # DARIO eq. (6.5): R_SF = Σ H over B identical samples
     grads = torch.autograd.grad(r_sf, theta, create_graph=create_graph, allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads)]
@@ -92,16 +121,59 @@ def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool =
     return -s if cfg.maximize else s
 
 
+def proxy_step(supernet: "Supernet", cfg: ProxyConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``S(θ̃(α))`` and ``∂S/∂α`` (problem 6.4), by ``cfg.alpha_grad``: fd (two passes) or exact."""
+    alphas = supernet.arch_parameters()
+    if cfg.alpha_grad == "exact":
+        s = proxy_objective(supernet, cfg)
+        grads = torch.autograd.grad(s, alphas, allow_unused=True)
+        return s.detach(), [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
+    names, theta = _theta(supernet, cfg)
+    x = supernet.data_free_input(1)
+    r_sf = supernet.functional_forward(x, dict(zip(names, theta))).sum() * cfg.batch_size  # eq. (6.5)
+    both = torch.autograd.grad(r_sf, theta + alphas, allow_unused=True)
+    g = [torch.zeros_like(t) if d is None else d for t, d in zip(theta, both[:len(theta)])]
+    ra = [torch.zeros_like(a) if d is None else d for a, d in zip(alphas, both[len(theta):])]
+    g_leaf = [d.requires_grad_() for d in g]
+    with torch.enable_grad():
+        s = stepped_proxy(cfg.proxy, [t.detach() for t in theta], g_leaf, cfg.gamma, cfg.coef)  # eq. (6.6), Table 6.1
+        if cfg.maximize:
+            s = -s
+        u = torch.autograd.grad(s, g_leaf, allow_unused=True) if s.requires_grad else [None] * len(g)
+    u = [torch.zeros_like(t) if d is None else d for t, d in zip(theta, u)]
+    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d) for d in u])))
+    if norm == 0 or not torch.isfinite(torch.tensor(norm)):
+        return s.detach(), [torch.zeros_like(a) for a in alphas]  # e.g. L0: no gradient w.r.t. α
+    eps = cfg.fd_eps / norm
+    with torch.no_grad():
+        shifted = torch._foreach_add([t.detach() for t in theta], u, alpha=eps)  # θ + εu
+    r2 = supernet.functional_forward(x, dict(zip(names, shifted))).sum() * cfg.batch_size
+    ra2 = torch.autograd.grad(r2, alphas, allow_unused=True)
+    # ∂S/∂α = ∂/∂α (gᵀu) = (∂R_SF/∂α(θ + εu) − ∂R_SF/∂α(θ)) / ε, u = ∂S/∂g held fixed
+    return s.detach(), [torch.zeros_like(a) if b is None else (b - a0) / eps for a, a0, b in zip(alphas, ra, ra2)]
+
+
 @register_strategy("proxy")
 class ProxyStrategy(Strategy):
     """DARIO Algorithm 5: warm start, then gradient steps on α of a data-free proxy."""
 
     Config = ProxyConfig
-    needs = frozenset({"alpha"})
+    needs = frozenset({"alpha", "functional", "data_free"})
 
-    def _sample(self, supernet, k: int, run, history, t0) -> None:
+    @staticmethod
+    def _gated(supernet) -> bool:
+        """Gates kept above a threshold (DARIO, σ relaxation), else the space's own parser."""
+        return supernet.space.default_parser == "threshold"
+
+    def _genotype(self, supernet):
+        if self._gated(supernet):
+            return supernet.genotype("threshold", threshold=self.config.threshold)
+        return supernet.genotype()
+
+    def _sample(self, supernet, k: int, run, history, t0, bar=None) -> None:
         """Set α to the best of ``k`` draws from N(0,1) (Algorithm 5's warm start / random search)."""
         alphas = supernet.arch_parameters()
+        task = bar.add_task("warm start", total=k) if bar is not None else None
         best, best_s = None, float("inf")
         for i in range(k):
             with torch.no_grad():
@@ -112,13 +184,15 @@ class ProxyStrategy(Strategy):
             if s < best_s:
                 best, best_s = [a.detach().clone() for a in alphas], s
             self._record(supernet, run, history, len(history) + 1, {"phase": "sample", "proxy": s, "best": best_s}, t0)
+            if bar is not None:
+                bar.update(task, advance=1, description=f"warm start: best proxy {best_s:.4g}")
         with torch.no_grad():
             for a, b in zip(alphas, best):
                 a.copy_(b)
 
     def _record(self, supernet, run, history, step, extra, t0) -> None:
         c = self.config
-        g = supernet.genotype("threshold", threshold=c.threshold)
+        g = self._genotype(supernet)
         rec = {"epoch": step, **extra, "seconds": round(time.perf_counter() - t0, 3), "alphas": alpha_snapshot(supernet),
                "genotype": {k: list(v) for k, v in g.choices.items()}}
         history.append(rec)
@@ -128,30 +202,39 @@ class ProxyStrategy(Strategy):
         from rich.progress import Progress
 
         c = self.config
-        supernet.relaxation = "sigmoid"
+        if self._gated(supernet):
+            supernet.relaxation = "sigmoid"  # independent gates (DARIO eq. 6.1, 6.2)
         supernet.eval()  # dropout off; BatchNorm per sample (the all-ones batch equivalence)
         history: list = []
         t0 = time.perf_counter()
-        with unfused_attention(supernet), Progress(console=run.console, disable=not run.progress, transient=True) as bar:
+        # only the exact α-gradient differentiates through a gradient (no fused double backward on the CPU)
+        unfused = unfused_attention(supernet) if c.alpha_grad == "exact" else nullcontext()
+        with unfused, Progress(console=run.console, disable=not run.progress, transient=True) as bar:
             if c.mode == "random":
-                self._sample(supernet, c.warm_start + c.iters, run, history, t0)
+                self._sample(supernet, c.warm_start + c.iters, run, history, t0, bar)
             else:
                 if c.warm_start:
-                    self._sample(supernet, c.warm_start, run, history, t0)
+                    self._sample(supernet, c.warm_start, run, history, t0, bar)
                 alphas = supernet.arch_parameters()
                 opt = torch.optim.AdamW(alphas, lr=c.lr, weight_decay=c.weight_decay)
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(c.iters, 1))
                 task = bar.add_task("proxy search", total=c.iters)
                 for it in range(c.iters):
-                    s = proxy_objective(supernet, c)
-                    grads = torch.autograd.grad(s, alphas, allow_unused=True)  # ∂S(θ̃(α))/∂α, problem (6.4)
+                    s, grads = proxy_step(supernet, c)  # S(θ̃(α)) and ∂S/∂α, problem (6.4)
                     for a, g in zip(alphas, grads):
-                        a.grad = torch.zeros_like(a) if g is None else g
+                        a.grad = g
                     opt.step()
                     sched.step()
                     if not all(torch.isfinite(a).all() for a in alphas) or not torch.isfinite(s):
                         raise DnasError(f"the proxy search diverged at iteration {it + 1}; lower lr or gamma")
-                    self._record(supernet, run, history, len(history) + 1, {"phase": "gradient", "proxy": float(s.detach())}, t0)
-                    bar.update(task, advance=1)
+                    self._record(supernet, run, history, len(history) + 1, {"phase": "gradient", "proxy": float(s)}, t0)
+                    bar.update(task, advance=1, description=f"proxy {float(s):.4g} · {self._open(supernet)}")
         run.log(f"proxy search: {len(history)} proxy evaluations in {time.perf_counter() - t0:.1f}s")
-        return supernet.genotype("threshold", threshold=c.threshold)
+        return self._genotype(supernet)
+
+    def _open(self, supernet) -> str:
+        """'gates open k/n' (σ(α) ≥ threshold) for gated spaces, else the decisions' count."""
+        if not self._gated(supernet):
+            return f"{len(supernet.space.decisions())} decisions"
+        w = supernet.decision_weights()
+        return f"gates open {sum(float(v.max()) >= self.config.threshold for v in w.values())}/{len(w)}"
