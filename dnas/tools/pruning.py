@@ -324,6 +324,8 @@ def prune(
     input_size: list[int] | None = None,
     seq_len: int | None = None,
     strategy_config: dict[str, Any] | None = None,
+    space: Any = None,
+    strategy: Any = "proxy",
     bench_batch: int = 8,
     bench_rounds: int = 3,
     seed: int = 0,
@@ -341,6 +343,10 @@ def prune(
         input_size: (C, H, W) of the batch of ones where the model does not tell.
         seq_len: tokens of a text encoder's constant ``inputs_embeds``.
         keep_blocks: skip the search and keep these blocks.
+        space: a ``dario`` SearchSpace object; its configuration replaces model, weights, blocks,
+            granularity, input_size and seq_len.
+        strategy: a registered strategy name or a Strategy object (its name and configuration are
+            used; ``strategy_config`` entries override them).
 
     Returns:
         The report (also written to ``out/report.json``).
@@ -358,15 +364,32 @@ def prune(
     budget_d = parse_budget(budget)
     if budget_d and keep_blocks is not None:
         raise DnasError("give a budget or keep_blocks (--keep-blocks), not both")
-    space_cfg = {"model": model, "model_kwargs": dict(model_kwargs or {}), "weights": weights, "pretrained": pretrained,
-                 "blocks": blocks, "granularity": "block" if keep_blocks is not None else granularity,
-                 "input_size": list(input_size) if input_size else None, "seq_len": seq_len}
+    from dnas.config import config_dict
+
+    if space is not None:
+        if getattr(space, "name", None) != "dario":
+            raise DnasError(f"prune needs a 'dario' space, not '{getattr(space, 'name', type(space).__name__)}'")
+        space_cfg = config_dict(space.config)
+        space_cfg.pop("name", None)
+        model, weights, pretrained = space_cfg["model"], space_cfg.get("weights"), space_cfg.get("pretrained", False)
+        if keep_blocks is not None:
+            space_cfg["granularity"] = "block"
+    else:
+        space_cfg = {"model": model, "model_kwargs": dict(model_kwargs or {}), "weights": weights, "pretrained": pretrained,
+                     "blocks": blocks, "granularity": "block" if keep_blocks is not None else granularity,
+                     "input_size": list(input_size) if input_size else None, "seq_len": seq_len}
+    if isinstance(strategy, str):
+        strat_name, strat_base = strategy, {}
+    else:
+        strat_name, strat_base = strategy.name, {k: v for k, v in config_dict(strategy.config).items() if k != "name"}
     create_space("dario", **space_cfg).decisions()  # a bad model name or blocks path fails before any file is written
     t0 = time.perf_counter()
     alphas: dict[str, float] = {}
     if keep_blocks is None:
-        strat = {"proxy": proxy, "threshold": threshold, "iters": iters, "warm_start": warm_start, **(strategy_config or {})}
-        result = search(config={"space": {"name": "dario", **space_cfg}, "strategy": {"name": "proxy", **strat}, "seed": seed},
+        strat = strat_base or {"proxy": proxy, "threshold": threshold, "iters": iters, "warm_start": warm_start}
+        strat = {**strat, **(strategy_config or {})}
+        threshold = strat.get("threshold", threshold)
+        result = search(config={"space": {"name": "dario", **space_cfg}, "strategy": {"name": strat_name, **strat}, "seed": seed},
                         out=out, progress=progress)
         genotype = result.genotype
         space = create_space("dario", **space_cfg)
