@@ -35,9 +35,9 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:
     import torch
 
     import dnas
-    from dnas.tools.pruning import count_params, throughput
     from dnas.spaces.dario import apply_pruning, build_model
     from dnas.strategies.proxy import ProxyConfig, proxy_step, unfused_attention
+    from dnas.tools.pruning import count_params, throughput
 
     cfg = QUICK if quick else FULL
     torch.manual_seed(0)
@@ -67,8 +67,8 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:
     alphas = net.arch_parameters()
     opt = torch.optim.AdamW(alphas, lr=0.1, weight_decay=0.01)
 
-    def iteration(pcfg=ProxyConfig()):
-        _, grads = proxy_step(net, pcfg)
+    def iteration(pcfg=None):
+        _, grads = proxy_step(net, pcfg or ProxyConfig())
         for a, g in zip(alphas, grads):
             a.grad = g
         opt.step()

@@ -5,8 +5,9 @@ are saved, moved and counted like any weight and always come back in the same or
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +47,7 @@ class _DataFree(nn.Module):
 class Supernet(nn.Module):
     """Base of every space's supernet. Subclasses build their modules and call :meth:`add_alpha`."""
 
-    def __init__(self, space: "SearchSpace", task: "Task"):
+    def __init__(self, space: SearchSpace, task: Task):
         super().__init__()
         self.space = space
         self.task = task
@@ -56,7 +57,7 @@ class Supernet(nn.Module):
         self.tau = 1.0
 
     # -- α ------------------------------------------------------------------------------------
-    def add_alpha(self, key: str, decisions: Sequence["Decision"], init_std: float = 1e-3, init: float = 0.0):
+    def add_alpha(self, key: str, decisions: Sequence[Decision], init_std: float = 1e-3, init: float = 0.0):
         """Register one α tensor of shape (len(decisions), n_options); row i belongs to decisions[i]."""
         n_opts = {len(d.options) for d in decisions}
         if len(n_opts) != 1:
@@ -133,7 +134,7 @@ class Supernet(nn.Module):
         return {name: w[key][row] for name, (key, row) in self._rows.items()}
 
     @torch.no_grad()
-    def set_alpha_from_genotype(self, genotype: "Genotype", high: float = 1.0, low: float = -1.0) -> None:
+    def set_alpha_from_genotype(self, genotype: Genotype, high: float = 1.0, low: float = -1.0) -> None:
         """Initialise α from a genotype: chosen options get ``high``, others ``low`` (DARTOpti)."""
         decisions = {d.name: d for d in self.space.decisions()}
         for name, chosen in genotype.choices.items():
@@ -183,7 +184,7 @@ class Supernet(nn.Module):
     def num_cells(self) -> int:
         return 0
 
-    def genotype(self, parser: str | None = None, **parser_kw: Any) -> "Genotype":
+    def genotype(self, parser: str | None = None, **parser_kw: Any) -> Genotype:
         """Derive the discrete architecture with a registered parser (space default if None)."""
         fn = PARSERS.get(parser or self.space.default_parser)
         choices = fn(self.space.decisions(), self.decision_weights(), **parser_kw)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import dnas
-from dnas.errors import DnasError
-from dnas.strategies.proxies import PROXIES, get_proxy
 from dnas.engine.run import Run
+from dnas.errors import DnasError
 from dnas.spaces.dario import apply_pruning, build_model
+from dnas.strategies.proxies import PROXIES, get_proxy
 from dnas.strategies.proxy import ProxyConfig, proxy_objective
 
 pytestmark = pytest.mark.filterwarnings("ignore:pruning a randomly initialised")

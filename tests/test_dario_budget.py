@@ -11,14 +11,13 @@ import dnas
 from dnas.errors import DnasError
 from dnas.spaces.dario import build_model
 from dnas.strategies.proxy import ProxyConfig, proxy_step, unfused_attention
-from dnas.tools.pruning import (ModelInfo, count_params, equivalent_threshold, keep_for_budget, model_info,
-                                parse_budget, prune)
+from dnas.tools.pruning import ModelInfo, count_params, equivalent_threshold, keep_for_budget, model_info, parse_budget, prune
 
 pytestmark = pytest.mark.filterwarnings("ignore:pruning a randomly initialised")
 
 KW = {"img_size": 32, "patch_size": 8, "depth": 4, "embed_dim": 24, "num_heads": 3, "num_classes": 10}
 TINY = {"model": "vit_tiny_patch16_224", "model_kwargs": KW}
-QUIET = dict(bench_batch=1, bench_rounds=1, progress=False, log=lambda s: None)
+QUIET = {"bench_batch": 1, "bench_rounds": 1, "progress": False, "log": lambda s: None}
 
 
 # -- budgets ---------------------------------------------------------------------------------------
@@ -43,7 +42,7 @@ def _info():
 def test_keep_for_budget_by_hand():
     scores = {"block0": 0.9, "block1": 0.2, "block2": 0.7, "block3": 0.4}
     info = _info()
-    kept = lambda c: [n for n, v in c.items() if v]  # noqa: E731
+    kept = lambda c: [n for n, v in c.items() if v]
     assert kept(keep_for_budget(scores, "blocks=2", info)) == ["block0", "block2"]
     assert kept(keep_for_budget(scores, "blocks=0", info)) == []
     # params: 60 total; dropping block1 -> 50 (0.83), block3 -> 40 (0.67), block2 -> 30 (0.5)

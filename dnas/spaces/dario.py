@@ -22,8 +22,8 @@ import copy
 import importlib
 import inspect
 import os
-import re
 import random
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -209,7 +209,7 @@ def build_model(cfg: DarioConfig, load: bool = True) -> nn.Module:
             if from_file:
                 raise _timm_error(cfg.weights, name, str(e)) from None
             raise
-        except Exception as e:  # noqa: BLE001 (hub/offline and file errors come in many types)
+        except Exception as e:
             if from_file:
                 raise DnasError(f"cannot load weights '{cfg.weights}' into '{name}' ({str(e).splitlines()[0][:160]})") from None
             if load and cfg.pretrained:
@@ -238,13 +238,13 @@ def find_blocks(model: nn.Module, path: str | None) -> list[tuple[str, nn.Module
         return [(path, c)]
     if isinstance(getattr(model, "blocks", None), (nn.ModuleList, nn.Sequential)):  # timm ViT, DeiT, EVA
         return [("blocks", model.blocks)]
-    for path in ("encoder.layer", "encoder.layers", "layers"):  # transformers BERT/RoBERTa/ViT, decoder stacks
+    for known in ("encoder.layer", "encoder.layers", "layers"):  # transformers BERT/RoBERTa/ViT, decoder stacks
         try:
-            c = model.get_submodule(path)
+            c = model.get_submodule(known)
         except AttributeError:
             continue
         if isinstance(c, nn.ModuleList) and len(c):
-            return [(path, c)]
+            return [(known, c)]
     found = [(f"{n}.transformer", m.transformer) for n, m in model.named_modules()
              if type(m).__name__.startswith("MobileVit") and isinstance(getattr(m, "transformer", None), nn.Sequential)]
     if not found:
@@ -320,7 +320,7 @@ def model_input_shape(model: nn.Module, cfg: DarioConfig) -> tuple[int, ...]:
 class DarioSupernet(Supernet):
     """The model with gate hooks; α = one row per block (``blocks``) and per head (``heads``)."""
 
-    def __init__(self, space: "DarioSpace", task: Task, model: nn.Module | None = None):
+    def __init__(self, space: DarioSpace, task: Task, model: nn.Module | None = None):
         super().__init__(space, task)
         cfg = space.config
         self.model = model if model is not None else build_model(cfg)

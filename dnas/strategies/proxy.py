@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from dnas.errors import DnasError
-from dnas.strategies.proxies import get_proxy, stepped_proxy
-from dnas.registry import register_strategy
 from dnas.engine.loop import alpha_snapshot
+from dnas.errors import DnasError
+from dnas.registry import register_strategy
+from dnas.strategies.proxies import get_proxy, stepped_proxy
 from dnas.strategy import Strategy
 
 if TYPE_CHECKING:
@@ -90,10 +90,10 @@ def unfused_attention(model: torch.nn.Module):
             m.fused_attn = True
 
 
-_THETA: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # supernet -> (key, names, leaves)
+_THETA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # supernet -> (key, names, leaves)
 
 
-def _theta(supernet: "Supernet", cfg: ProxyConfig) -> tuple[list[str], list[torch.Tensor]]:
+def _theta(supernet: Supernet, cfg: ProxyConfig) -> tuple[list[str], list[torch.Tensor]]:
     """Names and leaf tensors of the weights the synflow step runs on: |θ| (default) or θ.
     θ never changes during a search: the leaves are built once and reused while it stays so."""
     named = supernet.named_weight_parameters()
@@ -111,11 +111,11 @@ def _theta(supernet: "Supernet", cfg: ProxyConfig) -> tuple[list[str], list[torc
     return hit[1], hit[2]
 
 
-def _theta_norm(supernet: "Supernet") -> float:
+def _theta_norm(supernet: Supernet) -> float:
     return _THETA[supernet][3]
 
 
-def _buffers(supernet: "Supernet", theta: list[torch.Tensor]) -> list[torch.Tensor]:
+def _buffers(supernet: Supernet, theta: list[torch.Tensor]) -> list[torch.Tensor]:
     """Tensors shaped like θ, allocated once per search (fresh large tensors cost page faults)."""
     bufs = _THETA[supernet][4]
     if not bufs:
@@ -149,7 +149,7 @@ def _var_shift(theta, g, gamma: float, sign: float, step: float, out: list[torch
     return torch.tensor(sign * var, dtype=torch.float64), 2 * abs(gamma) * (var / (n - 1)) ** 0.5 / step
 
 
-def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool = True) -> torch.Tensor:
+def proxy_objective(supernet: Supernet, cfg: ProxyConfig, create_graph: bool = True) -> torch.Tensor:
     """``S(θ̃(α))`` for the supernet's current α; differentiable w.r.t. α when ``create_graph``."""
     names, theta = _theta(supernet, cfg)
     x = supernet.data_free_input(1)  # Algorithm 5: ones
@@ -161,7 +161,7 @@ def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool =
     return -s if cfg.maximize else s
 
 
-def proxy_step(supernet: "Supernet", cfg: ProxyConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def proxy_step(supernet: Supernet, cfg: ProxyConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``S(θ̃(α))`` and ``∂S/∂α`` (problem 6.4), by ``cfg.alpha_grad``: fd (two passes) or exact."""
     alphas = supernet.arch_parameters()
     if cfg.alpha_grad == "exact":
@@ -244,14 +244,13 @@ class ProxyStrategy(Strategy):
                 a.copy_(b)
 
     def _record(self, supernet, run, history, step, extra, t0) -> None:
-        c = self.config
         g = self._genotype(supernet)
         rec = {"epoch": step, **extra, "seconds": round(time.perf_counter() - t0, 3), "alphas": alpha_snapshot(supernet),
                "genotype": {k: list(v) for k, v in g.choices.items()}}
         history.append(rec)
         run.append_history(rec)
 
-    def search(self, supernet: "Supernet", data, run: "Run"):
+    def search(self, supernet: Supernet, data, run: Run):
         from rich.progress import Progress
 
         c = self.config

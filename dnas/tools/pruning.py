@@ -13,9 +13,10 @@ import json
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -56,7 +57,7 @@ def throughput(models: dict[str, nn.Module], input_shape, batch: int = 8, rounds
 BUDGETS = ("blocks", "heads", "params", "speedup")
 
 
-def parse_budget(budget: "str | dict[str, float] | None") -> dict[str, float]:
+def parse_budget(budget: str | dict[str, float] | None) -> dict[str, float]:
     """``"blocks=6"``, ``"params=0.5"``, ``"speedup=2"``, ``"heads=K"`` (or a dict of them;
     ``blocks`` and ``heads`` may be combined: ``"blocks=8,heads=40"``) as a checked dict.
 
@@ -161,7 +162,7 @@ def _ranked(scores: dict[str, float], names) -> list[str]:
     return sorted(names, key=lambda n: (-scores[n], order[n]))
 
 
-def keep_for_budget(scores: dict[str, float], budget: "str | dict[str, float]", info: ModelInfo,
+def keep_for_budget(scores: dict[str, float], budget: str | dict[str, float], info: ModelInfo,
                     threshold: float = 0.65) -> dict[str, list[str]]:
     """The gates kept under ``budget``, ranked by ``scores`` (σ(α), or a random ranking for a baseline).
 
@@ -320,7 +321,7 @@ def prune(
     iters: int = 500,
     warm_start: int = 100,
     keep_blocks: list[int] | None = None,
-    budget: "str | dict[str, float] | None" = None,
+    budget: str | dict[str, float] | None = None,
     input_size: list[int] | None = None,
     seq_len: int | None = None,
     strategy_config: dict[str, Any] | None = None,
