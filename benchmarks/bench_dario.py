@@ -20,6 +20,7 @@ One process, one run, ratios only (machine noise is up to ~20 %):
 from __future__ import annotations
 
 import os
+import statistics
 import time
 import warnings
 from typing import Any
@@ -83,9 +84,16 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:
         with torch.no_grad():
             full(x)
 
-    t_iter = timings(iteration, repeats=cfg["repeats"], warmup=1, sync=sync)["median_s"]
-    t_f1 = timings(lambda: forward(ones1), repeats=cfg["repeats"], warmup=1, sync=sync)["median_s"]
-    t_exact = timings(exact, repeats=cfg["repeats"], warmup=1, sync=sync)["median_s"]
+    iteration(), forward(ones1), exact()  # warm-up
+    rounds: dict[str, list[float]] = {"iter": [], "f1": [], "exact": []}
+    for _ in range(cfg["repeats"]):  # interleaved: the machine's load drifts alike for all three
+        for key, fn in (("iter", iteration), ("f1", lambda: forward(ones1)), ("exact", exact)):
+            t = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            rounds[key].append(time.perf_counter() - t)
+    t_iter, t_f1, t_exact = (statistics.median(rounds[k]) for k in ("iter", "f1", "exact"))
     t_f32 = timings(lambda: forward(ones32), repeats=max(1, cfg["repeats"] - 1), warmup=0, sync=sync)["median_s"]
     records.append({
         "case": "prune iteration", "img_size": cfg["img_size"], "iter_s": round(t_iter, 4), "forward_b1_s": round(t_f1, 4),

@@ -179,7 +179,7 @@ def test_hf_folder_is_pruned_through_inputs_embeds(tmp_path):
     rep = prune(model, blocks="encoder.layer", seq_len=8, budget="blocks=3", iters=1, warm_start=1, out=tmp_path / "p", **QUIET)
     assert len(rep["blocks_kept"]) == 3 and rep["input_shape"] == [8, 64]
     pruned = dnas.load_pruned(tmp_path / "p")
-    assert len(pruned.encoder.layer) == 3
+    assert len(pruned.encoder.layer) == 3 and pruned.config.num_hidden_layers == 3
     assert pruned(inputs_embeds=torch.randn(2, 8, 64)).last_hidden_state.shape == (2, 8, 64)
     with pytest.raises(DnasError, match="not a folder with a config.json"):
         dnas.create_space("dario", model=f"hf:{tmp_path / 'nothing'}").decisions()

@@ -455,6 +455,9 @@ def apply_pruning(model: nn.Module, blocks_path: str | None, keep_blocks: list[i
         new = type(container)(*kept) if isinstance(container, nn.Sequential) else nn.ModuleList(kept)
         parent, _, attr = path.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, new)
+    conf = getattr(model, "config", None)  # a transformers model: its config counts the layers left
+    if getattr(conf, "num_hidden_layers", None) == i:
+        conf.num_hidden_layers = sum(1 for b in keep_blocks if b < i)
     return model
 
 
