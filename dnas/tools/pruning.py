@@ -432,7 +432,8 @@ def prune(
         "params_before": count_params(original), "params_after": count_params(pruned),
         "images_per_s_before": round(speed["before"], 3), "images_per_s_after": round(speed["after"], 3),
         "speedup": round(speed["after"] / speed["before"], 3), "bench_batch": bench_batch, "search_seconds": round(search_s, 2),
-        "weights": weights or ("timm pretrained" if pretrained else "random init (no --weights)"),
+        "weights": weights or ("timm pretrained" if pretrained else f"{model[3:]} (hf folder)" if str(model).startswith("hf:")
+                               else "random init (no --weights)"),
         "input_shape": list(shape), **budget_report,
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
