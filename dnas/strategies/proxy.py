@@ -139,13 +139,12 @@ def _var_shift(theta, g, gamma: float, sign: float, step: float, out: list[torch
     if not var > 0 or gamma == 0:
         return torch.tensor(sign * var, dtype=torch.float64), 0.0
     c = -sign * step / (var * (n - 1)) ** 0.5
+    # θ + εu = θ + c (θ − γg − θ̄) = (1 + c)(θ − cγ/(1 + c) g) − c θ̄: two passes, no new tensor
+    shift = torch.tensor(-c * s_t / n, dtype=out[0].dtype, device=out[0].device)
     with torch.no_grad():
-        th = [t.detach() for t in theta]
-        torch._foreach_copy_(out, th)
-        torch._foreach_add_(out, list(g), alpha=-gamma)  # θ̃
-        torch._foreach_add_(out, -s_t / n)  # θ̃ − θ̄
-        torch._foreach_mul_(out, c)  # εu
-        torch._foreach_add_(out, th)  # θ + εu
+        for o, t, d in zip(out, theta, g):
+            torch.add(t.detach(), d, alpha=-c * gamma / (1 + c), out=o)
+            torch.add(shift, o, alpha=1 + c, out=o)
     return torch.tensor(sign * var, dtype=torch.float64), 2 * abs(gamma) * (var / (n - 1)) ** 0.5 / step
 
 
