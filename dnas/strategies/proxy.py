@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -64,6 +65,7 @@ class ProxyConfig:
         "paper": "0.65 (the thesis' final models)", "code": "0.3 (the authors' code)"})
     mode: Literal["gradient", "random"] = "gradient"
     alpha_grad: Literal["fd", "exact"] = "fd"  # ∂S/∂α by a finite difference (2 passes) or double backward
+    terms: dict = field(default_factory=dict)  # {name: {options}}: extra terms added to S (PROXY_TERMS)
     fd_eps: float = 3e-5  # ‖εu‖ / ‖θ‖: the finite difference's step, relative to the weights' norm
 
     def check(self):
@@ -74,7 +76,46 @@ class ProxyConfig:
         if self.fd_eps <= 0:
             return "fd_eps must be > 0"
         get_proxy(self.proxy)
+        unknown = [n for n in self.terms if n not in PROXY_TERMS]
+        if unknown:
+            return f"unknown proxy term {unknown[0]!r}; choose among: {', '.join(PROXY_TERMS) or 'none registered'}"
         return None
+
+
+# -- extra proxy terms (e.g. ``calibration``, a data-aware term): one hook, used by the search below ---------
+#: name -> factory(supernet, options, alpha_grad) -> term; ``term(supernet)`` is a scalar differentiable
+#: w.r.t. α, minimised with S; ``alpha_grad()`` gives ∂S/∂α at the current α (to scale a term against).
+#: A strategy config enables them as ``terms: {name: {options}}``.
+PROXY_TERMS: dict[str, Callable[..., Callable[[Supernet], torch.Tensor]]] = {}
+
+
+def register_proxy_term(name: str):
+    """Register a proxy-term factory under ``name`` (decorator)."""
+    def deco(factory):
+        PROXY_TERMS[name] = factory
+        return factory
+
+    return deco
+
+
+def build_terms(supernet: Supernet, cfg: ProxyConfig) -> list:
+    """The term callables of ``cfg.terms``, built once per search."""
+    def alpha_grad():
+        return proxy_step(supernet, cfg)[1]
+
+    return [PROXY_TERMS[name](supernet, dict(options or {}), alpha_grad) for name, options in cfg.terms.items()]
+
+
+def add_terms(supernet: Supernet, terms, s: torch.Tensor, grads: list | None = None):
+    """``S + Σ term`` and, given ``grads`` (∂S/∂α), ``∂S/∂α + Σ ∂term/∂α``; unchanged without terms."""
+    if not terms:
+        return s, grads
+    with torch.enable_grad():
+        t = sum(term(supernet) for term in terms)
+        if grads is not None:
+            extra = torch.autograd.grad(t, supernet.arch_parameters(), allow_unused=True)
+            grads = [g if e is None else g + e for g, e in zip(grads, extra)]
+    return s + t.detach().to(s.dtype), grads
 
 
 @contextmanager
@@ -211,6 +252,7 @@ class ProxyStrategy(Strategy):
 
     Config = ProxyConfig
     needs = frozenset({"alpha", "functional", "data_free"})
+    _terms: tuple = ()  # the built ``terms`` of the current search
 
     @staticmethod
     def _gated(supernet) -> bool:
@@ -232,7 +274,7 @@ class ProxyStrategy(Strategy):
                 for a in alphas:
                     a.normal_()
             with torch.enable_grad():
-                s = float(proxy_objective(supernet, self.config, create_graph=False).detach())
+                s = float(add_terms(supernet, self._terms, proxy_objective(supernet, self.config, create_graph=False).detach())[0])
             if s < best_s:
                 best, best_s = [a.detach().clone() for a in alphas], s
             self._record(supernet, run, history, len(history) + 1, {"phase": "sample", "proxy": s, "best": best_s}, t0)
@@ -261,6 +303,7 @@ class ProxyStrategy(Strategy):
         # only the exact α-gradient differentiates through a gradient (no fused double backward on the CPU)
         unfused = unfused_attention(supernet) if c.alpha_grad == "exact" else nullcontext()
         with unfused, Progress(console=run.console, disable=not run.progress, transient=True) as bar:
+            self._terms = build_terms(supernet, c)
             if c.mode == "random":
                 self._sample(supernet, c.warm_start + c.iters, run, history, t0, bar)
             else:
@@ -272,6 +315,7 @@ class ProxyStrategy(Strategy):
                 task = bar.add_task("proxy search", total=c.iters)
                 for it in range(c.iters):
                     s, grads = proxy_step(supernet, c)  # S(θ̃(α)) and ∂S/∂α, problem (6.4)
+                    s, grads = add_terms(supernet, self._terms, s, grads)
                     for a, g in zip(alphas, grads):
                         a.grad = g
                     opt.step()
