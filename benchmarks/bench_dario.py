@@ -6,11 +6,13 @@ One process, one run, ratios only (machine noise is up to ~20 %):
   (eval, no grad, fused attention, same batch, interleaved rounds). ``ideal_speedup`` = 2.0 (half
   the blocks, if the blocks were all the cost); ``of_ideal`` = speedup / ideal. Target: ≥ 1.69
   (the thesis' +69 %).
-* ``iter_over_forward``: one ``proxy`` iteration (batch of ones, R_SF forward, create_graph
-  backward, variance of θ̃, ∂S/∂α, AdamW step; unfused attention as the search runs it) over one
-  forward pass of the unpruned model on the same one-sample batch (target ≤ 4×), and over one
-  forward of the code's batch of 32 ones, which the one-sample step replaces exactly
-  (``iter_over_forward_b32``).
+* ``iter_over_forward``: one ``proxy`` iteration as the search runs it (default ``alpha_grad: fd``:
+  R_SF forward + backward to θ and α, variance of θ̃ and its gradient u, a second forward at θ + εu
+  + backward to α, AdamW step) over one forward pass of the unpruned model on the same one-sample
+  batch (no grad, fused attention; target ≤ 5×), and over one forward of the code's batch of 32
+  ones, which the one-sample step replaces exactly (``iter_over_forward_b32``).
+  ``exact_over_forward``: the same with ``alpha_grad: exact`` (create_graph double backward,
+  unfused attention), measured in the same run.
 
     python -m benchmarks dario --quick   # MAE-ViT-base at 64x64 (seconds)
     python -m benchmarks dario           # MAE-ViT-base at 224x224 (about a minute on 2 cores)
@@ -18,6 +20,7 @@ One process, one run, ratios only (machine noise is up to ~20 %):
 from __future__ import annotations
 
 import os
+import statistics
 import time
 import warnings
 from typing import Any
@@ -33,9 +36,9 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:
     import torch
 
     import dnas
-    from dnas.tools.pruning import count_params, throughput
     from dnas.spaces.dario import apply_pruning, build_model
-    from dnas.strategies.proxy import ProxyConfig, proxy_objective, unfused_attention
+    from dnas.strategies.proxy import ProxyConfig, proxy_step, unfused_attention
+    from dnas.tools.pruning import count_params, throughput
 
     cfg = QUICK if quick else FULL
     torch.manual_seed(0)
@@ -62,16 +65,18 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:
     from dnas.spaces.dario import DarioSupernet
 
     net = DarioSupernet(space, space.tiny_task, model=full).to(dev).eval()
-    pcfg = ProxyConfig()
     alphas = net.arch_parameters()
-    opt = torch.optim.AdamW(alphas, lr=pcfg.lr, weight_decay=pcfg.weight_decay)
+    opt = torch.optim.AdamW(alphas, lr=0.1, weight_decay=0.01)
 
-    def iteration():
+    def iteration(pcfg=None):
+        _, grads = proxy_step(net, pcfg or ProxyConfig())
+        for a, g in zip(alphas, grads):
+            a.grad = g
+        opt.step()
+
+    def exact():
         with unfused_attention(net):
-            s = proxy_objective(net, pcfg)
-            for a, g in zip(alphas, torch.autograd.grad(s, alphas)):
-                a.grad = g
-            opt.step()
+            iteration(ProxyConfig(alpha_grad="exact"))
 
     ones1, ones32 = torch.ones(1, *shape, device=dev), torch.ones(32, *shape, device=dev)
 
@@ -79,13 +84,22 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:
         with torch.no_grad():
             full(x)
 
-    t_iter = timings(iteration, repeats=cfg["repeats"], warmup=1, sync=sync)["median_s"]
-    t_f1 = timings(lambda: forward(ones1), repeats=cfg["repeats"], warmup=1, sync=sync)["median_s"]
+    iteration(), forward(ones1), exact()  # warm-up
+    rounds: dict[str, list[float]] = {"iter": [], "f1": [], "exact": []}
+    for _ in range(cfg["repeats"]):  # interleaved: the machine's load drifts alike for all three
+        for key, fn in (("iter", iteration), ("f1", lambda: forward(ones1)), ("exact", exact)):
+            t = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            rounds[key].append(time.perf_counter() - t)
+    t_iter, t_f1, t_exact = (statistics.median(rounds[k]) for k in ("iter", "f1", "exact"))
     t_f32 = timings(lambda: forward(ones32), repeats=max(1, cfg["repeats"] - 1), warmup=0, sync=sync)["median_s"]
     records.append({
         "case": "prune iteration", "img_size": cfg["img_size"], "iter_s": round(t_iter, 4), "forward_b1_s": round(t_f1, 4),
         "forward_b32_s": round(t_f32, 4), "iter_over_forward": round(t_iter / t_f1, 2),
-        "iter_over_forward_b32": round(t_iter / t_f32, 3), "threads": torch.get_num_threads(),
+        "iter_over_forward_b32": round(t_iter / t_f32, 3), "exact_s": round(t_exact, 4),
+        "exact_over_forward": round(t_exact / t_f1, 2), "threads": torch.get_num_threads(),
         "when": time.strftime("%Y-%m-%d %H:%M"),
     })
     return records

@@ -333,7 +333,9 @@ def search(
             raise DnasError(f"'{run_dir}' already holds a search; pass --resume {run_dir} to continue it, or choose another --out")
     r = resolve(cfg, space_obj, strategy_obj)
     dev = distributed.init_from_env(resolve_device(r.config["device"]))  # torchrun: join the group
-    datasets = load_datasets(r.data) if "data" in r.strategy.requirements() else None
+    needs_data = "data" in r.strategy.requirements()
+    # a data-free strategy on a space that has data (proxy on darts) still sizes the supernet from the data
+    datasets = load_datasets(r.data) if needs_data or "data" in r.space.capabilities() else None
     if datasets is not None and "two_views" in r.space.capabilities():  # self-supervised spaces: ((v1, v2), y)
         from dnas.engine.data import two_view_datasets
 
@@ -349,7 +351,7 @@ def search(
         task = datasets.task if datasets is not None else r.space.tiny_task
         supernet = r.space.supernet(task).to(dev)
         distributed.broadcast_module_(supernet)
-        search_data = SearchData(datasets, r.data, seed=r.config["seed"]) if datasets is not None else None
+        search_data = SearchData(datasets, r.data, seed=r.config["seed"]) if needs_data else None
         genotype = r.strategy.search(supernet, search_data, run, r.callbacks)
         if run.writer:
             genotype.save(run.path("genotype.yaml"))

@@ -29,8 +29,8 @@ CAPABILITIES: dict[str, str] = {
     "cells": "decisions live in cells (Decision.cell): supernet.num_cells() > 0 and the distance M",
     "alpha_per_cell": "one α group per cell: arch_groups() has one entry per cell, in cell order",
     "ablation": "supernet.ablated(cell, mode) switches one cell off (modes 'input' and 'random')",
-    "functional": "a forward with substitute parameters: supernet(x, params={name: tensor}) and supernet.model",
-    "data_free": "an input made without data: supernet.input_shape() (e.g. a batch of ones)",
+    "functional": "a forward with substitute parameters: supernet.functional_forward(x, params) (torch.func)",
+    "data_free": "an input made without data: supernet.data_free_input() (a batch of ones, or constant embeddings)",
 }
 
 #: how a refusal names a capability (a few words; the key follows in brackets)
@@ -91,7 +91,7 @@ class SearchSpace:
     Config: ClassVar[type]
     #: the capabilities every configuration of the space offers (names from :data:`CAPABILITIES`);
     #: :meth:`capabilities` adds those that depend on the config
-    offers: ClassVar[frozenset[str]] = frozenset({"labels", "data", "alpha"})
+    offers: ClassVar[frozenset[str]] = frozenset({"labels", "data", "alpha", "functional", "data_free"})
     #: capability -> the options that give it, where only some configurations offer it
     #: (e.g. ``{"alpha_per_cell": "space.individual=true"}``); used in the hint of a refused pair
     offers_with: ClassVar[dict[str, str]] = {}

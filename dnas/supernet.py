@@ -5,8 +5,9 @@ are saved, moved and counted like any weight and always come back in the same or
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +33,21 @@ RELAXATIONS: dict[str, Callable[[torch.Tensor, float, bool], torch.Tensor]] = {
 }
 
 
+class _DataFree(nn.Module):
+    """``net.data_free_forward`` as a module's forward, for ``torch.func.functional_call``."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Any) -> torch.Tensor:
+        return self.net.data_free_forward(x)
+
+
 class Supernet(nn.Module):
     """Base of every space's supernet. Subclasses build their modules and call :meth:`add_alpha`."""
 
-    def __init__(self, space: "SearchSpace", task: "Task"):
+    def __init__(self, space: SearchSpace, task: Task):
         super().__init__()
         self.space = space
         self.task = task
@@ -165,6 +177,32 @@ class Supernet(nn.Module):
             d = decisions[name]
             row = torch.tensor([high if o in chosen else low for o in d.options])
             self.decision_alpha(name).copy_(row)
+
+    # -- data-free input and functional forward (capabilities "data_free", "functional") -------
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The trainable weights (α excluded) by name, as :meth:`functional_forward` takes them."""
+        arch = {id(p) for p in self.alphas.values()}
+        return [(n, p) for n, p in self.named_parameters() if id(p) not in arch and p.requires_grad]
+
+    def data_free_input(self, batch_size: int = 1) -> torch.Tensor:
+        """A constant input (all ones, shaped like the task's samples): the data-free proxies' input."""
+        ref = next(iter(self.parameters()), None)
+        kw = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
+        return torch.ones(batch_size, *self.task.input_shape, **kw)
+
+    def data_free_forward(self, x: Any) -> torch.Tensor:
+        """The output the data-free proxies sum (``R_SF = Σ H``): ``self(x)``. A space whose
+        ``forward`` does not pass through its α (a representation before the searched heads)
+        overrides it, so that the gates reach the output."""
+        return self(x)
+
+    def functional_forward(self, x: Any, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """:meth:`data_free_forward` with the weights in ``params`` (names of
+        :meth:`named_weight_parameters`) substituted for the module's own, which stay untouched
+        (``torch.func.functional_call``); α and absent names keep the module's tensors."""
+        if params is None:
+            return self.data_free_forward(x)
+        return torch.func.functional_call(_DataFree(self), {f"net.{k}": v for k, v in params.items()}, (x,), strict=False)
 
     # -- task ---------------------------------------------------------------------------------
     def loss(self, batch: Any) -> dict[str, torch.Tensor]:

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import dnas
-from dnas.errors import DnasError
-from dnas.strategies.proxies import PROXIES, get_proxy
 from dnas.engine.run import Run
+from dnas.errors import DnasError
 from dnas.spaces.dario import apply_pruning, build_model
+from dnas.strategies.proxies import PROXIES, get_proxy
 from dnas.strategies.proxy import ProxyConfig, proxy_objective
 
 pytestmark = pytest.mark.filterwarnings("ignore:pruning a randomly initialised")
@@ -152,7 +152,7 @@ def test_synflow_step_and_proxy_on_a_two_layer_toy_net_by_hand():
     _, net = toy_net(torch.float64)
     with torch.no_grad():
         net.alphas["blocks"].copy_(torch.tensor([[0.3], [-0.7]], dtype=torch.float64))
-    cfg = ProxyConfig(gamma=0.01, batch_size=3)
+    cfg = ProxyConfig(gamma=0.01, batch_size=3, abs_params=False)  # the authors' code: signed θ
     W1, W2 = (l.weight.detach() for l in net.model.layers)
     g1, g2 = torch.sigmoid(torch.tensor([0.3, -0.7], dtype=torch.float64))
     one, eye = torch.ones(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
@@ -355,19 +355,27 @@ def test_finetune_trains_only_the_last_kept_block_and_the_head(tmp_path):
             assert torch.equal(v, after[k]), k  # frozen
 
 
-def test_abs_params_runs_the_synflow_step_on_absolute_weights():
+def test_default_synflow_step_runs_on_absolute_weights_by_hand():
+    """Eq. 6.5 / Table 6.1: R_SF and θ̃ on |θ| is the default; signed θ is the code's option."""
     _, net = toy_net(torch.float64)
     with torch.no_grad():
         net.alphas["blocks"].zero_()  # σ = 1/2 on both blocks
-    cfg = ProxyConfig(proxy="synflow", gamma=0.01, batch_size=1, abs_params=True)
+    assert ProxyConfig().abs_params is True
     W1, W2 = (l.weight.detach().abs() for l in net.model.layers)
     assert bool((net.model.layers[0].weight < 0).any())  # the |·| matters for this toy
     one, eye = torch.ones(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
     u = 0.5 * W1 @ one + 0.5 * one
     v = (0.5 * W2 + 0.5 * eye).T @ one
     dW1, dW2 = 0.5 * torch.outer(v, one), 0.5 * torch.outer(one, u)
-    want = (dW1 * (W1 - 0.01 * dW1)).sum() + (dW2 * (W2 - 0.01 * dW2)).sum()
-    assert float(proxy_objective(net, cfg).detach()) == pytest.approx(float(want), rel=1e-10)
+    t1, t2 = W1 - 0.01 * dW1, W2 - 0.01 * dW2
+    syn = (dW1 * t1).sum() + (dW2 * t2).sum()
+    var = torch.cat([t1.flatten(), t2.flatten()]).var(unbiased=True)
+    cfg = ProxyConfig(proxy="synflow", gamma=0.01, batch_size=1)
+    assert float(proxy_objective(net, cfg).detach()) == pytest.approx(float(syn), rel=1e-10)
+    cfg.proxy = "var"
+    assert float(proxy_objective(net, cfg).detach()) == pytest.approx(float(var), rel=1e-10)
+    cfg.abs_params = False
+    assert float(proxy_objective(net, cfg).detach()) != pytest.approx(float(var), rel=1e-6)
 
 
 def test_default_parser_is_threshold_at_0_65():

@@ -6,7 +6,7 @@ from dnas.errors import DnasError
 
 def add(sub) -> None:
     pr = sub.add_parser("prune", help="DARIO: prune a pretrained ViT without data, export the smaller model")
-    pr.add_argument("--model", default="mae-vit-base", help="mae-vit-base, mobilevit-s, a timm ViT/DeiT/EVA name or package.module:factory")
+    pr.add_argument("--model", default="mae-vit-base", help="mae-vit-base, mobilevit-s, a timm ViT/DeiT/EVA name, hf:LOCAL_DIR (transformers) or package.module:factory")
     pr.add_argument("--weights", help="safetensors or state-dict file (else a random init is pruned, with a warning)")
     pr.add_argument("--pretrained", action="store_true", help="timm hub weights (needs the hub or its cache)")
     pr.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model constructor option, e.g. img_size=224 (repeatable)")
@@ -16,6 +16,10 @@ def add(sub) -> None:
     pr.add_argument("--threshold", type=float, default=0.65, help="prune gates with σ(α) below it (default 0.65)")
     pr.add_argument("--iters", type=int, default=500, help="gradient steps on α (default 500)")
     pr.add_argument("--warm-start", type=int, default=100, help="best of K random α (default 100)")
+    pr.add_argument("--budget", metavar="KIND=VALUE", help="instead of the threshold: blocks=6, params=0.5 (fraction kept), "
+                    "speedup=2 (measured) or heads=K; the report gives the equivalent threshold")
+    pr.add_argument("--input-size", metavar="C,H,W", help="shape of the batch of ones, where the model does not tell")
+    pr.add_argument("--seq-len", type=int, help="tokens of a text encoder's constant inputs_embeds (default 128)")
     pr.add_argument("--keep-blocks", metavar="0,1,...", help="skip the search: keep exactly these blocks")
     pr.add_argument("--bench-batch", type=int, default=8, help="batch of the throughput measurement")
     pr.add_argument("--seed", type=int, default=0)
@@ -34,10 +38,14 @@ def run(args) -> int:
         keep = [int(b) for b in args.keep_blocks.split(",") if b.strip()] if args.keep_blocks is not None else None
     except ValueError:
         raise DnasError(f"--keep-blocks takes block indices like 0,1,5, not {args.keep_blocks!r}") from None
+    try:
+        size = [int(v) for v in args.input_size.split(",")] if args.input_size else None
+    except ValueError:
+        raise DnasError(f"--input-size takes C,H,W like 3,224,224, not {args.input_size!r}") from None
     kwargs = {k: v for item in args.model_arg or [] for k, v in parse_set([f"m.{item}"])["m"].items()}
     report = prune(args.model, out=args.out, weights=args.weights, pretrained=args.pretrained, blocks=args.blocks, model_kwargs=kwargs,
                    granularity=args.granularity, proxy=args.proxy, threshold=args.threshold, iters=args.iters,
-                   warm_start=args.warm_start, keep_blocks=keep, bench_batch=args.bench_batch, seed=args.seed,
+                   warm_start=args.warm_start, keep_blocks=keep, budget=args.budget, input_size=size, seq_len=args.seq_len, bench_batch=args.bench_batch, seed=args.seed,
                    progress=not args.no_progress)
     print(json.dumps(report))
     return 0

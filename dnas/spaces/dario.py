@@ -6,16 +6,24 @@ output projection (``(cA)V = c(AV)``). Gates are forward hooks, so the wrapped m
 state-dict keys and, with every gate open (σ = 1), returns exactly the original outputs.
 
 Models: ``mae-vit-base`` (timm ``vit_base_patch16_224.mae``), ``mobilevit-s`` (timm ``mobilevit_s``,
-its 9 transformer blocks), any timm ViT/DeiT/EVA name, or ``package.module:factory`` with
+its 9 transformer blocks), any timm ViT/DeiT/EVA name, ``hf:LOCAL_DIR`` (a Hugging Face
+``transformers`` model folder, the optional ``hf`` extra), or ``package.module:factory`` with
 ``blocks=dotted.path`` naming an ``nn.ModuleList``/``nn.Sequential`` of blocks mapping hidden states
 to hidden states. The hub is never called unless ``pretrained=True``.
+
+Weights for timm models load through timm's own pretrained path (the model's checkpoint filter), so
+position embeddings are resampled to the model's size and release formats (MAE's ``{"model": ...}``,
+DINOv2) are remapped. Text encoders take the data-free input through their embedding output: a
+constant ``inputs_embeds`` of ``seq_len`` tokens, the analogue of the batch of ones.
 """
 from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import os
 import random
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -41,12 +49,15 @@ class DarioConfig:
     blocks: str | None = None  # dotted path of the blocks' ModuleList/Sequential (non-timm models)
     granularity: Literal["block", "head", "both"] = "block"
     input_size: list | None = None  # (C, H, W) of the batch of ones; None: from the model
+    seq_len: int | None = None  # tokens of a text encoder's constant inputs_embeds; None: 128 (or the model's maximum)
 
     def check(self):
         if self.weights is not None and self.pretrained:
             return "give weights=FILE or pretrained=True, not both"
         if self.input_size is not None and len(self.input_size) != 3:
-            return "input_size must be [C, H, W]"
+            return "input_size must be [C, H, W] (--input-size C,H,W)"
+        if self.seq_len is not None and self.seq_len < 1:
+            return "seq_len must be >= 1 (--seq-len)"
         return None
 
 
@@ -77,9 +88,97 @@ def load_weights_file(path: str) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _shape(t) -> str:
+    return "[" + ", ".join(str(int(v)) for v in t) + "]"
+
+
+def _mismatch(model: nn.Module, sd: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+    """(tensors of different shape, missing from the file, unexpected in it), each a short text."""
+    own = model.state_dict()
+    bad = [f"{k} {_shape(v.shape)} in the file vs {_shape(own[k].shape)} in the model"
+           for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    return bad, [k for k in own if k not in sd], [k for k in sd if k not in own]
+
+
+def _few(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+def _misfit_error(path: str, name: str, bad: list[str], missing: list[str], unexpected: list[str]) -> DnasError:
+    parts = ([f"shapes differ: {_few(bad, 2)}"] if bad else []) + ([f"missing: {_few(missing)}"] if missing else []) \
+        + ([f"not in the model: {_few(unexpected)}"] if unexpected else [])
+    return DnasError(f"weights '{path}' do not fit model '{name}' ({'; '.join(parts)}); "
+                     f"check the model name and its options (--model-arg)")
+
+
+def _timm_error(path: str, name: str, msg: str) -> DnasError:
+    """One line from torch's multi-line load_state_dict error raised inside timm's loader."""
+    bad = [f"{k} {_shape(a.split(','))} in the file vs {_shape(b.split(','))} in the model"
+           for k, a, b in re.findall(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
+                                     r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)", msg)]
+    def keys(label):
+        m = re.search(label + r" key\(s\) in state_dict: (.*?)\.\s*(?:\n|$)", msg)
+        return re.findall(r'"([^"]+)"', m.group(1)) if m else []
+
+    if not (bad or keys("Missing") or keys("Unexpected")):
+        return DnasError(f"cannot load weights '{path}' into model '{name}' ({msg.strip().splitlines()[0][:160]})")
+    return _misfit_error(path, name, bad, keys("Missing"), keys("Unexpected"))
+
+
+def _load_into(model: nn.Module, path: str, name: str) -> None:
+    """A weights file into a non-timm model: shapes that differ or no matching tensor are one line."""
+    sd = load_weights_file(path)
+    bad, missing, unexpected = _mismatch(model, sd)
+    if bad or len(missing) == len(model.state_dict()):
+        raise _misfit_error(path, name, bad, missing, unexpected)
+    model.load_state_dict(sd, strict=False)
+    if missing:
+        warnings.warn(f"{len(missing)} tensors of '{name}' are not in '{path}' (e.g. {missing[0]}); they stay random", stacklevel=3)
+
+
+def _hf_model(folder: str, load: bool, kwargs: dict) -> nn.Module:
+    """A ``transformers`` model from a local folder (its config; its weights when ``load``), on the CPU."""
+    try:
+        import transformers
+    except ImportError:
+        raise DnasError("hf:DIR models need the optional 'transformers' package: pip install 'dnas[hf]'") from None
+    if not os.path.isdir(folder) or not os.path.isfile(os.path.join(folder, "config.json")):
+        raise DnasError(f"hf:{folder} is not a folder with a config.json (save_pretrained writes one)")
+    try:
+        if load:
+            return transformers.AutoModel.from_pretrained(folder, local_files_only=True, **kwargs)
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, **kwargs)
+        return transformers.AutoModel.from_config(config)
+    except (OSError, ValueError, TypeError) as e:
+        raise DnasError(f"cannot build the transformers model in '{folder}' ({str(e).splitlines()[0][:160]})") from None
+
+
+def is_timm(cfg: DarioConfig) -> bool:
+    """Whether ``cfg.model`` names a timm model (alias or timm name), not hf:DIR or a factory."""
+    return ":" not in ALIASES.get(cfg.model, cfg.model)
+
+
 def build_model(cfg: DarioConfig, load: bool = True) -> nn.Module:
-    """The unpruned model of ``cfg``; with ``load`` its weights (file, hub) or a random-init warning."""
+    """The unpruned model of ``cfg``; with ``load`` its weights (file, hub) or a random-init warning.
+
+    Args:
+        cfg: the space's configuration.
+        load: load the weights (``weights``, ``pretrained``, the hf folder's); else a random init.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        DnasError: unknown model, missing package, or weights that do not fit (one line).
+    """
     name = ALIASES.get(cfg.model, cfg.model)
+    if cfg.pretrained and not is_timm(cfg):
+        raise DnasError("pretrained=True works for timm models only; give weights=FILE or hf:LOCAL_DIR")
+    if name.startswith("hf:"):
+        model = _hf_model(name[3:], load, cfg.model_kwargs)
+        if load and cfg.weights:
+            _load_into(model, cfg.weights, name)
+        return model.eval()
     if ":" in name:  # package.module:factory (imported like a plugin; never eval)
         mod, _, fn = name.partition(":")
         try:
@@ -87,29 +186,39 @@ def build_model(cfg: DarioConfig, load: bool = True) -> nn.Module:
         except (ImportError, AttributeError) as e:
             raise DnasError(f"cannot import model factory '{name}' ({e}); give package.module:function") from None
         model = factory(**cfg.model_kwargs)
-        if cfg.pretrained:
-            raise DnasError("pretrained=True works for timm models only; give weights=FILE")
+        if not isinstance(model, nn.Module):
+            raise DnasError(f"model factory '{name}' returned a {type(model).__name__}, not an nn.Module")
     else:
         timm = _timm()
         if not timm.is_model(name.split(".")[0]):
             raise DnasError(f"unknown model '{cfg.model}'; use mae-vit-base, mobilevit-s, a timm name or package.module:factory")
+        from_file = load and bool(cfg.weights)
+        if from_file and not os.path.isfile(cfg.weights):
+            raise DnasError(f"weights file '{cfg.weights}' not found")
+        kw = dict(cfg.model_kwargs)
+        if from_file:  # timm's own path: the model's checkpoint filter resamples pos_embed, remaps release formats
+            overlay = {"file": str(cfg.weights)}
+            if "num_classes" in kw:  # the file's head has the model's classes: keep it (timm drops it otherwise)
+                overlay["num_classes"] = kw["num_classes"]
+            kw["pretrained_cfg_overlay"] = {**kw.get("pretrained_cfg_overlay", {}), **overlay}
         try:
-            model = timm.create_model(name, pretrained=load and cfg.pretrained, **cfg.model_kwargs)
+            model = timm.create_model(name, pretrained=from_file or (load and cfg.pretrained), **kw)
         except TypeError as e:
             raise DnasError(f"model '{name}' does not take these model_kwargs ({e})") from None
-        except Exception as e:  # noqa: BLE001 (hub/offline errors come in many types)
+        except RuntimeError as e:
+            if from_file:
+                raise _timm_error(cfg.weights, name, str(e)) from None
+            raise
+        except Exception as e:
+            if from_file:
+                raise DnasError(f"cannot load weights '{cfg.weights}' into '{name}' ({str(e).splitlines()[0][:160]})") from None
             if load and cfg.pretrained:
                 raise DnasError(f"cannot fetch pretrained weights for '{name}' ({str(e).splitlines()[0][:120]}); "
                                 f"download them and pass weights=FILE") from None
             raise
-    if load and cfg.weights:
-        sd = load_weights_file(cfg.weights)
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if len(missing) == len(model.state_dict()):
-            raise DnasError(f"no tensor of '{cfg.weights}' matches model '{name}'; is it the right model?")
-        if missing:
-            warnings.warn(f"{len(missing)} tensors of '{name}' are not in '{cfg.weights}' (e.g. {missing[0]}); they stay random", stacklevel=2)
-    elif load and not cfg.pretrained:
+    if load and cfg.weights and not is_timm(cfg):
+        _load_into(model, cfg.weights, name)
+    elif load and not cfg.weights and not cfg.pretrained:
         warnings.warn(
             f"pruning a randomly initialised '{name}': no weights=FILE (--weights) and no pretrained=True; "
             f"the result says nothing about a trained model", stacklevel=2
@@ -129,6 +238,13 @@ def find_blocks(model: nn.Module, path: str | None) -> list[tuple[str, nn.Module
         return [(path, c)]
     if isinstance(getattr(model, "blocks", None), (nn.ModuleList, nn.Sequential)):  # timm ViT, DeiT, EVA
         return [("blocks", model.blocks)]
+    for known in ("encoder.layer", "encoder.layers", "layers"):  # transformers BERT/RoBERTa/ViT, decoder stacks
+        try:
+            c = model.get_submodule(known)
+        except AttributeError:
+            continue
+        if isinstance(c, nn.ModuleList) and len(c):
+            return [(known, c)]
     found = [(f"{n}.transformer", m.transformer) for n, m in model.named_modules()
              if type(m).__name__.startswith("MobileVit") and isinstance(getattr(m, "transformer", None), nn.Sequential)]
     if not found:
@@ -149,8 +265,45 @@ def _head_dim(a: nn.Module) -> int:
     return getattr(a, "head_dim", None) or a.proj.in_features // a.num_heads
 
 
-def model_input_shape(model: nn.Module, cfg: DarioConfig) -> tuple[int, int, int]:
-    """(C, H, W) the model takes: the config's input_size, else its patch embedding or pretrained cfg."""
+def _forward_args(model: nn.Module) -> set[str]:
+    try:
+        return set(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def is_text_encoder(model: nn.Module) -> bool:
+    """A model fed through ``inputs_embeds`` (a transformers text encoder), not images."""
+    args = _forward_args(model)
+    return "inputs_embeds" in args and "pixel_values" not in args and callable(getattr(model, "get_input_embeddings", None))
+
+
+def call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's output tensor for ``x``: images, or a text encoder's ``inputs_embeds``; a
+    transformers output gives its ``last_hidden_state``."""
+    if is_text_encoder(model):
+        out = model(inputs_embeds=x)
+    elif "pixel_values" in _forward_args(model):
+        out = model(pixel_values=x)
+    else:
+        out = model(x)
+    if isinstance(out, torch.Tensor):
+        return out
+    h = getattr(out, "last_hidden_state", None)
+    if h is None and isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        h = out[0]
+    if h is None:
+        raise DnasError(f"{type(model).__name__} returns a {type(out).__name__}, not a tensor or last_hidden_state")
+    return h
+
+
+def model_input_shape(model: nn.Module, cfg: DarioConfig) -> tuple[int, ...]:
+    """(C, H, W) the model takes: the config's input_size, else its patch embedding or pretrained cfg;
+    (seq_len, hidden) of the constant ``inputs_embeds`` for a text encoder."""
+    if is_text_encoder(model):
+        hidden = model.get_input_embeddings().embedding_dim
+        n = cfg.seq_len or min(128, getattr(getattr(model, "config", None), "max_position_embeddings", 128) or 128)
+        return (int(n), int(hidden))
     if cfg.input_size:
         return tuple(int(v) for v in cfg.input_size)
     pe = getattr(model, "patch_embed", None)
@@ -167,18 +320,19 @@ def model_input_shape(model: nn.Module, cfg: DarioConfig) -> tuple[int, int, int
 class DarioSupernet(Supernet):
     """The model with gate hooks; α = one row per block (``blocks``) and per head (``heads``)."""
 
-    def __init__(self, space: "DarioSpace", task: Task, model: nn.Module | None = None):
+    def __init__(self, space: DarioSpace, task: Task, model: nn.Module | None = None):
         super().__init__(space, task)
         cfg = space.config
         self.model = model if model is not None else build_model(cfg)
         self.relaxation = "sigmoid"  # independent σ(α) per gate (eq. 6.1, 6.2)
         self.block_list = [b for _, c in find_blocks(self.model, cfg.blocks) for b in c]
+        self._text = is_text_encoder(self.model)
         self._gates: dict[str, torch.Tensor] = {}
         self._hooks = []
         if cfg.granularity in ("block", "both"):
             self.add_alpha("blocks", space.block_decisions())
             for i, b in enumerate(self.block_list):
-                self._hooks.append(b.register_forward_hook(self._block_hook(i)))
+                self._hooks.append(b.register_forward_hook(self._block_hook(i), with_kwargs=True))
         if cfg.granularity in ("head", "both"):
             self.add_alpha("heads", space.head_decisions())
             start = 0
@@ -188,12 +342,15 @@ class DarioSupernet(Supernet):
                 start += a.num_heads
 
     def _block_hook(self, i: int):
-        def hook(module, args, output):
+        def hook(module, args, kwargs, output):
             g = self._gates.get("blocks")
             if g is None:
                 return output
-            g = g[i, 0].to(output.dtype)
-            return g * output + (1 - g) * args[0]  # DARIO eq. (6.1)
+            h_in = args[0] if args else kwargs["hidden_states"]
+            h = output[0] if isinstance(output, tuple) else output  # transformers layers may return tuples
+            g = g[i, 0].to(h.dtype)
+            mixed = g * h + (1 - g) * h_in  # DARIO eq. (6.1)
+            return (mixed, *output[1:]) if isinstance(output, tuple) else mixed
 
         return hook
 
@@ -207,17 +364,20 @@ class DarioSupernet(Supernet):
 
         return hook
 
-    def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the batch of ones."""
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the batch of ones; (seq_len, hidden) of a text encoder's inputs_embeds."""
         return model_input_shape(self.model, self.space.config)
 
-    def forward(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """The gated model; ``params`` replaces the model's parameters (torch.func.functional_call)."""
+    def data_free_input(self, batch_size: int = 1) -> torch.Tensor:
+        """Algorithm 5's batch of ones; for a text encoder, a constant ``inputs_embeds`` of ones."""
+        ref = next(iter(self.model.parameters()))
+        return torch.ones(batch_size, *self.input_shape(), device=ref.device, dtype=ref.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The gated model's output (images, or a text encoder's ``inputs_embeds``)."""
         self._gates = {k: self.mixing_weights(k) for k in self.alphas}
         try:
-            if params is None:
-                return self.model(x)
-            return torch.func.functional_call(self.model, params, (x,))
+            return call_model(self.model, x)
         finally:
             self._gates = {}
 
@@ -230,7 +390,7 @@ class DarioSupernet(Supernet):
     def loss(self, batch: Any) -> dict[str, torch.Tensor]:
         """Data-free: ``R_SF = Σ H`` on a batch of ones shaped like ``batch`` (DARIO eq. 6.5)."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return {"loss": self(torch.ones_like(x)).sum()}
+        return {"loss": self(self.data_free_input(x.shape[0])).sum()}
 
 
 # -- physical pruning --------------------------------------------------------------------------
@@ -295,6 +455,9 @@ def apply_pruning(model: nn.Module, blocks_path: str | None, keep_blocks: list[i
         new = type(container)(*kept) if isinstance(container, nn.Sequential) else nn.ModuleList(kept)
         parent, _, attr = path.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, new)
+    conf = getattr(model, "config", None)  # a transformers model: its config counts the layers left
+    if getattr(conf, "num_hidden_layers", None) == i:
+        conf.num_hidden_layers = sum(1 for b in keep_blocks if b < i)
     return model
 
 
@@ -319,7 +482,10 @@ class DarioSpace(SearchSpace):
         if self._shape is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                with torch.device("meta"):  # structure only: no weights, no memory
+                if is_timm(self.config):
+                    with torch.device("meta"):  # structure only: no weights, no memory
+                        model = build_model(self.config, load=False)
+                else:  # user factories and transformers are never called under the meta device
                     model = build_model(self.config, load=False)
             blocks = [b for _, c in find_blocks(model, self.config.blocks) for b in c]
             need = self.config.granularity != "block"

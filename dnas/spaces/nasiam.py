@@ -139,6 +139,11 @@ class NASiamSupernet(Supernet, _Model):
     def forward(self, x):
         return self.backbone(x)
 
+    def data_free_forward(self, x):
+        """Through the searched heads (``forward`` stops at the backbone), so α reach the output."""
+        z = self.embed(x)
+        return self.predictor(z, self.head_weights("predictor")) if self.predictor is not None else z
+
     def loss(self, batch):
         return self.ssl_loss(batch)
 
@@ -154,7 +159,7 @@ class NASiamNetwork(_Model):
 @register_space("nasiam-mlp")
 class NASiamSpace(SearchSpace):
     Config = NASiamConfig
-    offers = frozenset({"data", "alpha", "two_views"})  # no "labels": self-supervised
+    offers = frozenset({"data", "alpha", "two_views", "functional", "data_free"})  # no "labels": self-supervised
     default_parser = "argmax"
     two_views = True  # the api serves ((view1, view2), y) batches (dnas.engine.data.two_view_datasets)
     evaluation = "ssl"  # dnas train: SSL pretraining of the derived heads, then linear evaluation

@@ -17,3 +17,10 @@ class Toy(nn.Module):
 def toy(width: int = 2) -> Toy:
     torch.manual_seed(1)
     return Toy(width)
+
+
+def real_tensors_only(width: int = 2) -> Toy:
+    """A factory that, like transformers' from_pretrained, refuses the meta device."""
+    if torch.empty(1).device.type == "meta":
+        raise RuntimeError("called under the meta device")
+    return toy(width)

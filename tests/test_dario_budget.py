@@ -1,0 +1,233 @@
+"""DARIO pruning budgets, checkpoints at other resolutions and formats, transformers via hf:, the
+finite-difference α-gradient, and the proxy strategy on spaces other than dario."""
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+import dnas
+from dnas.errors import DnasError
+from dnas.spaces.dario import build_model
+from dnas.strategies.proxy import ProxyConfig, proxy_step, unfused_attention
+from dnas.tools.pruning import ModelInfo, count_params, equivalent_threshold, keep_for_budget, model_info, parse_budget, prune
+
+pytestmark = pytest.mark.filterwarnings("ignore:pruning a randomly initialised")
+
+KW = {"img_size": 32, "patch_size": 8, "depth": 4, "embed_dim": 24, "num_heads": 3, "num_classes": 10}
+TINY = {"model": "vit_tiny_patch16_224", "model_kwargs": KW}
+QUIET = {"bench_batch": 1, "bench_rounds": 1, "progress": False, "log": lambda s: None}
+
+
+# -- budgets ---------------------------------------------------------------------------------------
+def test_parse_budget_and_its_one_line_errors():
+    assert parse_budget("blocks=6") == {"blocks": 6.0}
+    assert parse_budget("blocks=8,heads=40") == {"blocks": 8.0, "heads": 40.0}
+    assert parse_budget(None) == {}
+    for bad, msg in [("size=3", "unknown budget 'size'"), ("blocks", "KIND=VALUE"), ("params=1.5", r"in \(0, 1\]"),
+                     ("blocks=2.5", "whole number"), ("speedup=0.5", ">= 1"), ("params=0.5,blocks=2", "stand alone")]:
+        with pytest.raises(DnasError, match=msg):
+            parse_budget(bad)
+
+
+def _info():
+    # 4 blocks of 10 parameters, 2 heads of 3 in each, 2 more gone with a block's last head; 20 elsewhere
+    gp = {f"block{i}": 10 for i in range(4)}
+    heads = {f"block{i}": [f"block{i}.head0", f"block{i}.head1"] for i in range(4)}
+    gp.update({h: 3 for hs in heads.values() for h in hs})
+    return ModelInfo(60, gp, heads, {b: 2 for b in heads}, {b: 1.0 for b in heads}, 1.0)
+
+
+def test_keep_for_budget_by_hand():
+    scores = {"block0": 0.9, "block1": 0.2, "block2": 0.7, "block3": 0.4}
+    info = _info()
+    kept = lambda c: [n for n, v in c.items() if v]
+    assert kept(keep_for_budget(scores, "blocks=2", info)) == ["block0", "block2"]
+    assert kept(keep_for_budget(scores, "blocks=0", info)) == []
+    # params: 60 total; dropping block1 -> 50 (0.83), block3 -> 40 (0.67), block2 -> 30 (0.5)
+    assert kept(keep_for_budget(scores, "params=0.7", info)) == ["block0", "block2"]
+    assert kept(keep_for_budget(scores, "params=0.5", info)) == ["block0"]
+    # speed-up: cost 1 per block + 1 elsewhere = 5; 3 blocks left -> 5/4, 2 -> 5/3, 1 -> 5/2
+    assert kept(keep_for_budget(scores, "speedup=1.6", info)) == ["block0", "block2"]
+    assert kept(keep_for_budget(scores, "speedup=2.5", info)) == ["block0"]
+    with pytest.raises(DnasError, match="has 4 gated blocks"):
+        keep_for_budget(scores, "blocks=5", info)
+    with pytest.raises(DnasError, match="raise it"):
+        keep_for_budget(scores, "params=0.2", info)  # 20 of 60 stay with every gate closed
+    eq = equivalent_threshold(scores, keep_for_budget(scores, "blocks=2", info))
+    assert eq == {"low": 0.4, "high": 0.7, "threshold": 0.55}
+
+
+def test_heads_budget_ranks_the_heads_of_kept_blocks_and_params_count_the_last_head():
+    info = _info()
+    scores = {"block0": 0.9, "block1": 0.8, "block0.head0": 0.1, "block0.head1": 0.6, "block1.head0": 0.5, "block1.head1": 0.3}
+    info.gate_params = {k: v for k, v in info.gate_params.items() if k.startswith(("block0", "block1"))}
+    info.heads_of = {k: v for k, v in info.heads_of.items() if k in ("block0", "block1")}
+    info.total_params = 40
+    c = keep_for_budget(scores, "heads=2", info)
+    assert [n for n, v in c.items() if v] == ["block0", "block1", "block0.head1", "block1.head0"]
+    assert info.params_kept({"block0.head0", "block1.head1"}) == 40 - 6
+    assert info.params_kept({"block0.head0", "block0.head1"}) == 40 - 6 - 2  # proj bias etc. go with the last head
+
+
+@pytest.mark.parametrize("granularity", ["block", "both"])
+def test_model_info_counts_match_the_physically_pruned_model(granularity):
+    import random
+
+    space = dnas.create_space("dario", **TINY, granularity=granularity)
+    model = build_model(space.config, load=False)
+    info = model_info(space, model)
+    rng = random.Random(0)
+    for _ in range(4):
+        g = space.random_genotype(rng)
+        drop = {n for n, c in g.choices.items() if not c}
+        assert info.params_kept(drop) == count_params(space.build_network(g, model=model))
+
+
+def test_prune_with_a_budget_meets_it_and_reports_the_equivalent_threshold(tmp_path):
+    rep = prune(**TINY, out=tmp_path / "p", budget="blocks=2", iters=2, warm_start=1, **QUIET)
+    assert len(rep["blocks_kept"]) == 2 and rep["budget"] == "blocks=2"
+    gates = json.loads((tmp_path / "p" / "alphas.json").read_text())
+    low, high = rep["threshold_range"]
+    assert sorted(int(k[5:]) for k, v in gates.items() if v >= rep["equivalent_threshold"]) == rep["blocks_kept"]
+    assert low < rep["equivalent_threshold"] < high
+    assert len(dnas.load_pruned(tmp_path / "p").blocks) == 2
+    rep = prune(**TINY, out=tmp_path / "q", budget="params=0.6", iters=1, warm_start=1, **QUIET)
+    assert rep["params_after"] <= 0.6 * rep["params_before"] and rep["params_fraction"] == round(rep["params_after"] / rep["params_before"], 4)
+
+
+def test_cli_budget_and_input_options(tmp_path, capsys):
+    from dnas.cli import main
+
+    args = ["prune", "--model", "vit_tiny_patch16_224", "--budget", "blocks=1", "--iters", "1", "--warm-start", "1",
+            "--bench-batch", "1", "--no-progress", "--input-size", "3,32,32"] + [f"--model-arg={k}={v}" for k, v in KW.items()]
+    assert main(args + ["--out", str(tmp_path / "p")]) == 0
+    assert json.loads((tmp_path / "p" / "report.json").read_text())["blocks_kept"].__len__() == 1
+    assert main(args[:-2] + ["--input-size", "3,x", "--out", str(tmp_path / "q")]) == 2
+    assert main(args + ["--budget", "size=3", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--input-size takes C,H,W" in err and "unknown budget 'size'" in err
+
+
+def test_prune_takes_space_and_strategy_objects(tmp_path):
+    space = dnas.create_space("dario", **TINY)
+    strat = dnas.create_strategy("proxy", iters=1, warm_start=1, threshold=0.5)
+    rep = prune(space=space, strategy=strat, out=tmp_path / "p", **QUIET)
+    cfg = json.loads(json.dumps(__import__("yaml").safe_load((tmp_path / "p" / "config.yaml").read_text())))
+    assert cfg["strategy"]["threshold"] == 0.5 and cfg["strategy"]["iters"] == 1 and rep["blocks_total"] == 4
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def test_checkpoint_at_another_resolution_loads_with_resampled_position_embeddings(tmp_path):
+    from safetensors.torch import save_file
+
+    big = build_model(dnas.create_space("dario", model="vit_tiny_patch16_224", model_kwargs={**KW, "img_size": 64}).config, load=False)
+    assert big.pos_embed.shape[1] == 1 + 8 * 8
+    save_file(big.state_dict(), str(tmp_path / "w64.safetensors"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither a random-init warning nor a missing tensor
+        model = build_model(dnas.create_space("dario", **TINY, weights=str(tmp_path / "w64.safetensors")).config)
+    assert model.pos_embed.shape[1] == 1 + 4 * 4
+    assert torch.equal(model.blocks[2].mlp.fc1.weight, big.blocks[2].mlp.fc1.weight)
+    assert not torch.equal(model.pos_embed[:, 1:], big.pos_embed[:, 1:17])  # resampled, not cropped
+    assert torch.equal(model.pos_embed[:, 0], big.pos_embed[:, 0])  # the class token's embedding is kept
+
+
+def test_mae_release_format_model_key_loads(tmp_path):
+    src = build_model(dnas.create_space("dario", **TINY).config, load=False)
+    torch.save({"model": src.state_dict(), "epoch": 1600}, tmp_path / "mae_pretrain.pth")
+    model = build_model(dnas.create_space("dario", **TINY, weights=str(tmp_path / "mae_pretrain.pth")).config)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), src.eval()(x))
+
+
+def test_weights_that_do_not_fit_are_one_line_naming_tensors_and_shapes(tmp_path):
+    from safetensors.torch import save_file
+
+    other = build_model(dnas.create_space("dario", model="vit_tiny_patch16_224", model_kwargs={**KW, "embed_dim": 48}).config, load=False)
+    save_file(other.state_dict(), str(tmp_path / "w.safetensors"))
+    with pytest.raises(DnasError) as e:
+        build_model(dnas.create_space("dario", **TINY, weights=str(tmp_path / "w.safetensors")).config)
+    msg = str(e.value)
+    assert "\n" not in msg and "do not fit model 'vit_tiny_patch16_224'" in msg
+    assert "[1, 1, 48] in the file vs [1, 1, 24] in the model" in msg or "[48] in the file vs [24] in the model" in msg
+
+
+# -- factories and transformers ----------------------------------------------------------------------
+def test_user_factories_are_not_called_under_the_meta_device():
+    space = dnas.create_space("dario", model="dario_toy:real_tensors_only", blocks="layers", input_size=[1, 1, 2])
+    assert len(space.decisions()) == 2  # the factory checks it is not on the meta device
+
+
+def test_hf_folder_is_pruned_through_inputs_embeds(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="the optional 'hf' extra (transformers) is not installed")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=64, num_hidden_layers=6, num_attention_heads=4,
+                                  intermediate_size=64, max_position_embeddings=32)
+    transformers.BertModel(cfg).save_pretrained(tmp_path / "bert")
+    model = f"hf:{tmp_path / 'bert'}"
+    space = dnas.create_space("dario", model=model, seq_len=8)
+    assert len(space.decisions()) == 6  # encoder.layer found without --blocks
+    net = space.supernet(space.tiny_task).eval()
+    assert tuple(net.data_free_input().shape) == (1, 8, 64)
+    with torch.no_grad():
+        net.alphas["blocks"].fill_(math.inf)
+        ref = net.model(inputs_embeds=torch.ones(1, 8, 64)).last_hidden_state
+        assert torch.allclose(net(net.data_free_input()), ref, atol=1e-6)  # open gates: the model itself
+    rep = prune(model, blocks="encoder.layer", seq_len=8, budget="blocks=3", iters=1, warm_start=1, out=tmp_path / "p", **QUIET)
+    assert len(rep["blocks_kept"]) == 3 and rep["input_shape"] == [8, 64]
+    pruned = dnas.load_pruned(tmp_path / "p")
+    assert len(pruned.encoder.layer) == 3 and pruned.config.num_hidden_layers == 3
+    assert pruned(inputs_embeds=torch.randn(2, 8, 64)).last_hidden_state.shape == (2, 8, 64)
+    with pytest.raises(DnasError, match="not a folder with a config.json"):
+        dnas.create_space("dario", model=f"hf:{tmp_path / 'nothing'}").decisions()
+
+
+def test_hf_without_transformers_is_one_line(monkeypatch, tmp_path):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_transformers(name, *a, **k):
+        if name == "transformers":
+            raise ImportError("no transformers")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_transformers)
+    with pytest.raises(DnasError, match=r"pip install 'dnas\[hf\]'"):
+        dnas.create_space("dario", model=f"hf:{tmp_path}").decisions()
+
+
+# -- the finite-difference α-gradient ---------------------------------------------------------------
+@pytest.mark.parametrize("proxy", ["var", "synflow"])
+def test_fd_alpha_gradient_is_within_one_percent_of_the_exact_one(proxy):
+    space = dnas.create_space("dario", **TINY, granularity="both")
+    torch.manual_seed(0)
+    net = space.supernet(space.tiny_task).eval()
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.normal_()
+    with unfused_attention(net):
+        s_exact, exact = proxy_step(net.double(), ProxyConfig(proxy=proxy, alpha_grad="exact"))
+    s_fd, fd = proxy_step(net.float(), ProxyConfig(proxy=proxy))
+    e, f = torch.cat([g.flatten() for g in exact]).float(), torch.cat([g.flatten() for g in fd])
+    assert float((e - f).norm() / e.norm()) < 0.01
+    assert float(s_fd) == pytest.approx(float(s_exact), rel=1e-4)
+
+
+# -- the proxy strategy on other spaces --------------------------------------------------------------
+@pytest.mark.parametrize("space", ["darts", "nasiam-mlp"])
+def test_proxy_search_runs_on_any_space_with_a_functional_forward(space, tmp_path):
+    from dnas.api import search
+
+    tiny = dnas.registry.SPACES.get(space).tiny_config
+    res = search(config={"space": {"name": space, **tiny}, "strategy": {"name": "proxy", "iters": 2, "warm_start": 1},
+                         "seed": 0}, out=tmp_path / "run", progress=False)
+    g = dnas.load_genotype(tmp_path / "run" / "genotype.yaml")
+    assert g == res.genotype and g.space == space
+    space_obj = dnas.create_space(space, **tiny)
+    space_obj.validate(g)
+    hist = [h for h in res.history if h["phase"] == "gradient"]
+    assert len(hist) == 2 and hist[0]["alphas"] != hist[1]["alphas"]  # the proxy's gradient reaches α
