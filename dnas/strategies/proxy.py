@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import torch
 
@@ -49,6 +49,7 @@ class ProxyConfig:
     coef: float = 1.0  # c1/c2/c3 of the composite proxies
     threshold: float = 0.65
     mode: Literal["gradient", "random"] = "gradient"
+    terms: dict = field(default_factory=dict)  # {name: {options}}: extra terms added to S (PROXY_TERMS)
 
     def check(self):
         if self.iters < 0 or self.warm_start < 0 or self.batch_size < 1:
@@ -56,7 +57,31 @@ class ProxyConfig:
         if self.mode == "random" and self.iters + self.warm_start < 1:
             return "mode random needs iters + warm_start >= 1"
         get_proxy(self.proxy)
+        unknown = [n for n in self.terms if n not in PROXY_TERMS]
+        if unknown:
+            return f"unknown proxy term {unknown[0]!r}; choose among: {', '.join(PROXY_TERMS) or 'none registered'}"
         return None
+
+
+#: Extra proxy terms, minimised with S: name -> factory(supernet, options, objective) -> term, where
+#: ``objective()`` is S(θ̃(α)) at the current α (to scale against) and ``term(supernet)`` a scalar.
+#: A strategy config enables them as ``terms: {name: {options}}`` (e.g. ``calibration``, a data-aware term).
+PROXY_TERMS: dict[str, Callable[..., Callable[["Supernet"], torch.Tensor]]] = {}
+
+
+def register_proxy_term(name: str):
+    """Register a proxy-term factory under ``name`` (decorator)."""
+    def deco(factory):
+        PROXY_TERMS[name] = factory
+        return factory
+
+    return deco
+
+
+def build_terms(supernet: "Supernet", cfg: ProxyConfig) -> list[Callable[["Supernet"], torch.Tensor]]:
+    """The term callables of ``cfg.terms`` (``{name: {options}}``), built once per search."""
+    objective = lambda: proxy_objective(supernet, cfg)  # noqa: E731
+    return [PROXY_TERMS[name](supernet, dict(options or {}), objective) for name, options in cfg.terms.items()]
 
 
 @contextmanager
@@ -72,8 +97,8 @@ def unfused_attention(model: torch.nn.Module):
             m.fused_attn = True
 
 
-def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool = True) -> torch.Tensor:
-    """``S(θ̃(α))`` for the supernet's current α; differentiable w.r.t. α when ``create_graph``."""
+def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool = True, terms=()) -> torch.Tensor:
+    """``S(θ̃(α))`` (+ the built ``terms``) for the supernet's current α; differentiable w.r.t. α when ``create_graph``."""
     named = [(n, p) for n, p in supernet.model.named_parameters() if p.requires_grad]
     if not named:
         raise DnasError("the model has no trainable parameters for the synflow step")
@@ -89,7 +114,7 @@ def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool =
     grads = torch.autograd.grad(r_sf, theta, create_graph=create_graph, allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads)]
     s = stepped_proxy(cfg.proxy, theta, grads, cfg.gamma, cfg.coef)  # S(θ̃), θ̃ = θ − γ ∂R_SF/∂θ: eq. (6.6), Table 6.1
-    return -s if cfg.maximize else s
+    return (-s if cfg.maximize else s) + sum(t(supernet) for t in terms)
 
 
 @register_strategy("proxy")
@@ -98,6 +123,7 @@ class ProxyStrategy(Strategy):
 
     Config = ProxyConfig
     needs = frozenset({"alpha"})
+    _terms: tuple = ()  # the built ``terms`` of the current search
 
     def _sample(self, supernet, k: int, run, history, t0) -> None:
         """Set α to the best of ``k`` draws from N(0,1) (Algorithm 5's warm start / random search)."""
@@ -108,7 +134,7 @@ class ProxyStrategy(Strategy):
                 for a in alphas:
                     a.normal_()
             with torch.enable_grad():
-                s = float(proxy_objective(supernet, self.config, create_graph=False).detach())
+                s = float(proxy_objective(supernet, self.config, create_graph=False, terms=self._terms).detach())
             if s < best_s:
                 best, best_s = [a.detach().clone() for a in alphas], s
             self._record(supernet, run, history, len(history) + 1, {"phase": "sample", "proxy": s, "best": best_s}, t0)
@@ -133,6 +159,7 @@ class ProxyStrategy(Strategy):
         history: list = []
         t0 = time.perf_counter()
         with unfused_attention(supernet), Progress(console=run.console, disable=not run.progress, transient=True) as bar:
+            self._terms = build_terms(supernet, c)
             if c.mode == "random":
                 self._sample(supernet, c.warm_start + c.iters, run, history, t0)
             else:
@@ -143,7 +170,7 @@ class ProxyStrategy(Strategy):
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(c.iters, 1))
                 task = bar.add_task("proxy search", total=c.iters)
                 for it in range(c.iters):
-                    s = proxy_objective(supernet, c)
+                    s = proxy_objective(supernet, c, terms=self._terms)
                     grads = torch.autograd.grad(s, alphas, allow_unused=True)  # ∂S(θ̃(α))/∂α, problem (6.4)
                     for a, g in zip(alphas, grads):
                         a.grad = torch.zeros_like(a) if g is None else g
