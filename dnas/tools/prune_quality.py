@@ -22,7 +22,6 @@ import random
 import statistics
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -382,14 +381,14 @@ def finetune_random_baseline(directory: str | Path, r: int = 5, data: str = "dig
     if not isinstance(meta, dict) or "source" not in meta:
         raise DnasError(f"'{d}' does not record the unpruned model it was cut from (pruned.yaml: source); "
                         f"random baselines need a folder written by dnas prune")
+    if not meta["source"].get("weights") and not meta["source"].get("pretrained"):
+        raise DnasError(f"'{d}' was cut from a randomly initialised model, which cannot be rebuilt for random baselines; "
+                        f"prune with --weights FILE or --pretrained")
     space = create_space("dario", **meta["space"], **meta["source"])
     heads = heads_per_block(space)
     kept, keep_heads = meta["keep_blocks"], {int(k): v for k, v in meta["keep_heads"].items()}
     randoms = sample_same_budget(heads, kept, keep_heads, space.config.granularity, r, seed)
-    with warnings.catch_warnings():
-        if not meta["source"].get("weights") and not meta["source"].get("pretrained"):
-            warnings.simplefilter("ignore")  # the pruned model was cut from a random init too: the same warning was given then
-        original = build_model(space.config)
+    original = build_model(space.config)
     quiet = lambda s: None  # noqa: E731
 
     def tune(folder, save=None) -> float:
