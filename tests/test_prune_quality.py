@@ -9,15 +9,23 @@ import torch
 import dnas
 from dnas.errors import DnasError
 from dnas.strategies.proxy import ProxyConfig, proxy_objective, unfused_attention
-from dnas.tools.prune_quality import (budget_of, correlations, finetune_random_baseline, heads_per_block, proxy_correlation,
-                                      proxy_value, sample_same_budget, top_gates)
+from dnas.tools.prune_quality import (
+    budget_of,
+    correlations,
+    finetune_random_baseline,
+    heads_per_block,
+    proxy_correlation,
+    proxy_value,
+    sample_same_budget,
+    top_gates,
+)
 from dnas.tools.pruning import prune
 
 pytestmark = pytest.mark.filterwarnings("ignore:pruning a randomly initialised")
 
 KW = {"img_size": 32, "patch_size": 8, "depth": 4, "embed_dim": 24, "num_heads": 3, "num_classes": 10}
 FAST = {"eval_size": 48, "linear_epochs": 3, "knn_k": 5}
-quiet = lambda s: None  # noqa: E731
+quiet = lambda s: None
 
 
 def weights_file(tmp_path):
@@ -126,7 +134,7 @@ def test_calibration_scale_matches_the_proxy_gradient_and_the_strategy_adds_term
     _, net = supernet("block")
     cfg = ProxyConfig()
     with unfused_attention(net):
-        obj = lambda: proxy_objective(net, cfg)  # noqa: E731
+        obj = lambda: proxy_objective(net, cfg)
         term = calibration_term(net, {"data": "synthetic", "size": 4, "weight": 2.0}, obj)
         gs = torch.autograd.grad(obj(), net.arch_parameters())[0]
         gt = torch.autograd.grad(term(net), net.arch_parameters())[0]

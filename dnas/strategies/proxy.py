@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import torch
 
@@ -80,7 +80,7 @@ def register_proxy_term(name: str):
 
 def build_terms(supernet: "Supernet", cfg: ProxyConfig) -> list[Callable[["Supernet"], torch.Tensor]]:
     """The term callables of ``cfg.terms`` (``{name: {options}}``), built once per search."""
-    objective = lambda: proxy_objective(supernet, cfg)  # noqa: E731
+    objective = lambda: proxy_objective(supernet, cfg)
     return [PROXY_TERMS[name](supernet, dict(options or {}), objective) for name, options in cfg.terms.items()]
 
 

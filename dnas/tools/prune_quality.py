@@ -22,9 +22,10 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -287,8 +288,8 @@ def summary(q: dict[str, Any], extra: list[str] = ()) -> str:
     """The quality section in words (what ``dnas prune --eval-data`` prints)."""
     a, s = q["arms"], q["searched"]
     u = a["unpruned"]
-    lines = [f"quality on {q['data']}: unpruned linear-probe top-1 {u['linear_top1']:.3f}, kNN {u['knn_top1']:.3f}, "
-             f"{u['params'] / 1e6:.2f} M params, {u['images_per_s']:.1f} images/s"]
+    lines = [(f"quality on {q['data']}: unpruned linear-probe top-1 {u['linear_top1']:.3f}, kNN {u['knn_top1']:.3f}, "
+              f"{u['params'] / 1e6:.2f} M params, {u['images_per_s']:.1f} images/s")]
     if q["random"] == 0:
         lines.append(f"searched: linear {a['searched']['linear_top1']:.3f}, kNN {a['searched']['knn_top1']:.3f}; "
                      + verdict(s["linear_top1"]))
@@ -389,7 +390,7 @@ def finetune_random_baseline(directory: str | Path, r: int = 5, data: str = "dig
     kept, keep_heads = meta["keep_blocks"], {int(k): v for k, v in meta["keep_heads"].items()}
     randoms = sample_same_budget(heads, kept, keep_heads, space.config.granularity, r, seed)
     original = build_model(space.config)
-    quiet = lambda s: None  # noqa: E731
+    quiet = lambda s: None
 
     def tune(folder, save=None) -> float:
         torch.manual_seed(seed)  # same head init and batch order for every arm
@@ -594,8 +595,8 @@ def proxy_correlation(model: str = "mae-vit-base", *, data: str = "digits", n: i
 
 def correlation_summary(res: dict[str, Any]) -> str:
     """One line per score: Spearman and Pearson ρ with the linear-probe accuracy, and their intervals."""
-    lines = [f"proxy correlation over {res['n']} random prunings of {res['model']} on {res['data']} "
-             f"(the search minimises the proxy: a useful proxy has ρ < 0)"]
+    lines = [(f"proxy correlation over {res['n']} random prunings of {res['model']} on {res['data']} "
+              f"(the search minimises the proxy: a useful proxy has ρ < 0)")]
     for s, by in res["correlations"].items():
         c = by["linear_top1"]
         parts = []
