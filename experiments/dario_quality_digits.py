@@ -65,36 +65,42 @@ def main() -> None:
     p.add_argument("--random", type=int, default=5, help="random prunings in the quality report")
     p.add_argument("--n", type=int, default=30, help="random prunings of the correlation protocol")
     p.add_argument("--finetune-random", type=int, default=3)
+    p.add_argument("--eval-size", type=int, default=1000, help="train and test images of the probes")
+    p.add_argument("--linear-epochs", type=int, default=100)
     p.add_argument("--out", default="runs/dario-quality")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     res: dict = {"model": {"name": "vit_tiny_patch16_224", **KW}, "args": vars(args)}
     t0 = time.perf_counter()
     weights = out / "vit-digits.safetensors"
     if not weights.exists():
         res["trained_top1"] = train_vit(weights, args.epochs, args.seed)
-        print(f"small ViT trained on digits: test top-1 {res['trained_top1']:.4f} ({time.perf_counter() - t0:.0f}s)")
+        print(f"small ViT trained on digits: test top-1 {res['trained_top1']:.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    qual = {"random": args.random, "seed": args.seed, "eval_size": args.eval_size, "linear_epochs": args.linear_epochs}
+
+    def save(key, value):
+        res[key] = value
+        (out / "results.json").write_text(json.dumps(res, indent=1))
+        print(f"{key} done ({time.perf_counter() - t0:.0f}s)", flush=True)
+
     common = {"model_kwargs": KW, "weights": str(weights), "iters": args.iters, "warm_start": args.warm_start, "seed": args.seed,
               "progress": False, "eval_data": "digits", "bench_batch": 16}
     for sub in ("free", "calibrated", "finetuned"):
         shutil.rmtree(out / sub, ignore_errors=True)
-    free = dnas.prune("vit_tiny_patch16_224", out=out / "free", quality={"random": args.random, "seed": args.seed}, **common)
-    res["data_free"] = free
+    free = dnas.prune("vit_tiny_patch16_224", out=out / "free", quality=qual, **common)
+    save("data_free", free)
     cal = dnas.prune("vit_tiny_patch16_224", out=out / "calibrated",
                      strategy_config={"terms": {"calibration": {"data": "digits", "size": 16}}},
-                     quality={"random": args.random, "seed": args.seed, "compare_calibration": True}, **common)
-    res["calibrated"] = cal
-    res["correlation"] = proxy_correlation("vit_tiny_patch16_224", data="digits", n=args.n, space_config={"model_kwargs": KW, "weights": str(weights)},
-                                           strategy_config={"terms": {"calibration": {"data": "digits", "size": 16}}},
-                                           out=out / "correlation", seed=args.seed)
-    res["correlation_same_budget"] = proxy_correlation(
-        "vit_tiny_patch16_224", data="digits", n=args.n, keep=len(free["blocks_kept"]) or 1,
-        space_config={"model_kwargs": KW, "weights": str(weights)}, out=out / "correlation-same-budget", seed=args.seed)
-    res["finetune"] = finetune_random_baseline(out / "free", args.finetune_random, "digits", epochs=2, seed=args.seed, out=out / "finetuned")
-    res["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "results.json").write_text(json.dumps(res, indent=1))
-    print(f"all results in {out / 'results.json'} ({res['seconds']}s)")
+                     quality={**qual, "compare_calibration": True}, **common)
+    save("calibrated", cal)
+    save("correlation", proxy_correlation(
+        "vit_tiny_patch16_224", data="digits", n=args.n, space_config={"model_kwargs": KW, "weights": str(weights)},
+        strategy_config={"terms": {"calibration": {"data": "digits", "size": 16}}}, quality_config=qual,
+        out=out / "correlation", seed=args.seed))
+    save("finetune", finetune_random_baseline(out / "free", args.finetune_random, "digits", epochs=1, seed=args.seed, out=out / "finetuned"))
+    save("seconds", round(time.perf_counter() - t0, 1))
 
 
 if __name__ == "__main__":
