@@ -130,18 +130,22 @@ def test_calibration_term_gradient_reaches_alpha_and_vanishes_on_the_unpruned_mo
 
 def test_calibration_scale_matches_the_proxy_gradient_and_the_strategy_adds_terms():
     from dnas.strategies.calibration import calibration_term
+    from dnas.strategies.proxy import add_terms
 
     _, net = supernet("block")
     cfg = ProxyConfig()
+    alphas = net.arch_parameters()
     with unfused_attention(net):
-        obj = lambda: proxy_objective(net, cfg)
-        term = calibration_term(net, {"data": "synthetic", "size": 4, "weight": 2.0}, obj)
-        gs = torch.autograd.grad(obj(), net.arch_parameters())[0]
-        gt = torch.autograd.grad(term(net), net.arch_parameters())[0]
-        assert float(gt.norm()) == pytest.approx(2.0 * float(gs.norm()), rel=1e-3)  # weight relative to ∂S/∂α
-        base = float(proxy_objective(net, cfg, create_graph=False).detach())
-        both = float(proxy_objective(net, cfg, create_graph=False, terms=[lambda n: torch.tensor(5.0)]).detach())
-    assert both == pytest.approx(base + 5.0)
+        gs = torch.autograd.grad(proxy_objective(net, cfg), alphas)
+        term = calibration_term(net, {"data": "synthetic", "size": 4, "weight": 2.0}, lambda: gs)
+        gt = torch.autograd.grad(term(net), alphas)[0]
+        assert float(gt.norm()) == pytest.approx(2.0 * float(gs[0].norm()), rel=1e-3)  # weight relative to ∂S/∂α
+        s = proxy_objective(net, cfg, create_graph=False).detach()
+    total, grads = add_terms(net, [term, lambda n: 3 * n.alphas["blocks"].sum()], s, list(gs))
+    with torch.no_grad():
+        assert float(total) == pytest.approx(float(s) + float(term(net)) + 3 * float(net.alphas["blocks"].sum()), rel=1e-6)
+    assert torch.allclose(grads[0], gs[0] + gt + 3, rtol=1e-5, atol=1e-9)
+    assert add_terms(net, [], s, gs) == (s, gs)
     with pytest.raises(DnasError, match="unknown proxy term"):
         dnas.create_strategy("proxy", terms={"nope": {}})
 

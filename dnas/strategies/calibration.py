@@ -91,22 +91,21 @@ def feature_distance(f: torch.Tensor, ref: torch.Tensor, distance: str) -> torch
     return (f - ref).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-12)
 
 
-def _alpha_grad_norm(value: torch.Tensor, alphas) -> float:
-    grads = torch.autograd.grad(value, alphas, allow_unused=True)
+def _norm(grads) -> float:
     return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None) + 0.0))
 
 
 @register_proxy_term("calibration")
-def calibration_term(supernet, options: dict, objective=None):
+def calibration_term(supernet, options: dict, alpha_grad=None):
     """Build ``α ↦ weight · c · D(f̃(α), f)`` for ``supernet`` (a dario supernet) on the calibration images.
 
     Args:
         supernet: the gated model (its ``model`` gives the reference features with no gate).
         options: :class:`CalibrationConfig` fields.
-        objective: ``S(θ̃(α))`` at the current α, for ``scale: grad`` (without it ``c = 1``).
+        alpha_grad: ``∂S/∂α`` at the current α, for ``scale: grad`` (without it ``c = 1``).
 
     Returns:
-        ``term(supernet) -> scalar``, differentiable w.r.t. α.
+        ``term(supernet) -> scalar``, differentiable w.r.t. α; its ``scale`` attribute is ``c``.
     """
     from dnas.config import make_config
 
@@ -120,11 +119,10 @@ def calibration_term(supernet, options: dict, objective=None):
         return feature_distance(pooled_features(net.model, x, call=net), ref, cfg.distance)
 
     c = 1.0
-    if cfg.scale == "grad" and objective is not None and cfg.weight > 0:
-        alphas = supernet.arch_parameters()
+    if cfg.scale == "grad" and alpha_grad is not None and cfg.weight > 0:
         with torch.enable_grad():
-            gd = _alpha_grad_norm(distance(supernet), alphas)
-            gs = _alpha_grad_norm(objective(), alphas)
+            gd = _norm(torch.autograd.grad(distance(supernet), supernet.arch_parameters(), allow_unused=True))
+            gs = _norm(alpha_grad())
         c = gs / gd if gd > 0 and gs > 0 else 1.0
 
     def term(net) -> torch.Tensor:

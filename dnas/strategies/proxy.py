@@ -63,9 +63,10 @@ class ProxyConfig:
         return None
 
 
-#: Extra proxy terms, minimised with S: name -> factory(supernet, options, objective) -> term, where
-#: ``objective()`` is S(θ̃(α)) at the current α (to scale against) and ``term(supernet)`` a scalar.
-#: A strategy config enables them as ``terms: {name: {options}}`` (e.g. ``calibration``, a data-aware term).
+# -- extra proxy terms (e.g. ``calibration``, a data-aware term): one hook, used by the search below ---------
+#: name -> factory(supernet, options, alpha_grad) -> term; ``term(supernet)`` is a scalar differentiable
+#: w.r.t. α, minimised with S; ``alpha_grad()`` gives ∂S/∂α at the current α (to scale a term against).
+#: A strategy config enables them as ``terms: {name: {options}}``.
 PROXY_TERMS: dict[str, Callable[..., Callable[["Supernet"], torch.Tensor]]] = {}
 
 
@@ -78,10 +79,24 @@ def register_proxy_term(name: str):
     return deco
 
 
-def build_terms(supernet: "Supernet", cfg: ProxyConfig) -> list[Callable[["Supernet"], torch.Tensor]]:
-    """The term callables of ``cfg.terms`` (``{name: {options}}``), built once per search."""
-    objective = lambda: proxy_objective(supernet, cfg)
-    return [PROXY_TERMS[name](supernet, dict(options or {}), objective) for name, options in cfg.terms.items()]
+def build_terms(supernet: "Supernet", cfg: ProxyConfig) -> list:
+    """The term callables of ``cfg.terms``, built once per search."""
+    def alpha_grad():
+        return torch.autograd.grad(proxy_objective(supernet, cfg), supernet.arch_parameters(), allow_unused=True)
+
+    return [PROXY_TERMS[name](supernet, dict(options or {}), alpha_grad) for name, options in cfg.terms.items()]
+
+
+def add_terms(supernet: "Supernet", terms, s: torch.Tensor, grads: list | None = None):
+    """``S + Σ term`` and, given ``grads`` (∂S/∂α), ``∂S/∂α + Σ ∂term/∂α``; unchanged without terms."""
+    if not terms:
+        return s, grads
+    with torch.enable_grad():
+        t = sum(term(supernet) for term in terms)
+        if grads is not None:
+            extra = torch.autograd.grad(t, supernet.arch_parameters(), allow_unused=True)
+            grads = [g if e is None else g + e for g, e in zip(grads, extra)]
+    return s + t.detach().to(s.dtype), grads
 
 
 @contextmanager
@@ -97,8 +112,8 @@ def unfused_attention(model: torch.nn.Module):
             m.fused_attn = True
 
 
-def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool = True, terms=()) -> torch.Tensor:
-    """``S(θ̃(α))`` (+ the built ``terms``) for the supernet's current α; differentiable w.r.t. α when ``create_graph``."""
+def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool = True) -> torch.Tensor:
+    """``S(θ̃(α))`` for the supernet's current α; differentiable w.r.t. α when ``create_graph``."""
     named = [(n, p) for n, p in supernet.model.named_parameters() if p.requires_grad]
     if not named:
         raise DnasError("the model has no trainable parameters for the synflow step")
@@ -114,7 +129,7 @@ def proxy_objective(supernet: "Supernet", cfg: ProxyConfig, create_graph: bool =
     grads = torch.autograd.grad(r_sf, theta, create_graph=create_graph, allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for t, g in zip(theta, grads)]
     s = stepped_proxy(cfg.proxy, theta, grads, cfg.gamma, cfg.coef)  # S(θ̃), θ̃ = θ − γ ∂R_SF/∂θ: eq. (6.6), Table 6.1
-    return (-s if cfg.maximize else s) + sum(t(supernet) for t in terms)
+    return -s if cfg.maximize else s
 
 
 @register_strategy("proxy")
@@ -123,7 +138,7 @@ class ProxyStrategy(Strategy):
 
     Config = ProxyConfig
     needs = frozenset({"alpha"})
-    _terms: tuple = ()  # the built ``terms`` of the current search
+    _terms: list = []  # the built ``terms`` of the current search
 
     def _sample(self, supernet, k: int, run, history, t0) -> None:
         """Set α to the best of ``k`` draws from N(0,1) (Algorithm 5's warm start / random search)."""
@@ -134,7 +149,7 @@ class ProxyStrategy(Strategy):
                 for a in alphas:
                     a.normal_()
             with torch.enable_grad():
-                s = float(proxy_objective(supernet, self.config, create_graph=False, terms=self._terms).detach())
+                s = float(add_terms(supernet, self._terms, proxy_objective(supernet, self.config, create_graph=False).detach())[0])
             if s < best_s:
                 best, best_s = [a.detach().clone() for a in alphas], s
             self._record(supernet, run, history, len(history) + 1, {"phase": "sample", "proxy": s, "best": best_s}, t0)
@@ -170,8 +185,9 @@ class ProxyStrategy(Strategy):
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(c.iters, 1))
                 task = bar.add_task("proxy search", total=c.iters)
                 for it in range(c.iters):
-                    s = proxy_objective(supernet, c, terms=self._terms)
+                    s = proxy_objective(supernet, c)
                     grads = torch.autograd.grad(s, alphas, allow_unused=True)  # ∂S(θ̃(α))/∂α, problem (6.4)
+                    s, grads = add_terms(supernet, self._terms, s.detach(), grads)
                     for a, g in zip(alphas, grads):
                         a.grad = torch.zeros_like(a) if g is None else g
                     opt.step()

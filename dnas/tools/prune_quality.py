@@ -469,7 +469,7 @@ def correlations(x, y, confidence: float = 0.95, method: Literal["fisher", "boot
 def proxy_value(supernet, pruning: Pruning, proxy_config, terms=()) -> float:
     """The proxy of the gated model with hard gates on ``pruning`` (σ = 1 kept, 0 pruned): what the search's
     objective gives that pruning, the gated model being then exactly the pruned one."""
-    from dnas.strategies.proxy import proxy_objective, unfused_attention
+    from dnas.strategies.proxy import add_terms, proxy_objective, unfused_attention
 
     blocks, cut = pruning
     with torch.no_grad():
@@ -483,7 +483,7 @@ def proxy_value(supernet, pruning: Pruning, proxy_config, terms=()) -> float:
                     v.append(math.inf if b in blocks and (b not in cut or j in cut[b]) else -math.inf)
             a.copy_(torch.tensor(v, dtype=a.dtype).view(-1, 1))
     with unfused_attention(supernet), torch.enable_grad():
-        return float(proxy_objective(supernet, proxy_config, create_graph=False, terms=terms).detach())
+        return float(add_terms(supernet, terms, proxy_objective(supernet, proxy_config, create_graph=False).detach())[0])
 
 
 def random_prunings(heads: list[int], granularity: str, n: int, keep: int | None, seed: int) -> list[Pruning]:
