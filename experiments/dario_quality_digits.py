@@ -67,11 +67,14 @@ def main() -> None:
     p.add_argument("--finetune-random", type=int, default=3)
     p.add_argument("--eval-size", type=int, default=1000, help="train and test images of the probes")
     p.add_argument("--linear-epochs", type=int, default=100)
+    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--width", type=int, default=48)
     p.add_argument("--out", default="runs/dario-quality")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    KW.update(depth=args.depth, embed_dim=args.width)
     res: dict = {"model": {"name": "vit_tiny_patch16_224", **KW}, "args": vars(args)}
     t0 = time.perf_counter()
     weights = out / "vit-digits.safetensors"
