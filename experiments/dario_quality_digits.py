@@ -54,6 +54,23 @@ def train_vit(path: Path, epochs: int, seed: int) -> float:
     return top1
 
 
+def same_budget(out: Path, weights: Path, qual: dict) -> dict:
+    """The calibrated search's gates recast to the data-free search's budget, measured against it and
+    the same random prunings (with a threshold alone the calibration term may keep every gate open)."""
+    import dnas
+    from dnas.spaces.dario import build_model
+    from dnas.tools.prune_quality import budget_of, heads_per_block, quality_report, top_gates
+
+    free = json.loads((out / "free" / "report.json").read_text())
+    gates = json.loads((out / "calibrated" / "alphas.json").read_text())
+    space = dnas.create_space("dario", model="vit_tiny_patch16_224", model_kwargs=KW, weights=str(weights))
+    heads = heads_per_block(space)
+    kept = free["blocks_kept"]
+    n_blocks, n_heads = budget_of(kept, {}, heads)
+    cal = top_gates(gates, heads, n_blocks, n_heads, space.config.granularity)
+    return quality_report(space, build_model(space.config), kept, {}, "digits", qual, extra={"calibrated search": cal})
+
+
 def main() -> None:
     import dnas
     from dnas.tools.prune_quality import finetune_random_baseline, proxy_correlation
@@ -67,6 +84,7 @@ def main() -> None:
     p.add_argument("--finetune-random", type=int, default=3)
     p.add_argument("--eval-size", type=int, default=1000, help="train and test images of the probes")
     p.add_argument("--linear-epochs", type=int, default=100)
+    p.add_argument("--only-same-budget", action="store_true", help="reuse the runs in --out; only the same-budget comparison")
     p.add_argument("--depth", type=int, default=6)
     p.add_argument("--width", type=int, default=48)
     p.add_argument("--out", default="runs/dario-quality")
@@ -90,6 +108,10 @@ def main() -> None:
 
     common = {"model_kwargs": KW, "weights": str(weights), "iters": args.iters, "warm_start": args.warm_start, "seed": args.seed,
               "progress": False, "eval_data": "digits", "bench_batch": 16}
+    if args.only_same_budget:
+        res = json.loads((out / "results.json").read_text())
+        save("calibrated_same_budget", same_budget(out, weights, qual))
+        return
     for sub in ("free", "calibrated", "finetuned"):
         shutil.rmtree(out / sub, ignore_errors=True)
     free = dnas.prune("vit_tiny_patch16_224", out=out / "free", quality=qual, **common)
@@ -102,6 +124,7 @@ def main() -> None:
         "vit_tiny_patch16_224", data="digits", n=args.n, space_config={"model_kwargs": KW, "weights": str(weights)},
         strategy_config={"terms": {"calibration": {"data": "digits", "size": 16}}}, quality_config=qual,
         out=out / "correlation", seed=args.seed))
+    save("calibrated_same_budget", same_budget(out, weights, qual))
     save("finetune", finetune_random_baseline(out / "free", args.finetune_random, "digits", epochs=1, seed=args.seed, out=out / "finetuned"))
     save("seconds", round(time.perf_counter() - t0, 1))
 
