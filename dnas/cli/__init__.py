@@ -11,7 +11,7 @@ import sys
 from dnas.errors import DnasError
 
 #: subcommand modules, in the order ``dnas --help`` lists them
-COMMANDS = ("list", "search", "train", "retrieve", "show", "distance", "prune", "bench", "deepen", "log")
+COMMANDS = ("list", "search", "train", "retrieve", "show", "distance", "prune", "prune-correlation", "bench", "deepen", "log")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (registers user spaces/strategies)")
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"dnas.cli.{name}").add(sub)
+        importlib.import_module(f"dnas.cli.{name.replace('-', '_')}").add(sub)  # prune-correlation -> prune_correlation
     return p
 
 

@@ -25,6 +25,15 @@ def add(sub) -> None:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--out", required=True, help="folder for the pruned model, α, plot and report")
     pr.add_argument("--no-progress", action="store_true")
+    q = pr.add_argument_group("quality on data (optional)")
+    q.add_argument("--eval-data", metavar="D", help="measure unpruned, pruned and random prunings of the same budget on dataset D "
+                   "(digits, synthetic, imagefolder:PATH, ...): kNN, linear probe, feature cosine, params, images/s")
+    q.add_argument("--random", type=int, default=5, metavar="R", help="random prunings with the same budget (default 5)")
+    q.add_argument("--eval-size", type=int, default=1000, metavar="N", help="at most N train and N test images (default 1000)")
+    q.add_argument("--calibration", metavar="D", help="data-aware: add a term keeping features close to the unpruned model's on D")
+    q.add_argument("--calibration-size", type=int, default=16, metavar="N", help="unlabeled calibration images (default 16)")
+    q.add_argument("--calibration-weight", type=float, default=1.0, metavar="W", help="the term's weight, relative to the proxy's α-gradient (default 1)")
+    q.add_argument("--compare-calibration", action="store_true", help="also run the data-free search and compare both on --eval-data at the same budget")
     pr.set_defaults(fn=run)
 
 
@@ -43,9 +52,15 @@ def run(args) -> int:
     except ValueError:
         raise DnasError(f"--input-size takes C,H,W like 3,224,224, not {args.input_size!r}") from None
     kwargs = {k: v for item in args.model_arg or [] for k, v in parse_set([f"m.{item}"])["m"].items()}
+    strat = {"terms": {"calibration": {"data": args.calibration, "size": args.calibration_size, "weight": args.calibration_weight}}} \
+        if args.calibration else None
+    if args.compare_calibration and not args.eval_data:
+        raise DnasError("--compare-calibration compares on labelled data: add --eval-data D")
+    quality = {"random": args.random, "eval_size": args.eval_size, "compare_calibration": args.compare_calibration, "seed": args.seed}
     report = prune(args.model, out=args.out, weights=args.weights, pretrained=args.pretrained, blocks=args.blocks, model_kwargs=kwargs,
                    granularity=args.granularity, proxy=args.proxy, threshold=args.threshold, iters=args.iters,
-                   warm_start=args.warm_start, keep_blocks=keep, budget=args.budget, input_size=size, seq_len=args.seq_len, bench_batch=args.bench_batch, seed=args.seed,
-                   progress=not args.no_progress)
+                   warm_start=args.warm_start, keep_blocks=keep, budget=args.budget, input_size=size, seq_len=args.seq_len,
+                   bench_batch=args.bench_batch, seed=args.seed, progress=not args.no_progress, strategy_config=strat,
+                   eval_data=args.eval_data, quality=quality)
     print(json.dumps(report))
     return 0

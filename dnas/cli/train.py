@@ -11,6 +11,7 @@ def add(sub) -> None:
     t = sub.add_parser("train", help="evaluate a genotype: the evaluation its space declares (supervised, SSL, pruned fine-tuning)")
     t.add_argument("--genotype", help="genotype YAML/JSON or a shipped genotype name; its space picks the evaluation")
     t.add_argument("--pruned", metavar="DIR", help="fine-tune the last kept block + head of a `dnas prune` model (explicit)")
+    t.add_argument("--random-baseline", type=int, metavar="R", help="with --pruned: fine-tune R random prunings of the same budget the same way and compare")
     t.add_argument("--data", default="digits")
     t.add_argument("--data-dir")
     t.add_argument("--download", action="store_true")
@@ -69,8 +70,14 @@ def run_finetune_pruned(args) -> int:
     from dnas.tools.pruning import finetune_pruned
 
     out = args.out or str(Path(args.pruned).with_name(Path(args.pruned).name + "-finetuned"))
-    result = finetune_pruned(args.pruned, args.data, epochs=args.epochs or 1, out=out, device=args.device or "cpu",
-                             data_config={"data_dir": args.data_dir, "download": True} if args.download else
-                             ({"data_dir": args.data_dir} if args.data_dir else None))
+    dcfg = {"data_dir": args.data_dir, "download": True} if args.download else ({"data_dir": args.data_dir} if args.data_dir else None)
+    if args.random_baseline:
+        from dnas.tools.prune_quality import finetune_random_baseline
+
+        result = finetune_random_baseline(args.pruned, args.random_baseline, args.data, epochs=args.epochs or 1, data_config=dcfg,
+                                          seed=args.seed or 0, out=out, device=args.device or "cpu")
+        print(json.dumps(result))
+        return 0
+    result = finetune_pruned(args.pruned, args.data, epochs=args.epochs or 1, out=out, device=args.device or "cpu", data_config=dcfg)
     print(json.dumps(result))
     return 0

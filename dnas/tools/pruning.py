@@ -255,6 +255,9 @@ def save_pruned(model: nn.Module, space_cfg: dict[str, Any], keep_blocks: list[i
     cfg = {k: v for k, v in space_cfg.items() if k not in ("name", "weights", "pretrained")}
     meta = {"format": FORMAT, "space": cfg, "keep_blocks": list(keep_blocks),
             "keep_heads": {int(k): list(v) for k, v in keep_heads.items()}}
+    if "weights" in space_cfg or "pretrained" in space_cfg:  # the unpruned model, for random baselines of the same budget
+        w = space_cfg.get("weights")
+        meta["source"] = {"weights": str(Path(w).resolve()) if w else None, "pretrained": bool(space_cfg.get("pretrained"))}
     _save_model(model, out / "model.safetensors")
     atomic_write_text(out / "pruned.yaml", yaml.safe_dump(meta, sort_keys=False))
 
@@ -331,6 +334,8 @@ def prune(
     bench_rounds: int = 3,
     seed: int = 0,
     progress: bool = True,
+    eval_data: str | None = None,
+    quality: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Prune ``model`` without data and export the smaller model; returns the report (also report.json).
@@ -348,6 +353,9 @@ def prune(
             granularity, input_size and seq_len.
         strategy: a registered strategy name or a Strategy object (its name and configuration are
             used; ``strategy_config`` entries override them).
+        eval_data: a dataset to judge the pruning on: the report gets a ``quality`` section
+            (:func:`dnas.tools.prune_quality.quality_report`; options in ``quality``: random,
+            eval_size, ..., and ``compare_calibration``).
 
     Returns:
         The report (also written to ``out/report.json``).
@@ -436,6 +444,11 @@ def prune(
                                else "random init (no --weights)"),
         "input_shape": list(shape), **budget_report,
     }
+    if eval_data is not None:
+        from dnas.tools.prune_quality import evaluate_prune
+
+        report["quality"] = evaluate_prune(space, original, kept, heads, eval_data, dict(quality or {}), out=out, seed=seed,
+                                           strategy=None if keep_blocks is not None else strat, bench=(bench_batch, bench_rounds), log=log)
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     how = f"budget {budget_report['budget']} (= threshold {budget_report['equivalent_threshold']}); " if budget_d else ""
     log(f"{how}kept {len(kept)}/{report['blocks_total']} blocks {kept}; params {report['params_before'] / 1e6:.2f} M -> "
