@@ -17,7 +17,7 @@ from dnas.engine.data import Datasets
 
 @dataclass
 class TrainConfig:
-    """Defaults: DARTS CIFAR-10 evaluation (FORMULAS, DARTS "Evaluation defaults")."""
+    """Defaults: DARTS CIFAR-10 evaluation (Liu et al., "DARTS", ICLR 2019: the CIFAR-10 evaluation settings)."""
 
     epochs: int = 600
     batch_size: int = 96
