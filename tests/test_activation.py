@@ -12,11 +12,11 @@ import torch
 import dnas
 from dnas.engine.data import DataConfig, load_datasets, synthetic_regression_dataset, table_dataset
 from dnas.errors import DnasError
-from dnas.tools.show import describe
 from dnas.space import Task
 from dnas.spaces.activation import BINARY, UNARY, Activation, MixedActivation, formula, formula_parser
 from dnas.spaces.mlp_depth import task_loss
 from dnas.testing import check_space
+from dnas.tools.show import describe
 
 
 @pytest.mark.parametrize("name", ["mlp-depth", "activation"])

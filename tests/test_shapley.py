@@ -252,7 +252,7 @@ def _algorithm_2(n, N):
     reductions n/3 and 2n/3; a normal position i of third t takes S_t[i mod k], S_t the k searched
     normal cells of third t."""
     r, R = (n // 3, 2 * n // 3), (N // 3, 2 * N // 3)
-    thirds = [list(range(0, r[0])), list(range(r[0] + 1, r[1])), list(range(r[1] + 1, n))]
+    thirds = [list(range(r[0])), list(range(r[0] + 1, r[1])), list(range(r[1] + 1, n))]
     out = []
     for i in range(N):
         if i in R:

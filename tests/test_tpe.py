@@ -14,7 +14,7 @@ import torch
 
 import dnas
 from dnas import DnasError, create_space, create_strategy
-from dnas.engine.fitness import ContrastiveNet, csnas_loss, ema_update_, negatives_for, nce_loss
+from dnas.engine.fitness import ContrastiveNet, csnas_loss, ema_update_, nce_loss, negatives_for
 from dnas.registry import SPACES
 from dnas.tools.report import best_curve, read_trials
 
@@ -65,7 +65,7 @@ def test_sampling_respects_constraints(name, strategy):
     import optuna
 
     space = create_space(name, **SPACES.get(name).tiny_config)
-    tpe = dict(n_startup_trials=3, n_ei_candidates=24)
+    tpe = {"n_startup_trials": 3, "n_ei_candidates": 24}
     sampler = create_strategy(strategy, **tpe).sampler(0) if strategy == "tpe" else create_strategy(strategy).sampler(0)
     study = optuna.create_study(sampler=sampler)
     params, accepted, rejected = space.categorical(), 0, 0

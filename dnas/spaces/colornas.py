@@ -131,7 +131,7 @@ def _fuse_features(nets: list[nn.Module]) -> int:
 
 
 class ColorNasSupernet(Supernet):
-    def __init__(self, space: "ColorNasSpace", task: Task):
+    def __init__(self, space: ColorNasSpace, task: Task):
         super().__init__(space, task)
         space.check_task(task)
         n = task.num_classes
@@ -167,7 +167,7 @@ class ColorNasSupernet(Supernet):
 class ColorNasNetwork(nn.Module):
     """The evaluation network: each branch's DARTS network of the genotype, then the meta-learner."""
 
-    def __init__(self, space: "ColorNasSpace", genotype: Genotype, task: Task):
+    def __init__(self, space: ColorNasSpace, genotype: Genotype, task: Task):
         super().__init__()
         n = task.num_classes
         self.split = space.branches()
@@ -203,7 +203,7 @@ class ColorNasSpace(SearchSpace):
 
     def branch_spaces(self) -> dict[str, _BranchSpace]:
         c = self.config
-        kw = dict(C=c.C, layers=c.layers, nodes=c.nodes, ops=c.ops, auxiliary=False)
+        kw = {"C": c.C, "layers": c.layers, "nodes": c.nodes, "ops": c.ops, "auxiliary": False}
         return {name: _BranchSpace(name, **kw) for name in self.branches()}
 
     def check_task(self, task: Task) -> None:

@@ -36,7 +36,7 @@ MAPPINGS = ("algorithm", "per_third")
 
 def _thirds(n: int) -> tuple[tuple[int, int], list[range]]:
     r1, r2 = n // 3, 2 * n // 3
-    return (r1, r2), [range(0, r1), range(r1 + 1, r2), range(r2 + 1, n)]
+    return (r1, r2), [range(r1), range(r1 + 1, r2), range(r2 + 1, n)]
 
 
 def deepen_positions(n: int, N: int, mapping: Mapping = "algorithm") -> list[int]:
