@@ -25,7 +25,7 @@ from typing import Any
 from benchmarks.common import in_fresh_process, step_peak_memory
 
 QUICK = dict(layers=5, C=8, nodes=4, batch=16, size=16, repeats=5)
-FULL = dict(layers=8, C=16, nodes=4, batch=64, size=32, repeats=3)  # DARTS CIFAR-10 search (FORMULAS)
+FULL = dict(layers=8, C=16, nodes=4, batch=64, size=32, repeats=3)  # DARTS CIFAR-10 search (Liu et al., ICLR 2019)
 #: case -> darts space options of the dnas supernet (None: the reference). ``dnas`` is the default:
 #: channels-last on the CPU. ``reference-channels-last`` and ``dnas-nchw`` separate what the layout
 #: gives from what the implementation gives (the same layout on both sides).

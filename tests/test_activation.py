@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import random
 import sys
 
 import numpy as np
@@ -11,11 +12,11 @@ import torch
 import dnas
 from dnas.engine.data import DataConfig, load_datasets, synthetic_regression_dataset, table_dataset
 from dnas.errors import DnasError
-from dnas.tools.show import describe
 from dnas.space import Task
 from dnas.spaces.activation import BINARY, UNARY, Activation, MixedActivation, formula, formula_parser
 from dnas.spaces.mlp_depth import task_loss
 from dnas.testing import check_space
+from dnas.tools.show import describe
 
 
 @pytest.mark.parametrize("name", ["mlp-depth", "activation"])
@@ -294,36 +295,92 @@ def test_beta_decay_term_by_hand():
 
 
 # -- ColorNAS ------------------------------------------------------------------------------------
-def test_colornas_conforms_and_every_group_has_its_own_normal_and_reduce_alpha():
-    g = check_space("colornas")
+def test_colornas_conforms_and_every_channel_has_its_own_normal_and_reduce_alpha():
+    g = check_space("colornas")  # tiny config: the RGBY model, 4 networks
     space = dnas.create_space("colornas", **dnas.registry.SPACES.get("colornas").tiny_config)
     net = space.supernet(space.tiny_task)
     keys = [k for k, _ in net.named_arch_parameters()]
-    assert keys == [f"{grp}_{c}" for grp in ("rgb", "rb", "rgby") for c in ("normal", "reduce")]
-    assert len({id(a) for a in net.arch_parameters()}) == 6
+    assert keys == [f"rgby_{ch}_{c}" for ch in ("r", "g", "b", "y") for c in ("normal", "reduce")]
+    assert len({id(a) for a in net.arch_parameters()}) == 8
     assert {k.split(".")[0] for k in g.choices} == set(keys)
-    net.relaxation = "sigmoid"  # the strategy's relaxation reaches each group network
+    net.relaxation = "sigmoid"  # the strategy's relaxation reaches each channel network
     assert all(b.relaxation == "sigmoid" for b in net.branches)
 
 
+@pytest.mark.parametrize("model,channels", [("rgb", "rgb"), ("rb", "rb"), ("rgby", "rgby"), ("r", "r"), ("g", "g"), ("b", "b")])
+def test_colornas_one_network_per_channel_of_the_colour_model(model, channels):
+    # thesis Algorithm 7: RGB = 3 networks, RB = 2, RGBY = 4, one channel = 1; each its own α pair
+    C, hidden = 4, 8
+    space = dnas.create_space("colornas", model=model, C=C, layers=3, nodes=2, hidden=hidden)
+    net = space.supernet(Task((3, 8, 8), 5))
+    assert len(net.branches) == len(channels)
+    assert [k for k, _ in net.named_arch_parameters()] == [f"{model}_{ch}_{c}" for ch in channels for c in ("normal", "reduce")]
+    assert all(b.stem[0].in_channels == 1 for b in net.branches)  # each network reads one channel
+    # the meta-learner reads the concatenated pooled feature maps: per network 4 nodes·C at the last
+    # cell, C doubled twice by the two reductions: 2 nodes · 4C = 32 here (not the 5 class scores)
+    x = torch.randn(2, 3, 8, 8)
+    outs = net.branch_outputs(x)
+    assert [o.shape for o in outs] == [torch.Size([2, 2 * 4 * C])] * len(channels)
+    assert net.meta[0].in_features == len(channels) * 2 * 4 * C and net.meta[-1].out_features == 5
+    assert net(x).shape == (2, 5)
+    ev = space.build_network(space.random_genotype(random.Random(0)), Task((3, 8, 8), 5))
+    assert len(ev.branches) == len(channels) and ev.meta[0].in_features == len(channels) * 2 * 4 * C
+    assert ev(x).shape == (2, 5)
+
+
+def test_colornas_groups_and_score_fusion_stay_as_options():
+    space = dnas.create_space("colornas", per_channel=False, groups=["rgb", "rb", "rgby"], fusion="scores", C=4, layers=3,
+                              nodes=2, hidden=8)
+    net = space.supernet(Task((3, 8, 8), 4))
+    assert [b.stem[0].in_channels for b in net.branches] == [3, 2, 4]
+    assert [k for k, _ in net.named_arch_parameters()] == [f"{g}_{c}" for g in ("rgb", "rb", "rgby") for c in ("normal", "reduce")]
+    assert net.meta[0].in_features == 3 * 4  # three networks' class scores
+    assert net(torch.randn(2, 3, 8, 8)).shape == (2, 4)
+
+
+def test_colornas_threshold_parser_keeps_ops_at_0_7():
+    space = dnas.create_space("colornas", model="r", C=4, layers=3, nodes=2, hidden=8)
+    net = space.supernet(Task((3, 8, 8), 4))
+    assert space.default_parser == "colornas"
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.zero_()
+        a = net.alphas["r_r_normal"]
+        ops = space.branch_spaces()["r_r"].op_names
+        a[0, ops.index("sep_conv_3x3")] = 10.0  # softmax weight ≈ 1 ≥ 0.7: kept
+        a[1, ops.index("skip_connect")] = 1.0  # softmax weight ≈ 0.28 < 0.7: dropped
+    g = net.genotype()
+    assert g.choices["r_r_normal.node0.edge0"] == ("sep_conv_3x3",)
+    assert g.choices["r_r_normal.node0.edge1"] == ()
+    # node1 has no weight ≥ 0.7: it keeps its single best op (ties: the first edge)
+    assert sum(len(g.choices[f"r_r_normal.node1.edge{j}"]) for j in range(3)) == 1
+    space.validate(g)
+
+
 def test_colornas_channel_groups_by_hand():
-    from dnas.spaces.colornas import GROUPS
+    from dnas.spaces.colornas import CHANNELS, GROUPS
 
     x = torch.tensor([0.9, 0.2, 0.5]).reshape(1, 3, 1, 1)
     assert GROUPS["rb"][1](x).flatten().tolist() == pytest.approx([0.9, 0.5])
     # R' = R − min(R, G) = 0.7, G' = 0, B, Y = R' + G'
     assert GROUPS["rgby"][1](x).flatten().tolist() == pytest.approx([0.7, 0.0, 0.5, 0.7])
+    assert [float(f(x)) for f in CHANNELS["rgby"].values()] == pytest.approx([0.7, 0.0, 0.5, 0.7])
+    assert [float(f(x)) for f in CHANNELS["rb"].values()] == pytest.approx([0.9, 0.5])
     assert GROUPS["g"][1](x).flatten().tolist() == pytest.approx([0.2])
 
 
-def test_colornas_group_network_sees_only_its_channels():
+def test_colornas_network_sees_only_its_channels():
     torch.manual_seed(0)
-    space = dnas.create_space("colornas", groups=["rb"], C=4, layers=3, nodes=2, hidden=8)
+    space = dnas.create_space("colornas", model="rb", C=4, layers=3, nodes=2, hidden=8)
     net = space.supernet(Task((3, 8, 8), 4)).eval()
     x = torch.randn(2, 3, 8, 8)
     x2 = x.clone()
-    x2[:, 1] += 5.0  # green changes; the RB network ignores it
+    x2[:, 1] += 5.0  # green changes; the R and B networks ignore it
     assert torch.allclose(net(x), net(x2))
+    x3 = x.clone()
+    x3[:, 2] += 5.0  # blue reaches only the B network
+    r_out, b_out = net.branch_outputs(x), net.branch_outputs(x3)
+    assert torch.allclose(r_out[0], b_out[0]) and not torch.allclose(r_out[1], b_out[1])
     with pytest.raises(DnasError, match="RGB"):
         space.supernet(Task((1, 8, 8), 4))
 

@@ -247,24 +247,56 @@ def test_shapley_search_runs_and_logs_its_terms(tmp_path):
 
 
 # -- Algorithm 2 -------------------------------------------------------------------------------
-def test_deepen_positions_hand_worked():
+def _algorithm_2(n, N):
+    """D-DARTS Algorithm 2 as written, by hand: reductions at N/3 and 2N/3 keep the searched
+    reductions n/3 and 2n/3; a normal position i of third t takes S_t[i mod k], S_t the k searched
+    normal cells of third t."""
+    r, R = (n // 3, 2 * n // 3), (N // 3, 2 * N // 3)
+    thirds = [list(range(r[0])), list(range(r[0] + 1, r[1])), list(range(r[1] + 1, n))]
+    out = []
+    for i in range(N):
+        if i in R:
+            out.append(r[R.index(i)])
+        else:
+            s = thirds[0 if i < R[0] else 1 if i < R[1] else 2]
+            out.append(s[i % len(s)])
+    return out
+
+
+def test_deepen_positions_follow_algorithm_2():
     # 8 cells: reductions 2, 5; thirds of normal cells [0, 1], [3, 4], [6, 7]
-    # 14 cells: reductions 4, 9; thirds of 4 positions each, filled by cycling
-    assert deepen_positions(8, 14) == [0, 1, 0, 1, 2, 3, 4, 3, 4, 5, 6, 7, 6, 7]
+    # 14 cells: reductions 4, 9; position 5 is odd, so its third starts with S_2[1] = cell 4
+    assert deepen_positions(8, 14) == [0, 1, 0, 1, 2, 4, 3, 4, 3, 5, 6, 7, 6, 7]
     # 20 cells: reductions 6, 13
-    assert deepen_positions(8, 20) == [0, 1, 0, 1, 0, 1, 2, 3, 4, 3, 4, 3, 4, 5, 6, 7, 6, 7, 6, 7]
+    assert deepen_positions(8, 20) == [0, 1, 0, 1, 0, 1, 2, 4, 3, 4, 3, 4, 3, 5, 6, 7, 6, 7, 6, 7]
+    # 6 cells: reductions 2, 4, thirds [0, 1], [3], [5]; 10 cells: reductions 3, 6
+    assert deepen_positions(6, 10) == [0, 1, 0, 2, 3, 3, 4, 5, 5, 5]
     # 5 cells: reductions 1, 3, thirds [0], [2], [4]; 8 cells: reductions 2, 5
     assert deepen_positions(5, 8) == [0, 0, 1, 2, 2, 3, 4, 4]
-    assert deepen_positions(8, 8) == list(range(8))
+    # as written, the algorithm permutes a third that starts at an odd position even for N = n
+    assert deepen_positions(8, 8) == [0, 1, 2, 4, 3, 5, 6, 7]
+    for n in range(5, 13):
+        for N in range(n, 25):
+            assert deepen_positions(n, N) == _algorithm_2(n, N), (n, N)
     with pytest.raises(dnas.DnasError, match="no normal cell in third 2"):
         deepen_positions(3, 8)  # 3 cells: reductions 1, 2, nothing between them
+    with pytest.raises(dnas.DnasError, match="unknown deepen mapping"):
+        deepen_positions(8, 14, "cyclic")
+
+
+def test_deepen_per_third_mapping_restarts_each_third():
+    assert deepen_positions(8, 14, "per_third") == [0, 1, 0, 1, 2, 3, 4, 3, 4, 5, 6, 7, 6, 7]
+    assert deepen_positions(8, 20, "per_third") == [0, 1, 0, 1, 0, 1, 2, 3, 4, 3, 4, 3, 4, 5, 6, 7, 6, 7, 6, 7]
+    assert deepen_positions(8, 8, "per_third") == list(range(8))
+    differ = sum(deepen_positions(n, N) != deepen_positions(n, N, "per_third") for n in range(6, 13) for N in range(n + 1, 25))
+    assert differ == 70  # of the 105 pairs n 6..12, n < N <= 24
 
 
 def test_deepen_copies_cells_and_the_cli_writes_a_valid_genotype(tmp_path):
     g8 = dnas.create_space("ddarts", C=4, layers=8, nodes=2).random_genotype(random.Random(0))
     g14 = deepen(g8, 14)
     assert g14.config["layers"] == 14 and len(g14.choices) == 14 * len(g8.choices) // 8
-    for pos, src in enumerate([0, 1, 0, 1, 2, 3, 4, 3, 4, 5, 6, 7, 6, 7]):
+    for pos, src in enumerate([0, 1, 0, 1, 2, 4, 3, 4, 3, 5, 6, 7, 6, 7]):
         for name, ops in g8.choices.items():
             if name.startswith(f"cell{src}."):
                 assert g14.choices[f"cell{pos}." + name.split(".", 1)[1]] == ops
@@ -272,6 +304,8 @@ def test_deepen_copies_cells_and_the_cli_writes_a_valid_genotype(tmp_path):
     g8.save(path)
     assert cli(["deepen", str(path), "--cells", "14", "--out", str(tmp_path / "g14.yaml")]) == 0
     assert load_genotype(tmp_path / "g14.yaml") == g14  # load validates it against ddarts
+    assert cli(["deepen", str(path), "--cells", "14", "--mapping", "per_third", "--out", str(tmp_path / "p14.yaml")]) == 0
+    assert load_genotype(tmp_path / "p14.yaml") == deepen(g8, 14, "per_third") != g14
     # shared normal/reduce cells (darts): only the depth changes
     gd = dnas.create_space("darts", C=4, layers=8, nodes=2).random_genotype(random.Random(0))
     assert deepen(gd, 14).choices == gd.choices and deepen(gd, 14).config["layers"] == 14

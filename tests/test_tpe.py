@@ -14,12 +14,14 @@ import torch
 
 import dnas
 from dnas import DnasError, create_space, create_strategy
-from dnas.engine.fitness import csnas_loss, ema_update_, negatives_for
+from dnas.engine.fitness import ContrastiveNet, csnas_loss, ema_update_, nce_loss, negatives_for
 from dnas.registry import SPACES
 from dnas.tools.report import best_curve, read_trials
 
 TINY = ["--space", "darts", "--data", "synthetic", "--set", "space.C=4", "--set", "space.layers=3", "--set", "space.nodes=2",
-        "--set", "space.auxiliary=false", "--set", "data.batch_size=8", "--set", "strategy.subset=0.5", "--no-progress"]
+        "--set", "space.auxiliary=false", "--set", "data.batch_size=8", "--set", "strategy.subset=0.5", "--set", "strategy.batch_size=8",
+        "--set", "strategy.lr=0.025", "--no-progress"]
+TPE = ["--strategy", "tpe", "--set", "strategy.n_ei_candidates=24"]  # the paper's 20,000 candidates take ~0.6 s a trial
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
 
 
@@ -63,7 +65,8 @@ def test_sampling_respects_constraints(name, strategy):
     import optuna
 
     space = create_space(name, **SPACES.get(name).tiny_config)
-    sampler = create_strategy(strategy, n_startup_trials=3).sampler(0) if strategy == "tpe" else create_strategy(strategy).sampler(0)
+    tpe = {"n_startup_trials": 3, "n_ei_candidates": 24}
+    sampler = create_strategy(strategy, **tpe).sampler(0) if strategy == "tpe" else create_strategy(strategy).sampler(0)
     study = optuna.create_study(sampler=sampler)
     params, accepted, rejected = space.categorical(), 0, 0
     for _ in range(15):
@@ -103,7 +106,88 @@ def test_random_inputs_are_uniform():
 # -- the CSNAS loss -----------------------------------------------------------------------------
 
 
-def test_csnas_loss_matches_hand_computation():
+def _cos(a, b):
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def test_nce_loss_is_csnas_eq_2_by_hand():
+    # seed 0, B = 3, K = 5, D = 8: anchors z_i, positives z_i^t, negatives X' (K per sample)
+    torch.manual_seed(0)
+    z, zt, neg = torch.randn(3, 8), torch.randn(3, 8), torch.randn(3, 5, 8)
+    tau = 0.07
+    total = 0.0
+    for i in range(3):
+        # eq. (1): ℓ(z_i, z) = exp(s(z_i, z)/τ) / Σ over {z_i^t} ∪ X' of exp(s(z_i, ·)/τ), all against z_i
+        e_pos = math.exp(_cos(z[i], zt[i]) / tau)
+        e_neg = [math.exp(_cos(z[i], neg[i, k]) / tau) for k in range(5)]
+        denom = e_pos + sum(e_neg)
+        # eq. (2): −log ℓ(z_i, z_i^t) − Σ_{x'∈X'} log[1 − ℓ(z_i, z')]
+        total += -math.log(e_pos / denom) - sum(math.log(1 - e / denom) for e in e_neg)
+    paper = float(nce_loss(z, zt, neg, tau))
+    assert abs(paper - total / 3) < 1e-4 * abs(total / 3)
+    assert abs(paper - 13.7222) < 1e-3
+    # the authors' code: softmax cross-entropy, the negatives compared with the positive's view
+    code = 0.0
+    for i in range(3):
+        e_pos = math.exp(_cos(z[i], zt[i]) / tau)
+        code += -math.log(e_pos / (e_pos + sum(math.exp(_cos(zt[i], neg[i, k]) / tau) for k in range(5))))
+    assert abs(float(nce_loss(z, zt, neg, tau, "code")) - code / 3) < 1e-4 and abs(code / 3 - 9.2897) < 1e-3
+    with pytest.raises(DnasError, match="unknown NCE form"):
+        nce_loss(z, zt, neg, tau, "pirl")
+
+
+def test_csnas_loss_eq_3_with_the_papers_in_batch_negatives():
+    # B = 3 samples: each has 2(B − 1) = 4 in-batch negatives, both views of the 2 others
+    g = torch.Generator().manual_seed(5)
+    bank = torch.randn(6, 4, generator=g)
+    index = torch.tensor([0, 2, 5])
+    z = torch.randn(3, 4, generator=g, requires_grad=True)
+    zt = torch.randn(3, 4, generator=g, requires_grad=True)
+    tau, lam = 0.1, 0.5
+
+    def l_nce(anchor, pos):
+        total = 0.0
+        for i in range(3):
+            others = [z[j].detach() for j in range(3) if j != i] + [zt[j].detach() for j in range(3) if j != i]
+            e_pos = math.exp(_cos(anchor[i], pos[i]) / tau)
+            e_neg = [math.exp(_cos(anchor[i], o) / tau) for o in others]
+            d = e_pos + sum(e_neg)
+            total += -math.log(e_pos / d) - sum(math.log(1 - e / d) for e in e_neg)
+        return total / 3
+
+    m = bank[index]
+    expect = lam * l_nce(m, zt.detach()) + (1 - lam) * l_nce(m, z.detach())  # eq. (3)
+    got = csnas_loss(m, z, zt, index, bank, tau, lam)
+    assert abs(float(got.detach()) - expect) < 1e-4
+    got.backward()
+    assert float(z.grad.abs().sum()) > 0 and float(zt.grad.abs().sum()) > 0  # negatives carry gradient too
+    # the authors' code: 2(B − 1) random bank rows outside the batch, the same for every sample
+    got = csnas_loss(m, z.detach(), zt.detach(), index, bank, tau, lam, generator=torch.Generator().manual_seed(0),
+                     nce="code", negatives="bank")
+    assert math.isfinite(float(got))
+    with pytest.raises(DnasError, match="unknown negatives"):
+        csnas_loss(m, z, zt, index, bank, negatives="memory")
+
+
+def test_projection_heads_map_to_p_and_combine_m_views():
+    from torch import nn
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 6))  # f: no classifier, its output is the feature
+    x = [torch.randn(4, 3, 2, 2) for _ in range(3)]
+    for projection, n_params in (("mlp", (6 * 6 + 6) + (6 * 5 + 5) + (3 * 5 * 5 + 5) + (5 * 5 + 5)),
+                                 ("linear", (6 * 5 + 5) + (3 * 5 * 5 + 5))):
+        head = ContrastiveNet(net, 6, proj_dim=5, views=3, projection=projection)
+        assert sum(p.numel() for p in head.parameters()) - sum(p.numel() for p in net.parameters()) == n_params
+        assert head.embed(x[0]).shape == (4, 5) and head.embed_views(x).shape == (4, 5)
+        # z^t = l([g(f(x^{t_1})); g(f(x^{t_2})); g(f(x^{t_3}))])
+        assert torch.allclose(head.embed_views(x), head.l(torch.cat([head.g(net(v)) for v in x], 1)))
+    none = ContrastiveNet(net, 6, views=3, projection="none")
+    assert torch.allclose(none.embed_views(x), torch.stack([net(v) for v in x]).mean(0))
+    with pytest.raises(DnasError, match="combines 3 views"):
+        none.embed_views(x[:2])
+
+
+def test_csnas_loss_code_negatives_match_hand_computation():
     g = torch.Generator().manual_seed(3)
     bank = torch.randn(5, 3, generator=g)
     index = torch.tensor([1, 3])
@@ -111,20 +195,17 @@ def test_csnas_loss_matches_hand_computation():
     gv = torch.randn(2, 3, generator=g)
     tau, lam = 0.2, 0.3
 
-    def cos(a, b):
-        return float(a @ b / (a.norm() * b.norm()))
-
     def l_nce(q):
         total = 0.0
         for b in range(2):
-            pos = math.exp(cos(bank[index[b]], q[b]) / tau)
-            negs = [math.exp(cos(q[b], bank[j]) / tau) for j in range(5) if j != index[b]]
-            negs += [math.exp(cos(q[b], q[k]) / tau) for k in range(2) if k != b]
+            pos = math.exp(_cos(bank[index[b]], q[b]) / tau)
+            negs = [math.exp(_cos(q[b], bank[j]) / tau) for j in range(5) if j != index[b]]
+            negs += [math.exp(_cos(q[b], q[k]) / tau) for k in range(2) if k != b]
             total += -math.log(pos / (pos + sum(negs)))
         return total / 2
 
     expect = lam * l_nce(gv.detach()) + (1 - lam) * l_nce(f.detach())
-    got = csnas_loss(bank[index], f, gv, index, bank, tau, lam)
+    got = csnas_loss(bank[index], f, gv, index, bank, tau, lam, nce="code", negatives="bank+batch")
     assert abs(float(got.detach()) - expect) < 1e-5
     got.backward()
     assert f.grad is not None and float(f.grad.abs().sum()) > 0  # the view gets a gradient, the bank none
@@ -140,13 +221,37 @@ def test_csnas_loss_matches_hand_computation():
     assert torch.equal(bank[[0, 2, 4]], before[[0, 2, 4]])
 
 
+def test_tpe_defaults_are_csnas_and_optunas_are_options():
+    from dnas.strategies.tpe import good_trials
+
+    s = create_strategy("tpe")
+    c = s.config
+    assert (c.n_startup_trials, c.n_ei_candidates, c.gamma) == (20, 20000, 0.2)
+    assert (c.batch_size, c.lr, c.momentum, c.tau, c.nce_weight) == (150, 0.001, 0.9, 0.07, 0.5)
+    assert 2 * (c.batch_size - 1) == 298  # in-batch negatives per sample
+    assert (c.nce, c.negatives, c.projection) == ("paper", "batch", "mlp")
+    sampler = s.sampler(0)
+    assert sampler._n_startup_trials == 20 and sampler._n_ei_candidates == 20000
+    assert [sampler._gamma(n) for n in (1, 10, 11, 100, 1000)] == [1, 2, 3, 20, 200]  # the best 20 %, ⌈0.2 n⌉
+    assert good_trials(150, 0.2) == 30
+    optuna_like = create_strategy("tpe", n_startup_trials=10, n_ei_candidates=24, gamma="optuna").sampler(0)
+    assert optuna_like._gamma is None and optuna_like._n_ei_candidates == 24  # optuna's default rule
+    import dataclasses
+
+    meta = {f.name: dict(f.metadata) for f in dataclasses.fields(type(c))}
+    assert meta["n_startup_trials"] == {"paper": 20, "code": 20, "optuna": 10}
+    assert meta["n_ei_candidates"]["optuna"] == 24 and meta["batch_size"] == {"paper": 150, "code": 256}
+    with pytest.raises(DnasError, match="gamma must be in"):
+        create_strategy("tpe", gamma=1.5)
+
+
 # -- searches -----------------------------------------------------------------------------------
 
 
 def _search(out, *extra, seed=0):
     from dnas.cli import main
 
-    assert main(["search", *TINY, "--strategy", "tpe", "--out", str(out), "--seed", str(seed), *extra]) == 0
+    assert main(["search", *TINY, *TPE, "--out", str(out), "--seed", str(seed), *extra]) == 0
 
 
 def test_fixed_seed_reproduces_the_trial_sequence(tmp_path, capsys):
@@ -168,7 +273,7 @@ def test_fixed_seed_reproduces_the_trial_sequence(tmp_path, capsys):
 
 
 def _cli(out, *extra):
-    cmd = [sys.executable, "-m", "dnas", "search", *TINY, "--strategy", "tpe", "--out", str(out), *extra]
+    cmd = [sys.executable, "-m", "dnas", "search", *TINY, *TPE, "--out", str(out), *extra]
     return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -329,7 +434,7 @@ def test_contrastive_fitness_reads_no_labels():
     space = create_space("darts", C=4, layers=2, nodes=1, auxiliary=False)
     g = space.random_genotype(__import__("random").Random(0))
     x = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    spec = TrainSpec(fitness="contrastive", epochs=2, batch_size=8, tau=0.1)
+    spec = TrainSpec(fitness="contrastive", epochs=2, batch_size=8, tau=0.1, views=2)
     scores = []
     for y in (torch.zeros(24, dtype=torch.long), torch.randint(0, 4, (24,))):
         torch.manual_seed(0)

@@ -6,6 +6,8 @@ def add(sub) -> None:
     dp = sub.add_parser("deepen", help="derive an N-cell genotype from a searched n-cell one (D-DARTS Algorithm 2)")
     dp.add_argument("genotype", help="genotype YAML/JSON (darts or ddarts)")
     dp.add_argument("--cells", type=int, required=True, help="number of cells N of the new genotype")
+    dp.add_argument("--mapping", choices=("algorithm", "per_third"), default="algorithm",
+                    help="algorithm: Algorithm 2 as written (absolute position i mod k); per_third: the cycle restarts in each third")
     dp.add_argument("--out", help="write it here (default: print the YAML)")
     dp.set_defaults(fn=run)
 
@@ -14,7 +16,7 @@ def run(args) -> int:
     from dnas.genotype import load_genotype
     from dnas.tools.deepen import deepen
 
-    g = deepen(load_genotype(args.genotype), args.cells)
+    g = deepen(load_genotype(args.genotype), args.cells, args.mapping)
     if args.out:
         print(g.save(args.out))
     else:

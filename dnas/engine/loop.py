@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class GradientConfig:
-    """Defaults: DARTS CIFAR-10 search (FORMULAS, DARTS "Search defaults")."""
+    """Defaults: DARTS CIFAR-10 search (Liu et al., "DARTS", ICLR 2019: the CIFAR-10 search settings)."""
 
     epochs: int = 50
     w_lr: float = 0.025

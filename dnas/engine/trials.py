@@ -2,7 +2,7 @@
 
 Each trial samples the space's categorical parameters (``SearchSpace.categorical``), maps them to
 a genotype (``SearchSpace.from_categorical``), builds and briefly trains that network and reports
-its fitness (``dnas.fitness``; lower is better). Trials live in an optuna storage: an SQLite file
+its fitness (``dnas.engine.fitness``; lower is better). Trials live in an optuna storage: an SQLite file
 in the run folder by default, or any database URL optuna accepts, so several processes
 (``workers``) and several machines (one ``dnas search`` each, same ``storage`` and ``study``)
 fill one study. A worker's heartbeat marks it alive; the trial of a dead worker is failed and
@@ -23,7 +23,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class TrialConfig:
-    """Defaults: CSNAS (FORMULAS, CSNAS); the authors' code trains 10 epochs per candidate with SGD
-    lr 1e-3 and τ = 0.07 (here lr 0.025, the DARTS weight lr, since trials train a few steps)."""
+    """Defaults: CSNAS (Nguyen & Chang 2021, arXiv 2102.10557), the paper's values; a field's
+    metadata holds the paper's and the authors' code's value where they differ."""
 
     trials: int = 120  # completed trials to reach (CSNAS code: 120 evaluations)
     timeout: float | None = None  # seconds this process keeps asking for new trials
@@ -60,14 +60,24 @@ class TrialConfig:
     fitness: Literal["auto", "supervised", "contrastive"] = "auto"
     epochs: int = 10  # training epochs per trial (CSNAS code: 10)
     max_steps: int | None = None  # cap on training steps per trial
-    batch_size: int | None = None  # None: the data's batch size
-    lr: float = 0.025
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    tau: float = 0.07  # NCE temperature (CSNAS code)
-    nce_weight: float = 0.5  # λ of CSNAS eq. (3)
+    # K = 150 samples a batch, so 2(K − 1) = 298 in-batch negatives (CSNAS); None: the data's batch size
+    batch_size: int | None = field(default=150, metadata={"paper": 150, "code": 256})
+    lr: float = field(default=0.001, metadata={"paper": 0.001, "code": 0.001})  # SGD (CSNAS); DARTS' weight lr: 0.025
+    momentum: float = field(default=0.9, metadata={"paper": 0.9, "code": 0.9})
+    weight_decay: float = field(default=0.0, metadata={"code": 0.0})  # the authors' SGD has none
+    tau: float = field(default=0.07, metadata={"paper": 0.07, "code": 0.07})  # τ of CSNAS eq. (1)
+    nce_weight: float = field(default=0.5, metadata={"paper": 0.5, "code": 0.5})  # λ of CSNAS eq. (3)
     bank_momentum: float = 0.5  # EMA weight of the memory bank (CSNAS code: 0.5)
-    negatives: int | None = None  # bank negatives per batch; None: the whole bank (CSNAS code: 1000)
+    # the form of L_NCE: paper = eq. (1)-(2); code = PIRL's softmax cross-entropy, negatives vs the view
+    nce: Literal["paper", "code"] = field(default="paper", metadata={"paper": "paper", "code": "code"})
+    # negatives: batch = the 2(K − 1) in-batch representations (paper); bank = random memory-bank rows
+    # (code); bank+batch = the bank rows plus the other samples of the same view (dnas' earlier choice)
+    negatives: Literal["batch", "bank", "bank+batch"] = field(default="batch", metadata={"paper": "batch", "code": "bank"})
+    bank_negatives: int | None = None  # bank rows drawn for bank / bank+batch; None: 2(K − 1) / the whole bank
+    # projection heads g and l to ℝ^p: MLPs (paper), one linear layer each (code), none (dnas' earlier)
+    projection: Literal["mlp", "linear", "none"] = field(default="mlp", metadata={"paper": "mlp", "code": "linear"})
+    proj_dim: int = field(default=256, metadata={"code": 256})  # p
+    views: int = 1  # M transformed views combined by l (the authors' loader draws 1)
 
     def check(self):
         if self.trials < 1 or self.workers < 1 or self.epochs < 0 or self.heartbeat < 1 or self.retries < 0:
@@ -78,6 +88,10 @@ class TrialConfig:
             return "timeout must be a positive number of seconds"
         if not 0 <= self.nce_weight <= 1 or not 0 <= self.bank_momentum < 1 or self.tau <= 0:
             return "nce_weight must be in [0, 1], bank_momentum in [0, 1) and tau > 0"
+        if self.batch_size is not None and self.batch_size < 2:
+            return "batch_size must be >= 2 (the other samples of a batch are the negatives), or null for the data's"
+        if self.views < 1 or self.proj_dim < 1 or (self.bank_negatives is not None and self.bank_negatives < 1):
+            return "views, proj_dim and bank_negatives must be >= 1"
         return None
 
 
@@ -212,11 +226,8 @@ def make_objective(cfg: TrialConfig, space: SearchSpace, task: Task, data: Searc
     states = optuna.trial.TrialState
     params = space.categorical()
     train, held_out = _subset(data.train, cfg.subset, data.seed), _subset(data.val, cfg.subset, data.seed + 1)
-    spec = TrainSpec(
-        fitness=fitness_for(cfg, task), epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size or data.cfg.batch_size,
-        lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, tau=cfg.tau, nce_weight=cfg.nce_weight,
-        bank_momentum=cfg.bank_momentum, negatives=cfg.negatives,
-    )
+    spec = replace(TrainSpec.from_config(cfg, batch_size=cfg.batch_size or data.cfg.batch_size),
+                               fitness=fitness_for(cfg, task))  # "auto" resolved for this task
     invalid = [0]
 
     def objective(trial) -> float:

@@ -18,7 +18,7 @@ from dnas.engine.fit import fit
 
 @dataclass
 class TrainConfig:
-    """Defaults: DARTS CIFAR-10 evaluation (FORMULAS, DARTS "Evaluation defaults")."""
+    """Defaults: DARTS CIFAR-10 evaluation (Liu et al., "DARTS", ICLR 2019: the CIFAR-10 evaluation settings)."""
 
     epochs: int = 600
     batch_size: int = 96

@@ -144,7 +144,7 @@ def _skip(C, stride, affine):
 
 Factory = Callable[[int, int, bool], nn.Module]
 
-#: DARTS space S (K = 7 + ``none``), FORMULAS "Space S".
+#: DARTS space S (K = 7 + ``none``), (Liu et al., "DARTS", ICLR 2019).
 DARTS_OPS: dict[str, Factory] = {
     "none": lambda C, s, affine: Zero(s),
     "max_pool_3x3": lambda C, s, affine: _pool("max", C, s, affine),
@@ -218,7 +218,7 @@ class IdentityMLP(nn.Module):
 
 MLPFactory = Callable[[int, int, bool], nn.Module]
 
-#: NASiam MLP space S (7 ops), FORMULAS "NASiam".
+#: NASiam MLP space S (7 ops), (Heuillet et al., NASiam; Heuillet 2023 thesis ch. 5).
 MLP_OPS: dict[str, MLPFactory] = {
     "linear_relu": lambda i, o, bn: LinearBNAct(i, o, nn.ReLU, bn),
     "linear_hardswish": lambda i, o, bn: LinearBNAct(i, o, nn.Hardswish, bn),
