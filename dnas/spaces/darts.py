@@ -318,6 +318,7 @@ class DartsSupernet(Supernet):
         self._compiled = None
         self._ablated: int | None = None
         self._ablation_mode = "input"
+        self._ablation_weights: torch.Tensor | None = None
 
     def edge_weights(self, key: str) -> torch.Tensor:
         """PC-DARTS eq. (4): β of cell ``key`` softmax-normalised over each node's incoming edges."""
@@ -364,38 +365,71 @@ class DartsSupernet(Supernet):
 
         return checkpoint(fn, s0, s1, w, ew, use_reentrant=False)
 
-    def _forward(self, x):
-        keys = self.space.cell_keys()
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem's output: the input (s0 = s1) of cell 0."""
+        return self.stem(_nhwc(x, self.space.config.channels_last))
+
+    def head(self, s: torch.Tensor) -> torch.Tensor:
+        """Logits from the last cell's output (global average pool, then the classifier)."""
+        return self.classifier(self.gap(s).flatten(1))
+
+    def cells_forward(self, start: int, stop: int, s0: torch.Tensor, s1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run cells ``start`` to ``stop - 1`` on the inputs (s0, s1) of cell ``start``.
+
+        Honours :meth:`ablated`, so a pass of an ablated network can start from the full network's
+        inputs of the ablated cell (the cells before it see exactly the same inputs). D-DARTS'
+        ``shapley`` strategy uses this to share the cells before the one it drops.
+
+        Args:
+            start: first cell to run.
+            stop: one past the last cell to run.
+            s0: the output of cell ``start - 2`` (the stem's output for cells 0 and 1).
+            s1: the output of cell ``start - 1`` (the stem's output for cell 0).
+
+        Returns:
+            (s0, s1) after cell ``stop - 1``: the inputs cell ``stop`` would get.
+        """
+        keys = dict.fromkeys(self.cell_keys[start:stop])
         weights = {k: self.mixing_weights(k) for k in keys}
         edge_w = {k: self.edge_weights(k) for k in keys} if self.edge_normalization else {}
-        s0 = s1 = self.stem(_nhwc(x, self.space.config.channels_last))
-        for i, (cell, key) in enumerate(zip(self.cells, self.cell_keys)):
+        for i in range(start, stop):
+            cell, key = self.cells[i], self.cell_keys[i]
             if i != self._ablated:
                 out = self._run_cell(cell, s0, s1, weights[key], edge_w.get(key))
             elif self._ablation_mode == "input":
                 out = cell.bypass(s0, s1)
             else:  # the D-DARTS code: the cell's ops mixed with random weights instead of σ(α)
-                out = self._run_cell(cell, s0, s1, torch.rand_like(weights[key]), edge_w.get(key))
+                w = self._ablation_weights if self._ablation_weights is not None else torch.rand_like(weights[key])
+                out = self._run_cell(cell, s0, s1, w, edge_w.get(key))
             s0, s1 = s1, out
-        return self.classifier(self.gap(s1).flatten(1))
+        return s0, s1
+
+    def forward_from(self, start: int, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        """Logits of the network run from cell ``start`` on its inputs (s0, s1) (see :meth:`cells_forward`)."""
+        return self.head(self.cells_forward(start, len(self.cells), s0, s1)[1])
+
+    def _forward(self, x):
+        s = self.stem_forward(x)
+        return self.forward_from(0, s, s)
 
     @contextmanager
-    def ablated(self, cell: int, mode: str = "input"):
+    def ablated(self, cell: int, mode: str = "input", random_weights: torch.Tensor | None = None):
         """Context in which cell ``cell`` is switched off (D-DARTS eq. (4.2)).
 
         ``mode="input"`` (default, the paper): its output is its input path (:meth:`SearchCell.bypass`);
-        ``mode="random"`` (the authors' code): its ops are mixed with U(0, 1) weights, not σ(α).
+        ``mode="random"`` (the authors' code): its ops are mixed with U(0, 1) weights, not σ(α), drawn
+        at each forward, or ``random_weights`` (shape of the cell's α) where given.
         """
         if not 0 <= cell < len(self.cells):
             raise DnasError(f"cannot ablate cell {cell}: the supernet has cells 0 to {len(self.cells) - 1}")
         if mode not in ABLATIONS:
             raise DnasError(f"unknown ablation mode '{mode}'; choose one of: {', '.join(ABLATIONS)}")
-        before = self._ablated, self._ablation_mode
-        self._ablated, self._ablation_mode = cell, mode
+        before = self._ablated, self._ablation_mode, self._ablation_weights
+        self._ablated, self._ablation_mode, self._ablation_weights = cell, mode, random_weights
         try:
             yield
         finally:
-            self._ablated, self._ablation_mode = before
+            self._ablated, self._ablation_mode, self._ablation_weights = before
 
     def arch_groups(self):
         return {k: [self.alphas[k]] + ([self.alphas[f"{k}_beta"]] if self.edge_normalization else []) for k in self.space.cell_keys()}
