@@ -3,6 +3,7 @@
 Every option that claims "same math" is checked against the plain computation on a tiny supernet;
 PC-DARTS partial channels and edge normalisation against a hand computation.
 """
+import json
 import sys
 from pathlib import Path
 
@@ -280,13 +281,96 @@ def test_speed_flags_of_dnas_search_reach_the_space_and_strategy():
     assert (plain.compile, plain.checkpoint_cells, plain.channels_last, plain.partial_channels) == (False, False, None, 1)
 
 
-def test_benchmark_table_renders_saved_records():
+def test_benchmark_table_renders_saved_records(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.table import tables
+    from benchmarks.table import main, tables
 
     rec = {"benchmark": "darts", "order": 1, "case": "dnas", "median_s": 1.2, "min_s": 1.1, "cpu_s_per_step": 2.3,
            "speedup_vs_reference": 1.4, "step_peak_mb": 155.2, "memory_ratio_vs_reference": 0.72,
-           "alpha_grads_match": False, "config": {"layers": 5}}
+           "alpha_grads_match": False, "config": {"layers": 5}, "machine": "box, 2 CPU cores", "when": "2026-12-02 06:00 UTC"}
     text = tables([rec, {"benchmark": "unknown"}])
     assert "**darts** (layers=5)" in text
     assert "| 1 | dnas | 1.2 (1.1) | 2.3 | 1.4 | 155.2 | 0.72 | **no** |" in text
+    assert "Measured 2026-12-02 06:00 UTC on box, 2 CPU cores." in text
+    res = tmp_path / "box-cpu.json"
+    res.write_text(json.dumps([rec]))
+    (tmp_path / "gpu-torchrun.json").write_text("{}")  # gpu.sh's summaries are not tables
+    out = tmp_path / "performance.md"
+    assert main([str(res), "--markdown", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert page.startswith("# Performance") and "### `box-cpu.json`" in page and "has not run on a GPU yet" in page
+    assert "| 1 | dnas | 1.2 (1.1)" in page
+
+
+def test_benchmarks_dry_run_prints_the_plan_without_running(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.__main__ import main
+
+    assert main(["--device", "cuda", "--dry-run", "darts", "shapley"]) == 0  # no GPU needed to plan
+    plan = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [p["benchmark"] for p in plan] == ["darts", "shapley"]
+    assert all(p["dry_run"] and p["device"] == "cuda" and p["quick"] is False for p in plan)
+    assert plan[0]["config"]["layers"] == 8 and plan[0]["config"]["batch"] == 64  # the DARTS CIFAR config on a GPU
+    assert main(["--dry-run", "darts"]) == 0
+    assert json.loads(capsys.readouterr().out)["quick"] is True  # the CPU default
+    with pytest.raises(SystemExit):
+        main(["--dry-run", "nope"])
+
+
+def test_step_timer_measures_a_call():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import time
+
+    from benchmarks.common import step_timer
+
+    assert step_timer("cpu")(lambda: time.sleep(0.05)) >= 0.05
+
+
+def test_gpu_script_dry_run_lists_every_check():
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": "/tmp"}
+    r = subprocess.run(["bash", str(root / "benchmarks/gpu.sh"), "--dry-run"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    cmds = [line[2:] for line in r.stderr.splitlines() if line.startswith("+ ")]
+    assert "-m benchmarks --device cuda --full --save" in cmds[0]
+    searches = [c for c in cmds if "-m dnas search" in c]
+    assert len(searches) == 2 and all("--amp bf16" in c and "--epochs 2" in c for c in searches)
+    assert "--channels-last" in searches[0] and "--no-channels-last" in searches[1]
+    assert any("torch.distributed.run --nproc_per_node 1" in c and "--backend nccl" in c for c in cmds)
+
+
+def test_gpu_check_helpers_write_json(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.gpu_check import make_images, summarize
+
+    assert make_images(tmp_path / "img", classes=2, per_class=2, size=32) == 4
+    from PIL import Image
+
+    assert Image.open(next((tmp_path / "img" / "class00").iterdir())).size == (32, 32)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.jsonl").write_text(json.dumps({"epoch": 2, "val_loss": 1.5, "dominant_ops": {"a": 1}}) + "\n")
+    (run / "genotype.yaml").write_text("x")
+    rec = summarize(run, "search", 12.3, tmp_path / "out.json")
+    assert rec == json.loads((tmp_path / "out.json").read_text())
+    assert rec["finished"] and rec["epochs"] == 2 and rec["last"] == {"epoch": 2, "val_loss": 1.5}
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_on_the_cpu(tmp_path):
+    """benchmarks/gpu.sh end to end, CPU-sized: the image folder, two bf16 searches, torchrun (gloo)."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "QUICK": "1", "BACKEND": "gloo", "SUITE": "none",
+           "RESULTS": str(tmp_path / "r"), "WORK": str(tmp_path / "w"), "PYTHONPATH": str(root)}
+    r = subprocess.run(["bash", str(root / "benchmarks/gpu.sh")], capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = {p.name: json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json")}
+    assert set(out) == {"gpu-search-bf16-channels-last.json", "gpu-search-bf16-nchw.json", "gpu-torchrun.json"}
+    assert all(out[k]["finished"] for k in out if k.startswith("gpu-search"))
+    t = out["gpu-torchrun.json"]
+    assert t["backend"] == "gloo" and t["world_size"] == 1 and t["all_reduce_ok"] and t["step_finite"]
