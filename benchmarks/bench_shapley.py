@@ -106,6 +106,8 @@ def time_cases(cases: tuple[str, ...], cfg: dict[str, Any], device: str) -> dict
 
 def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """``cfg`` overrides the QUICK/FULL config (keys as in FULL)."""
+    import torch
+
     cfg = cfg or (QUICK if quick else FULL)
     cases = TIMED + (("naive",) if quick else ())  # naive: ~9 graphs at once, ~40 GB at full size
     res = {case: in_fresh_process(memory_case, case, cfg, device) for case in cases}
@@ -119,6 +121,7 @@ def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = N
                 "case": case,
                 "config": {k: v for k, v in cfg.items() if k != "repeats"},
                 "device": device,
+                "threads": torch.get_num_threads(),
                 "repeats": t["repeats"] if t else 2,
                 "step_s": round(t["median_s"] if t else m["step_s"], 3),
                 "min_s": round(t["min_s"], 3) if t else None,

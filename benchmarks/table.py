@@ -136,6 +136,23 @@ prints the commands. **It has not run on a GPU yet**: every figure on this page 
 """
 
 
+#: dated context per results file, for records saved before the suite recorded machine and date
+CONTEXT = {
+    "vm-cpu.json": (
+        "This project's 2-core CPU VM (2 threads; `darts`, `nasiam`, `dario` measured in earlier rounds, "
+        "up to 2026-12-02, on an otherwise idle machine: the whole suite took 508 s then). Records that "
+        "carry a date below say when and under what load they were taken."
+    ),
+    "vm-cpu-full.json": (
+        "The DARTS CIFAR search config on the same VM (measured up to 2026-12-02): order 1 with 4 cases "
+        "and 2 rounds (967 s, ~10 GB per process), order 2 with the reference and dnas, 1 round "
+        "(1109 s; the float64 check of the reference peaks near 20 GB). Against the original DARTS code "
+        "(cnn/, `.cuda()` removed; 8 cells, C = 16, batch 32, one process, interleaved rounds) the dnas "
+        "step was 2.04× faster at 0.68× the memory (order 1) and 1.73× faster (order 2)."
+    ),
+}
+
+
 def _cell(rec: dict, key: str) -> str:
     if key == "wall":
         return f"{rec['median_s']} ({rec['min_s']})"
@@ -173,6 +190,8 @@ def page(files: list[Path]) -> str:
         recs = json.loads(f.read_text())
         notes = [r for r in recs if r.get("benchmark") == "note"]
         parts.append(f"### `{f.name}`\n")
+        if f.name in CONTEXT:
+            parts.append(CONTEXT[f.name] + "\n")
         parts += [f"{n['text']}\n" for n in notes]
         parts.append(tables(recs))
     return "\n".join(parts).rstrip() + "\n"
@@ -188,6 +207,7 @@ def main(argv: list[str]) -> int:
     files = [f for f in files if not f.name.startswith("gpu-")]  # gpu.sh's run summaries are not tables
     text = page(files) if args.markdown else "".join(f"### {f.name}\n\n{tables(json.loads(f.read_text()))}\n" for f in files)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
     else:
         print(text, end="")
