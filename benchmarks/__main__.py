@@ -5,6 +5,7 @@ the paper-sized ones on a GPU; ``--quick`` / ``--full`` choose explicitly.
 """
 import argparse
 import importlib
+import inspect
 import json
 import pkgutil
 import platform
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--full", action="store_true", help="the papers' configs (default on a GPU)")
     p.add_argument("--save", action="store_true", help="write benchmarks/results/<machine>-<device>[-full].json")
     p.add_argument("--out", metavar="FILE", help="with --save: write this JSON file instead")
+    p.add_argument("--cases", metavar="A,B", help="only these cases, where the benchmark takes a case list (darts: the first is the baseline)")
     p.add_argument("--dry-run", action="store_true", help="print what would run (one JSON object per benchmark) and stop")
     args = p.parse_args(argv)
     mods = sorted(m.name[6:] for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_"))
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names or mods:
         mod = importlib.import_module(f"benchmarks.bench_{name}")
         t = time.perf_counter()
-        for rec in mod.run(device=args.device, quick=quick):
+        kw = {"cases": tuple(args.cases.split(","))} if args.cases and "cases" in inspect.signature(mod.run).parameters else {}
+        for rec in mod.run(device=args.device, quick=quick, **kw):
             rec = {"benchmark": rec.pop("benchmark", name), **rec, "quick": quick, "machine": machine, "when": when}
             print(json.dumps(rec), flush=True)
             results.append(rec)
