@@ -9,7 +9,7 @@
 #
 #   benchmarks/gpu.sh                 # on the GPU machine, from the repository root
 #   benchmarks/gpu.sh --dry-run       # print the commands only (tested on the CPU)
-#   DEVICE=cpu QUICK=1 BACKEND=gloo SUITE=none RESULTS=/tmp/r benchmarks/gpu.sh
+#   DEVICE=cpu QUICK=1 BACKEND=gloo SUITE=none AMP=none RESULTS=/tmp/r benchmarks/gpu.sh
 #                                     # the same steps CPU-sized, without the suite (tests/test_speed.py)
 # SUITE="darts shapley" picks benchmarks (default: all of them); SUITE=none skips the suite.
 #
@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 DEVICE=${DEVICE:-cuda}
 BACKEND=${BACKEND:-nccl}
+AMP=${AMP:-bf16}  # AMP=none: the CPU check of the script (the tiny CPU search diverges under bf16 autocast)
 RESULTS=${RESULTS:-benchmarks/results}
 HOST=$(hostname)
 DRY=0
@@ -40,7 +41,7 @@ timed_search() {  # NAME FLAGS...: one search, then its JSON summary
   local name=$1; shift
   local t0=$SECONDS
   run "$PY" -m dnas search --space darts --strategy darts --data "imagefolder:$WORK/images" \
-    --epochs "$EPOCHS" --batch-size "$BATCH" --device "$DEVICE" --amp bf16 "${SPACE[@]}" "$@" \
+    --epochs "$EPOCHS" --batch-size "$BATCH" --device "$DEVICE" --amp "$AMP" "${SPACE[@]}" "$@" \
     --out "$WORK/$name" --no-progress
   run "$PY" -m benchmarks.gpu_check summarize "$WORK/$name" --name "$name" --seconds $((SECONDS - t0)) \
     --out "$RESULTS/gpu-$name.json"
@@ -53,8 +54,8 @@ if [[ "${SUITE:-}" != none ]]; then
 fi
 # 2. DARTS search, bf16 autocast, channels-last on and off
 run "$PY" -m benchmarks.gpu_check images "$WORK/images" --per-class "$PER_CLASS"
-timed_search search-bf16-channels-last --channels-last
-timed_search search-bf16-nchw --no-channels-last
+timed_search "search-$AMP-channels-last" --channels-last
+timed_search "search-$AMP-nchw" --no-channels-last
 # 3. torchrun with the nccl backend
 run "$PY" -m torch.distributed.run --nproc_per_node 1 -m benchmarks.gpu_check nccl --backend "$BACKEND" \
   --out "$RESULTS/gpu-torchrun.json"

@@ -86,9 +86,22 @@ Options that trade something:
   (`decision_weights()` return β · w). The PC-DARTS code's CIFAR defaults differ from the DARTS
   ones dnas keeps: K = 4, batch 256, weight lr 0.1, α lr 6e-4, α frozen for 15 epochs
   (`--partial-channels 4 --set strategy.w_lr=0.1 --set strategy.a_lr=6e-4 --set strategy.warmup_epochs=15`).
-- `compile` (default false): `torch.compile` of the supernet's cells; where it is unavailable the
-  first forward fails with one line saying so. See the `compile` results below for what it costs
-  and gives on the machine measured.
+- `compile` (default false): `torch.compile` of each cell (cells of the same structure and shapes
+  share one compiled graph; the Python around them, α and the ablations stay eager); where it is
+  unavailable the first forward fails with one line saying so. **Not measured yet.** Compiling the
+  whole supernet forward (the earlier implementation) did not finish the first step of a 5-cell
+  supernet within 480 s on the 2-core VM, nor a 1-cell one within 400 s. What makes that compile
+  long, by reading the code (not measured): the whole forward is one graph of every op of every
+  edge of every cell (5 cells × 14 edges × 7 ops for the small config, thousands of aten nodes
+  forward and backward, each fused kernel compiled by a C++ compiler on the CPU), and
+  `grad_only` flips `requires_grad` of the weights or of α between the α step and the weight step,
+  on which dynamo guards, so each kind of pass compiles its own graph. Compiling per cell keeps
+  each graph to one cell and lets same-shaped cells share it. A diagnostic of the per-cell compile
+  (1 cell, 1 node, `TORCH_LOGS=graph_breaks,recompiles`) logged no graph break but did not
+  finish within 18 minutes on a machine then loaded about 12× over its 2 cores, so whether it pays
+  on a CPU is open: `python -m benchmarks compile` measures it (the DARTS step at order 1 and 2 and
+  the `shapley` α step, eager against compiled, compile time, graph breaks), and the GPU check
+  runs it.
 - Strategy option `amp: none | bf16 | fp16` (gradient strategies): the forward of the α step and
   of the weight step run under `torch.autocast`; fp16 adds a `GradScaler` per step kind (a step
   with an inf/NaN gradient is skipped; the scale is saved in the checkpoint and restored by

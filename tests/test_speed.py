@@ -365,17 +365,18 @@ def test_gpu_check_helpers_write_json(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_script_runs_on_the_cpu(tmp_path):
-    """benchmarks/gpu.sh end to end, CPU-sized: the image folder, two bf16 searches, torchrun (gloo)."""
+    """benchmarks/gpu.sh end to end, CPU-sized: the image folder, two searches, torchrun (gloo).
+    Without autocast: the 3-cell, 60-image CPU search diverges (val_loss nan) under bf16."""
     import os
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "QUICK": "1", "BACKEND": "gloo", "SUITE": "none",
+    env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "QUICK": "1", "BACKEND": "gloo", "SUITE": "none", "AMP": "none",
            "RESULTS": str(tmp_path / "r"), "WORK": str(tmp_path / "w"), "PYTHONPATH": str(root)}
     r = subprocess.run(["bash", str(root / "benchmarks/gpu.sh")], capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     out = {p.name: json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json")}
-    assert set(out) == {"gpu-search-bf16-channels-last.json", "gpu-search-bf16-nchw.json", "gpu-torchrun.json"}
+    assert set(out) == {"gpu-search-none-channels-last.json", "gpu-search-none-nchw.json", "gpu-torchrun.json"}
     assert all(out[k]["finished"] for k in out if k.startswith("gpu-search"))
     t = out["gpu-torchrun.json"]
     assert t["backend"] == "gloo" and t["world_size"] == 1 and t["all_reduce_ok"] and t["step_finite"]
