@@ -16,6 +16,11 @@ from pathlib import Path
 import benchmarks
 
 
+def _opt_in(name: str) -> bool:
+    """A benchmark with ``OPT_IN = True`` runs on the CPU only when named (e.g. ``compile``)."""
+    return bool(getattr(importlib.import_module(f"benchmarks.bench_{name}"), "OPT_IN", False))
+
+
 def _machine(device: str) -> str:
     """A short description of where the suite runs: host, CPU cores / GPU name, torch version."""
     import os
@@ -30,7 +35,7 @@ def _machine(device: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks")
-    p.add_argument("names", nargs="*", help="bench_<name> modules to run (default: all)")
+    p.add_argument("names", nargs="*", help="bench_<name> modules to run (default: all; on the CPU all but compile)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small configs, few repeats (default on the CPU)")
@@ -45,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown benchmark {', '.join(unknown)}; choose from: {', '.join(mods)}")
     quick = args.quick or (not args.full and not args.device.startswith("cuda"))
+    names = args.names or [n for n in mods if args.device.startswith("cuda") or not _opt_in(n)]
     if args.dry_run:  # no torch work: argument parsing and the plan, e.g. for benchmarks/gpu.sh --dry-run
-        for name in args.names or mods:
+        for name in names:
             mod = importlib.import_module(f"benchmarks.bench_{name}")
             cfg = getattr(mod, "QUICK" if quick else "FULL", None)
             print(json.dumps({"benchmark": name, "device": args.device, "quick": quick, "config": cfg, "dry_run": True}), flush=True)
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     results, t0 = [], time.perf_counter()
     machine = _machine(args.device)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    for name in args.names or mods:
+    for name in names:
         mod = importlib.import_module(f"benchmarks.bench_{name}")
         t = time.perf_counter()
         kw = {"cases": tuple(args.cases.split(","))} if args.cases and "cases" in inspect.signature(mod.run).parameters else {}

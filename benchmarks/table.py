@@ -131,7 +131,9 @@ peak; `--quick`/`--full` choose explicitly, `--dry-run` prints the plan only, `-
 - `shapley`: one D-DARTS α step (the pass tree), the same with n + 1 separate passes
   (`shapley-separate`), against one FairDARTS α step; `naive` is the formula on one graph holding
   all n + 1 passes (memory only).
-- `compile`: the supernet step with `compile: true` against eager, same process.
+- `compile` (on the CPU only when named: `python -m benchmarks compile`): the DARTS step (order 1
+  and 2) and the `shapley` α step with `compile: true` against eager, same process, with the
+  compile time and dynamo's graph-break count.
 - `nasiam`: a training step of the heads built from a NASiam genotype against the same SimSiam
   written in plain torch (interleaved rounds, and a plain-vs-plain control ratio for the noise).
 - `dario`: images/s of a ViT-B with 6 of 12 blocks pruned against the unpruned one, and one

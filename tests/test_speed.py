@@ -318,6 +318,10 @@ def test_benchmarks_dry_run_prints_the_plan_without_running(capsys):
     assert plan[0]["config"]["layers"] == 8 and plan[0]["config"]["batch"] == 64  # the DARTS CIFAR config on a GPU
     assert main(["--dry-run", "darts"]) == 0
     assert json.loads(capsys.readouterr().out)["quick"] is True  # the CPU default
+    assert main(["--dry-run"]) == 0
+    assert "compile" not in {json.loads(x)["benchmark"] for x in capsys.readouterr().out.splitlines()}  # opt-in on the CPU
+    assert main(["--dry-run", "--device", "cuda"]) == 0
+    assert "compile" in {json.loads(x)["benchmark"] for x in capsys.readouterr().out.splitlines()}
     with pytest.raises(SystemExit):
         main(["--dry-run", "nope"])
 
