@@ -156,7 +156,9 @@ CONTEXT = {
     "vm-cpu.json": (
         "This project's 2-core CPU VM (2 threads; `darts`, `nasiam`, `dario` measured in earlier rounds, "
         "up to 2026-12-02, on an otherwise idle machine: the whole suite took 508 s then). Records that "
-        "carry a date below say when and under what load they were taken."
+        "carry a date below say when and under what load they were taken. The `darts` figures predate two "
+        "changes of the mixed op made since (the pools computed once per state, the fused out + w·o(x)); "
+        "they were not measured again because the VM was loaded."
     ),
     "vm-cpu-full.json": (
         "The DARTS CIFAR search config on the same VM (measured up to 2026-12-02): order 1 with 4 cases "
