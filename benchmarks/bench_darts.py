@@ -22,7 +22,7 @@ import time
 from functools import partial
 from typing import Any
 
-from benchmarks.common import in_fresh_process, step_peak_memory
+from benchmarks.common import in_fresh_process, step_peak_memory, step_timer
 
 QUICK = dict(layers=5, C=8, nodes=4, batch=16, size=16, repeats=5)
 FULL = dict(layers=8, C=16, nodes=4, batch=64, size=32, repeats=3)  # DARTS CIFAR-10 search (Liu et al., ICLR 2019)
@@ -243,17 +243,15 @@ def time_cases(cases: tuple[str, ...], order: int, cfg: dict[str, Any], device: 
     import torch
 
     steps = {case: _build(case, order, cfg, device)[-1] for case in cases}
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    measure = step_timer(device)  # CUDA events on a GPU
     wall: dict[str, list[float]] = {c: [] for c in cases}
     cpu: dict[str, list[float]] = {c: [] for c in cases}
     for r in range(cfg["repeats"] + 1):
         for case, step in steps.items():
-            sync()
-            t, c = time.perf_counter(), time.process_time()
-            step()
-            sync()
+            c = time.process_time()
+            t = measure(step)
             if r:  # round 0 warms up
-                wall[case].append(time.perf_counter() - t)
+                wall[case].append(t)
                 cpu[case].append(time.process_time() - c)
     ref = cases[0]
     return {

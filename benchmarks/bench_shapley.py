@@ -1,32 +1,40 @@
 """Memory and time of one D-DARTS ``shapley`` α step against one ``fairdarts`` α step, same run.
 
-Each case runs in its own process (peak RSS never goes down). ``step_peak_mb`` is the growth of
+Cases: ``shapley`` (the pass tree: the ablated passes start at the dropped cell from the full
+network's cached inputs), ``shapley-separate`` (n + 1 separate forward/backward passes, one graph
+at a time), ``naive`` (the formula on one graph holding all n + 1 passes, quick mode only: memory).
+
+Memory: each case in its own process (peak RSS never goes down); ``step_peak_mb`` is the growth of
 peak memory during the α steps over the memory held right before them (model, data, optimizers),
 i.e. what the step itself needs: the autograd graphs. The paper's implementation needs up to 2x
-FairDARTS (D-DARTS: 21.9 GB vs 11.1 GB); the target here is <= 1.2x. ``naive`` (the formula on one
-graph holding all n + 1 passes, quick mode only) shows what holding every graph at once would cost.
+FairDARTS (D-DARTS: 21.9 GB vs 11.1 GB); the target here is <= 1.2x. Time: all cases in one
+process, one step of each per round (after a warm-up round), so a change in the machine's load
+hits every case alike; ``time_ratio_vs_fairdarts`` is the median over rounds of t_case / t_fairdarts.
 
     python -m benchmarks shapley --quick     # 5 cells, C = 8, batch 32, 16x16 (seconds)
     python -m benchmarks shapley             # 8 cells, C = 16, batch 32, 32x32 (minutes on 2 cores)
 """
 from __future__ import annotations
 
+import statistics
+import time
 from typing import Any
 
-from benchmarks.common import in_fresh_process, step_peak_memory, timings
+from benchmarks.common import in_fresh_process, step_peak_memory, step_timer
 
-QUICK = dict(layers=5, C=8, nodes=4, batch=32, size=16, repeats=2)
+QUICK = dict(layers=5, C=8, nodes=4, batch=32, size=16, repeats=5)
 # The DARTS search net (8 cells, C = 16, 32x32); batch 32 instead of 64 keeps one process near 5 GB
 # and a shapley step near a minute on 2 shared CPU cores (batch 64: ~10 GB, FACTS.md).
-FULL = dict(layers=8, C=16, nodes=4, batch=32, size=32, repeats=1)
+FULL = dict(layers=8, C=16, nodes=4, batch=32, size=32, repeats=2)
+TIMED = ("fairdarts", "shapley", "shapley-separate")
 
 
-def one_case(case: str, cfg: dict[str, Any], device: str) -> dict[str, Any]:
+def _build(case: str, cfg: dict[str, Any], device: str):
     import torch
 
     import dnas
     from dnas.space import Task
-    from dnas.strategies.shapley import shapley_grads_naive
+    from dnas.strategies.shapley import shapley_grads, shapley_grads_naive
 
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -40,10 +48,15 @@ def one_case(case: str, cfg: dict[str, Any], device: str) -> dict[str, Any]:
     net.relaxation = strategy.relaxation
     net.train()
     state = strategy.init_state(net)
+    c = strategy.config
 
     def step():
-        if case == "naive":
-            grads = shapley_grads_naive(net, batch, strategy.config.w01, strategy.config.wAB)
+        if case in ("naive", "shapley-separate"):
+            with net.grad_only(net.arch_parameters()):
+                if case == "naive":
+                    grads = shapley_grads_naive(net, batch, c.w01, c.wAB)
+                else:
+                    grads = shapley_grads(net, batch, c.w01, c.wAB, cached=False)[0]
             for (key, group), cell in zip(net.arch_groups().items(), grads):
                 for a, gr in zip(group, cell):
                     a.grad = gr
@@ -51,31 +64,74 @@ def one_case(case: str, cfg: dict[str, Any], device: str) -> dict[str, Any]:
         else:
             strategy.arch_step(net, batch, batch, state)
 
-    sync = torch.cuda.synchronize if dev.type == "cuda" else None
-    with step_peak_memory(dev) as mem:
-        t = timings(step, repeats=cfg["repeats"], warmup=0, sync=sync)
-    return {"step_s": t["median_s"], "rss_before_mb": mem["before_mb"], "step_peak_mb": mem["peak_mb"], "process_peak_mb": mem["process_peak_mb"]}
+    return step
 
 
-def run(device: str = "cpu", quick: bool = False) -> list[dict[str, Any]]:
-    cfg = QUICK if quick else FULL
-    cases = ("fairdarts", "shapley", "naive") if quick else ("fairdarts", "shapley")  # naive: ~9 graphs, ~40 GB at full size
-    res = {case: in_fresh_process(one_case, case, cfg, device) for case in cases}
+def memory_case(case: str, cfg: dict[str, Any], device: str) -> dict[str, Any]:
+    """Peak memory of two α steps of ``case`` (and their wall time), in a fresh process."""
+    import torch
+
+    step = _build(case, cfg, device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    with step_peak_memory(device) as mem:
+        t = time.perf_counter()
+        step()
+        step()
+        sync()
+        t = (time.perf_counter() - t) / 2
+    return {"step_s": t, "rss_before_mb": mem["before_mb"], "step_peak_mb": mem["peak_mb"], "process_peak_mb": mem["process_peak_mb"]}
+
+
+def time_cases(cases: tuple[str, ...], cfg: dict[str, Any], device: str) -> dict[str, dict[str, float]]:
+    """Seconds per α step of every case, one step of each per round, in one process (see module doc)."""
+    steps = {case: _build(case, cfg, device) for case in cases}
+    measure = step_timer(device)  # CUDA events on a GPU
+    wall: dict[str, list[float]] = {c: [] for c in cases}
+    for r in range(cfg["repeats"] + 1):
+        for case, step in steps.items():
+            t = measure(step)
+            if r:  # round 0 warms up
+                wall[case].append(t)
+    base = wall[cases[0]]
+    return {
+        case: {
+            "median_s": statistics.median(ts),
+            "min_s": min(ts),
+            "ratio": statistics.median(t / b for t, b in zip(ts, base)),
+            "repeats": cfg["repeats"],
+        }
+        for case, ts in wall.items()
+    }
+
+
+def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``cfg`` overrides the QUICK/FULL config (keys as in FULL)."""
+    import torch
+
+    cfg = cfg or (QUICK if quick else FULL)
+    cases = TIMED + (("naive",) if quick else ())  # naive: ~9 graphs at once, ~40 GB at full size
+    res = {case: in_fresh_process(memory_case, case, cfg, device) for case in cases}
+    times = in_fresh_process(time_cases, TIMED, cfg, device)["result"]
     base = res["fairdarts"]["result"]
     records = []
     for case, r in res.items():
-        m = r["result"]
+        m, t = r["result"], times.get(case)
         records.append(
             {
                 "case": case,
                 "config": {k: v for k, v in cfg.items() if k != "repeats"},
                 "device": device,
-                "step_s": round(m["step_s"], 3),
+                "threads": torch.get_num_threads(),
+                "repeats": t["repeats"] if t else 2,
+                "step_s": round(t["median_s"] if t else m["step_s"], 3),
+                "min_s": round(t["min_s"], 3) if t else None,
                 "step_peak_mb": round(m["step_peak_mb"], 1),
                 "process_peak_rss_mb": round(r["peak_rss_mb"], 1),
                 "memory_ratio_vs_fairdarts": round(m["step_peak_mb"] / max(base["step_peak_mb"], 1e-9), 3),
                 "process_peak_ratio_vs_fairdarts": round(r["peak_rss_mb"] / res["fairdarts"]["peak_rss_mb"], 3),
-                "time_ratio_vs_fairdarts": round(m["step_s"] / base["step_s"], 2),
+                # interleaved rounds (median of per-round ratios); naive: its own process's two steps
+                "time_ratio_vs_fairdarts": round(t["ratio"] if t else m["step_s"] / base["step_s"], 2),
+                "target_time_ratio": 3.0 if case == "shapley" else None,
             }
         )
     return records

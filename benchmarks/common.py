@@ -9,6 +9,31 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 
+def step_timer(device) -> Callable[[Callable[[], Any]], float]:
+    """``measure(fn) -> seconds`` for one call of ``fn``: CUDA events on a GPU (the kernels' time on
+    the device's stream, synchronised before and after), ``time.perf_counter`` on the CPU."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        def measure(fn):
+            t = time.perf_counter()
+            fn()
+            return time.perf_counter() - t
+        return measure
+
+    def measure_cuda(fn):
+        torch.cuda.synchronize(dev)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+
+    return measure_cuda
+
+
 def timings(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, sync: Callable[[], None] | None = None) -> dict[str, float]:
     """Median/min/max seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
     for _ in range(warmup):

@@ -1,10 +1,15 @@
-"""Markdown tables of saved benchmark results, for the README: ``python -m benchmarks.table [FILE ...]``
-(default: every ``benchmarks/results/*.json``)."""
+"""Markdown tables of saved benchmark results: ``python -m benchmarks.table [FILE ...]`` prints them
+(default: every ``benchmarks/results/*.json``); ``--markdown --out docs/performance.md`` writes the
+performance page: the options that make a search faster or leaner, what the suite measures, and
+every results file with the machine and date it was measured on."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
 
 #: benchmark -> (column title, record key) pairs; a key missing from a record prints as "–"
 COLUMNS = {
@@ -13,10 +18,156 @@ COLUMNS = {
               ("memory ratio", "memory_ratio_vs_reference"), ("α grads identical", "alpha_grads_match")],
     "shapley": [("case", "case"), ("step s", "step_s"), ("step peak MB", "step_peak_mb"),
                 ("memory ratio", "memory_ratio_vs_fairdarts"), ("time ratio", "time_ratio_vs_fairdarts")],
+    "compile": [("step", "case"), ("eager s/step", "eager_s"), ("compiled s/step", "compiled_s"),
+                ("speed-up", "speedup"), ("first step s (compile)", "compile_s"), ("graph breaks", "graph_breaks"),
+                ("recompiles", "recompiles"), ("note", "note")],
     "nasiam": [("case", "case"), ("dnas ms/step", "dnas_step_ms"), ("plain torch ms/step", "plain_step_ms"),
                ("ratio", "ratio"), ("control ratio", "control_ratio"), ("target", "target_ratio")],
     "dario": [("case", "case"), ("before", "images_per_s_before"), ("after (images/s)", "images_per_s_after"),
               ("speed-up", "speedup"), ("iteration s", "iter_s"), ("iteration / forward (batch 1)", "iter_over_forward")],
+}
+
+PAGE = """# Performance
+
+This page is generated from `benchmarks/results/*.json` by
+`python -m benchmarks.table --markdown --out docs/performance.md`; edit `benchmarks/table.py`,
+not this file. Every figure below comes from one run of the suite on the machine named with it.
+Timings on a shared machine are noisy (up to ~20 % run to run): each benchmark compares its cases
+inside one process, in interleaved rounds (one step of each case per round), and reports ratios.
+
+## Options
+
+```bash
+dnas search ... --checkpoint-cells          # recompute cells in backward: same gradients, less memory
+dnas search ... --partial-channels 4        # PC-DARTS: 1/4 of the channels through the mixed ops
+dnas search ... --amp bf16                  # autocast the steps (bf16, or fp16 with a GradScaler)
+dnas search ... --no-channels-last          # NCHW on the CPU too (NHWC is the CPU default)
+dnas search ... --compile                   # torch.compile the supernet forward
+dnas bench                                  # the benchmark suite (= python -m benchmarks), JSON lines
+dnas bench darts --full --save              # the DARTS CIFAR config -> benchmarks/results/<machine>-cpu-full.json
+python -m benchmarks.table                  # the saved results as tables
+```
+
+What makes a search step cheaper without changing its math (`darts`, `ddarts` spaces; every item
+is tested against the plain computation):
+
+- The mixed op never computes `none` (it adds exactly 0); the ops that start with a ReLU (sep/dil
+  convs) share one `relu(x)` per input state instead of each keeping its own copy for backward.
+  Weights that are merely near zero are *not* skipped: that would change the math.
+- `Supernet.grad_only(params)`: each pass records gradients only for what it differentiates. In the
+  α step the weights are frozen (a convolution then keeps no input for its weight gradient), in the
+  weight step α are (a mixed op then keeps no o_k(x) for ∇α); the second-order step freezes in its
+  three passes that need one side only, `shapley` in all of its passes. −22 % of what autograd
+  keeps, in each step.
+- The max pool keeps its input instead of its int64 indices for backward (the average pool beside it
+  keeps that input anyway) and recomputes the argmax in backward: −7 % more.
+- On the CPU the activations are channels-last by default (`channels_last: null`): mkldnn's
+  convolutions run the step 1.2–1.6× faster on NHWC. On a GPU the default stays NCHW (not measured
+  yet); `--channels-last` / `--no-channels-last` force either.
+- D-DARTS' `shapley` α step runs its n ablated networks as a tree: the network without cell j
+  computes the same states as the full network before cell j, so its pass starts at cell j from
+  the full network's cached inputs, and reverse mode runs branch by branch from the last cell down
+  with the gradients accumulated at the branch points (the algebra is in the docstring of
+  `dnas/strategies/shapley.py`). The gradient is the one of n + 1 separate passes (tested in
+  float64), and at most one network's graph is alive at a time.
+
+Options that trade something:
+
+- `checkpoint_cells` (default false): each cell is recomputed during backward
+  (`torch.utils.checkpoint`), so only cell boundaries stay in memory; gradients are identical
+  (tested to 1e-6) and batch-norm statistics are updated once. Costs one extra forward per backward.
+- `partial_channels: K` (default 1; PC-DARTS, Xu et al. 2020): only C/K channels of each edge go
+  through the ops, the rest bypass it (2×2 max-pooled on reduction edges), then a K-group channel
+  shuffle. This changes the math (a cheaper proxy). It turns on **edge normalisation**
+  (`edge_normalization`, default: on when K > 1): one extra α tensor `<cell>_beta` of shape
+  (edges,) per cell key, softmax over each node's incoming edges, multiplied into the node sum;
+  it is trained with the α of its cell (FairDARTS' zero-one loss, taken over every α tensor, then
+  covers β too) and the darts parser ranks edges by β · w as PC-DARTS does
+  (`decision_weights()` return β · w). The PC-DARTS code's CIFAR defaults differ from the DARTS
+  ones dnas keeps: K = 4, batch 256, weight lr 0.1, α lr 6e-4, α frozen for 15 epochs
+  (`--partial-channels 4 --set strategy.w_lr=0.1 --set strategy.a_lr=6e-4 --set strategy.warmup_epochs=15`).
+- `compile` (default false): `torch.compile` of each cell (cells of the same structure and shapes
+  share one compiled graph; the Python around them, α and the ablations stay eager); where it is
+  unavailable the first forward fails with one line saying so. **Not measured yet.** Compiling the
+  whole supernet forward (the earlier implementation) did not finish the first step of a 5-cell
+  supernet within 480 s on the 2-core VM, nor a 1-cell one within 400 s. What makes that compile
+  long, by reading the code (not measured): the whole forward is one graph of every op of every
+  edge of every cell (5 cells × 14 edges × 7 ops for the small config, thousands of aten nodes
+  forward and backward, each fused kernel compiled by a C++ compiler on the CPU), and
+  `grad_only` flips `requires_grad` of the weights or of α between the α step and the weight step,
+  on which dynamo guards, so each kind of pass compiles its own graph. Compiling per cell keeps
+  each graph to one cell and lets same-shaped cells share it. A diagnostic of the per-cell compile
+  (1 cell, 1 node, `TORCH_LOGS=graph_breaks,recompiles`) logged no graph break but did not
+  finish within 18 minutes on a machine then loaded about 12× over its 2 cores, so whether it pays
+  on a CPU is open: `python -m benchmarks compile` measures it (the DARTS step at order 1 and 2 and
+  the `shapley` α step, eager against compiled, compile time, graph breaks), and the GPU check
+  runs it.
+- Strategy option `amp: none | bf16 | fp16` (gradient strategies): the forward of the α step and
+  of the weight step run under `torch.autocast`; fp16 adds a `GradScaler` per step kind (a step
+  with an inf/NaN gradient is skipped; the scale is saved in the checkpoint and restored by
+  `--resume`). With `order=2` only the validation pass of the unrolled step is autocast; the
+  unrolled weight gradient and the two finite-difference passes of the Hessian-vector product stay
+  in fp32, since the difference of two low-precision gradients would be mostly rounding. fp16 with
+  `order=2` is refused (its finite differences take no loss scaling).
+
+## The suite
+
+`python -m benchmarks` (or `dnas bench`) runs every `benchmarks/bench_*.py` and prints one JSON
+object per measurement, each with its config, repeats, median/min/max, peak memory, its ratio to a
+baseline measured in the same run, the machine and the date. On the CPU it takes the small configs,
+on a GPU (`--device cuda`) the papers' configs, timed with CUDA events, memory from the allocator's
+peak; `--quick`/`--full` choose explicitly, `--dry-run` prints the plan only, `--save` writes
+`benchmarks/results/<machine>-<device>[-full].json` (or `--out FILE`).
+
+- `darts`: one DARTS search step (α step then weight step; first and second order) of the dnas
+  supernet against a reference in the same file: the math written as the DARTS code does (every op
+  of every edge summed, `none` as zeros, torch's pools, NCHW, each loss `backward()`-ed into every
+  parameter, the unrolled model a deep copy), loaded with the same weights. `reference-channels-last`
+  and `dnas-nchw` separate what the layout gives from what the implementation gives. Memory: each
+  case runs two steps in a fresh process (peak RSS over the RSS before them; allocator peak on
+  CUDA). Time: all cases in one process, one step of each per round; the speed-up is the median
+  over rounds of t_reference / t_case. The α gradients of every case are compared with the
+  reference's in float64.
+- `shapley`: one D-DARTS α step (the pass tree), the same with n + 1 separate passes
+  (`shapley-separate`), against one FairDARTS α step; `naive` is the formula on one graph holding
+  all n + 1 passes (memory only).
+- `compile` (on the CPU only when named: `python -m benchmarks compile`): the DARTS step (order 1
+  and 2) and the `shapley` α step with `compile: true` against eager, same process, with the
+  compile time and dynamo's graph-break count.
+- `nasiam`: a training step of the heads built from a NASiam genotype against the same SimSiam
+  written in plain torch (interleaved rounds, and a plain-vs-plain control ratio for the noise).
+- `dario`: images/s of a ViT-B with 6 of 12 blocks pruned against the unpruned one, and one
+  pruning iteration (synflow + variance proxy, double backward) against a forward pass.
+
+## On a GPU
+
+`benchmarks/gpu.sh` runs the whole GPU check (meant to take under 8 minutes on one GPU): the suite at
+the papers' configs, a 2-epoch DARTS search on synthetic CIFAR-shaped images with `--amp bf16`
+(channels-last on and off), and a `torchrun --nproc_per_node 1` smoke test that joins an nccl
+process group; everything lands as JSON in `benchmarks/results/`. `benchmarks/gpu.sh --dry-run`
+prints the commands. **It has not run on a GPU yet**: every figure on this page is from a CPU.
+
+## Results
+"""
+
+
+#: dated context per results file, for records saved before the suite recorded machine and date
+CONTEXT = {
+    "vm-cpu.json": (
+        "This project's 2-core CPU VM (2 threads; `darts`, `nasiam`, `dario` measured in earlier rounds, "
+        "up to 2026-12-02, on an otherwise idle machine: the whole suite took 508 s then). Records that "
+        "carry a date below say when and under what load they were taken. The `darts` figures predate two "
+        "changes of the mixed op made since (the pools computed once per state, the fused out + w·o(x)); "
+        "they were not measured again because the VM was loaded."
+    ),
+    "vm-cpu-full.json": (
+        "The DARTS CIFAR search config on the same VM (measured up to 2026-12-02): order 1 with 4 cases "
+        "and 2 rounds (967 s, ~10 GB per process), order 2 with the reference and dnas, 1 round "
+        "(1109 s; the float64 check of the reference peaks near 20 GB). Against the original DARTS code "
+        "(cnn/, `.cuda()` removed; 8 cells, C = 16, batch 32, one process, interleaved rounds) the dnas "
+        "step was 2.04× faster at 0.68× the memory (order 1) and 1.73× faster (order 2). These figures "
+        "predate the pools computed once per state and the fused out + w·o(x) (not measured at this size since)."
+    ),
 }
 
 
@@ -39,6 +190,10 @@ def tables(records: list[dict]) -> str:
             continue
         cfg = rows[0].get("config")
         out.append(f"**{bench}**" + (f" ({', '.join(f'{k}={v}' for k, v in cfg.items())})" if cfg else "") + "\n")
+        whens = sorted({r["when"] for r in rows if r.get("when")})
+        machines = sorted({r["machine"] for r in rows if r.get("machine")})
+        if whens or machines:
+            out.append(f"Measured {', '.join(whens) or '(date not recorded)'} on {'; '.join(machines) or '(machine not recorded)'}.\n")
         out.append("| " + " | ".join(t for t, _ in cols) + " |")
         out.append("|" + " --- |" * len(cols))
         out += ["| " + " | ".join(_cell(r, k) for _, k in cols) + " |" for r in rows]
@@ -46,10 +201,34 @@ def tables(records: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str]) -> int:
-    files = [Path(a) for a in argv] or sorted((Path(__file__).parent / "results").glob("*.json"))
+def page(files: list[Path]) -> str:
+    """The performance page: the text above, then each results file's tables."""
+    parts = [PAGE]
     for f in files:
-        print(f"### {f.name}\n\n{tables(json.loads(f.read_text()))}")
+        recs = json.loads(f.read_text())
+        notes = [r for r in recs if r.get("benchmark") == "note"]
+        parts.append(f"### `{f.name}`\n")
+        if f.name in CONTEXT:
+            parts.append(CONTEXT[f.name] + "\n")
+        parts += [f"{n['text']}\n" for n in notes]
+        parts.append(tables(recs))
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.table")
+    p.add_argument("files", nargs="*", help="results files (default: benchmarks/results/*.json)")
+    p.add_argument("--markdown", action="store_true", help="the whole performance page, not only the tables")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    args = p.parse_args(argv)
+    files = [Path(a) for a in args.files] or sorted(RESULTS.glob("*.json"))
+    files = [f for f in files if not f.name.startswith("gpu-")]  # gpu.sh's run summaries are not tables
+    text = page(files) if args.markdown else "".join(f"### {f.name}\n\n{tables(json.loads(f.read_text()))}\n" for f in files)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
     return 0
 
 

@@ -120,6 +120,29 @@ def test_per_cell_gradients_equal_the_naive_formula(mode):
     assert any(not torch.allclose(x[0], y[0], atol=1e-5) for x, y in zip(fast, no_ab))
 
 
+@pytest.mark.parametrize("mode, options", [("input", {}), ("random", {"partial_channels": 2}), ("input", {"checkpoint_cells": True})])
+def test_pass_tree_equals_separate_passes_and_the_naive_formula(mode, options):
+    """The cached pass tree (passes start at the dropped cell from the full network's inputs) gives
+    the gradient of n + 1 separate passes. With PC-DARTS β and the random ablation, β_j still
+    enters pass j, so the diagonal terms D_j are not zero there."""
+    net = tiny_ddarts(layers=3, **options)
+    b = batch(3, n=4)
+    out = {}
+    for how in ("tree", "separate", "naive"):
+        torch.manual_seed(7)
+        if how == "naive":
+            out[how] = shapley_grads_naive(net, b, w01=8.0, wAB=0.5, ablation=mode)
+        else:
+            out[how], metrics = shapley_grads(net, b, w01=8.0, wAB=0.5, ablation=mode, cached=how == "tree")
+            out[how + "_metrics"] = metrics
+    for k in ("val_loss", "ablation_mean_mc", "zero_one"):
+        assert torch.allclose(out["tree_metrics"][k], out["separate_metrics"][k], atol=1e-12, rtol=0), k
+    assert len(out["tree"][0]) == (2 if options.get("partial_channels") else 1)
+    for t, s, nv in zip(out["tree"], out["separate"], out["naive"]):
+        for x, y, z in zip(t, s, nv):
+            assert torch.allclose(x, y, atol=1e-10, rtol=0) and torch.allclose(x, z, atol=1e-10, rtol=0)
+
+
 class LeakyAblation(torch.nn.Module):
     """A smooth toy "supernet" whose ablated cell still depends on its α (scaled by 0.3), so the
     diagonal terms ∇_i L_CE(C without C_i) of the exact gradient are not zero."""

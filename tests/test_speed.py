@@ -3,6 +3,7 @@
 Every option that claims "same math" is checked against the plain computation on a tiny supernet;
 PC-DARTS partial channels and edge normalisation against a hand computation.
 """
+import json
 import sys
 from pathlib import Path
 
@@ -63,6 +64,11 @@ def test_lean_mixed_op_equals_the_naive_sum_over_all_ops():
     x, y = _batch()
     out, out_ref = net(x), ref(x)
     assert torch.allclose(out, out_ref, atol=1e-6)
+    # the pools of the edges leaving one state are computed once; every edge's BatchNorm still
+    # ends with the running statistics it would have computed itself
+    ref_buffers = dict(ref.named_buffers())
+    for name, b in net.named_buffers():
+        assert torch.allclose(b, ref_buffers[name], atol=1e-6, rtol=1e-5), name
     g = torch.autograd.grad(F.cross_entropy(out, y), net.arch_parameters())
     g_ref = torch.autograd.grad(F.cross_entropy(out_ref, y), list(ref.alphas.values()))
     for a, b in zip(g, g_ref):
@@ -245,7 +251,7 @@ def test_dnas_bench_runs_the_suite_module_and_refuses_unknown_names(capfd):
 
     assert main(["bench", "no_such_bench"]) == 2
     err = capfd.readouterr().err
-    assert "unknown benchmark no_such_bench; choose from: dario, darts, nasiam, shapley" in err
+    assert "unknown benchmark no_such_bench; choose from: compile, dario, darts, nasiam, shapley" in err
 
 
 @pytest.mark.parametrize("args", [(3, 1, 1), (3, 2, 1), ((3, 2), (2, 1), (1, 0)), (2, None, 0)])
@@ -281,13 +287,101 @@ def test_speed_flags_of_dnas_search_reach_the_space_and_strategy():
     assert (plain.compile, plain.checkpoint_cells, plain.channels_last, plain.partial_channels) == (False, False, None, 1)
 
 
-def test_benchmark_table_renders_saved_records():
+def test_benchmark_table_renders_saved_records(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.table import tables
+    from benchmarks.table import main, tables
 
     rec = {"benchmark": "darts", "order": 1, "case": "dnas", "median_s": 1.2, "min_s": 1.1, "cpu_s_per_step": 2.3,
            "speedup_vs_reference": 1.4, "step_peak_mb": 155.2, "memory_ratio_vs_reference": 0.72,
-           "alpha_grads_match": False, "config": {"layers": 5}}
+           "alpha_grads_match": False, "config": {"layers": 5}, "machine": "box, 2 CPU cores", "when": "2026-12-02 06:00 UTC"}
     text = tables([rec, {"benchmark": "unknown"}])
     assert "**darts** (layers=5)" in text
     assert "| 1 | dnas | 1.2 (1.1) | 2.3 | 1.4 | 155.2 | 0.72 | **no** |" in text
+    assert "Measured 2026-12-02 06:00 UTC on box, 2 CPU cores." in text
+    res = tmp_path / "box-cpu.json"
+    res.write_text(json.dumps([rec]))
+    (tmp_path / "gpu-torchrun.json").write_text("{}")  # gpu.sh's summaries are not tables
+    out = tmp_path / "performance.md"
+    assert main([str(res), "--markdown", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert page.startswith("# Performance") and "### `box-cpu.json`" in page and "has not run on a GPU yet" in page
+    assert "| 1 | dnas | 1.2 (1.1)" in page
+
+
+def test_benchmarks_dry_run_prints_the_plan_without_running(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.__main__ import main
+
+    assert main(["--device", "cuda", "--dry-run", "darts", "shapley"]) == 0  # no GPU needed to plan
+    plan = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [p["benchmark"] for p in plan] == ["darts", "shapley"]
+    assert all(p["dry_run"] and p["device"] == "cuda" and p["quick"] is False for p in plan)
+    assert plan[0]["config"]["layers"] == 8 and plan[0]["config"]["batch"] == 64  # the DARTS CIFAR config on a GPU
+    assert main(["--dry-run", "darts"]) == 0
+    assert json.loads(capsys.readouterr().out)["quick"] is True  # the CPU default
+    assert main(["--dry-run"]) == 0
+    assert "compile" not in {json.loads(x)["benchmark"] for x in capsys.readouterr().out.splitlines()}  # opt-in on the CPU
+    assert main(["--dry-run", "--device", "cuda"]) == 0
+    assert "compile" in {json.loads(x)["benchmark"] for x in capsys.readouterr().out.splitlines()}
+    with pytest.raises(SystemExit):
+        main(["--dry-run", "nope"])
+
+
+def test_step_timer_measures_a_call():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import time
+
+    from benchmarks.common import step_timer
+
+    assert step_timer("cpu")(lambda: time.sleep(0.05)) >= 0.05
+
+
+def test_gpu_script_dry_run_lists_every_check():
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": "/tmp"}
+    r = subprocess.run(["bash", str(root / "benchmarks/gpu.sh"), "--dry-run"], check=False, capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    cmds = [line[2:] for line in r.stderr.splitlines() if line.startswith("+ ")]
+    assert "-m benchmarks --device cuda --full --save" in cmds[0]
+    searches = [c for c in cmds if "-m dnas search" in c]
+    assert len(searches) == 2 and all("--amp bf16" in c and "--epochs 2" in c for c in searches)
+    assert "--channels-last" in searches[0] and "--no-channels-last" in searches[1]
+    assert any("torch.distributed.run --nproc_per_node 1" in c and "--backend nccl" in c for c in cmds)
+
+
+def test_gpu_check_helpers_write_json(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.gpu_check import make_images, summarize
+
+    assert make_images(tmp_path / "img", classes=2, per_class=2, size=32) == 4
+    from PIL import Image
+
+    assert Image.open(next((tmp_path / "img" / "class00").iterdir())).size == (32, 32)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "history.jsonl").write_text(json.dumps({"epoch": 2, "val_loss": 1.5, "dominant_ops": {"a": 1}}) + "\n")
+    (run / "genotype.yaml").write_text("x")
+    rec = summarize(run, "search", 12.3, tmp_path / "out.json")
+    assert rec == json.loads((tmp_path / "out.json").read_text())
+    assert rec["finished"] and rec["epochs"] == 2 and rec["last"] == {"epoch": 2, "val_loss": 1.5}
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_on_the_cpu(tmp_path):
+    """benchmarks/gpu.sh end to end, CPU-sized: the image folder, two searches, torchrun (gloo).
+    Without autocast: the 3-cell, 60-image CPU search diverges (val_loss nan) under bf16."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "DEVICE": "cpu", "QUICK": "1", "BACKEND": "gloo", "SUITE": "none", "AMP": "none",
+           "RESULTS": str(tmp_path / "r"), "WORK": str(tmp_path / "w"), "PYTHONPATH": str(root)}
+    r = subprocess.run(["bash", str(root / "benchmarks/gpu.sh")], check=False, capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = {p.name: json.loads(p.read_text()) for p in (tmp_path / "r").glob("*.json")}
+    assert set(out) == {"gpu-search-none-channels-last.json", "gpu-search-none-nchw.json", "gpu-torchrun.json"}
+    assert all(out[k]["finished"] for k in out if k.startswith("gpu-search"))
+    t = out["gpu-torchrun.json"]
+    assert t["backend"] == "gloo" and t["world_size"] == 1 and t["all_reduce_ok"] and t["step_finite"]

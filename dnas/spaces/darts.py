@@ -38,7 +38,7 @@ class DartsConfig:
     edge_normalization: bool | None = None  # PC-DARTS β per edge; None = on when partial_channels > 1
     channels_last: bool | None = None  # NHWC activations; None: on for CPU inputs (1.4-1.6x faster step there, bench_darts), off on GPU
     checkpoint_cells: bool = False  # recompute each cell in backward: less memory, same gradients, more time
-    compile: bool = False  # torch.compile the supernet forward (first step pays the compilation)
+    compile: bool = False  # torch.compile each cell (first steps pay the compilation; see docs/performance.md)
     reductions: list[int] | None = None  # reduction cell positions; None: DARTS' n//3 and 2n//3
     share: list[int] | None = None  # with individual: cell i uses the α of cell share[i] (DARTOpti)
 
@@ -99,7 +99,9 @@ class MixedOp(nn.Module):
 
     Same math as the DARTS MixedOp, computed leaner: ``none`` is skipped (it adds exactly 0), and
     the ops that start with a ReLU share one relu(x) per input state (given by the cell) instead of
-    each storing its own copy for backward; the max pool keeps no indices (``ops.MaxPool2d``), and
+    each storing its own copy for backward, the parameter-free pools are computed once per state for
+    every edge leaving it (``shared``, given by the cell), each op is added as one fused
+    ``out + w_k · o_k(x)``; the max pool keeps no indices (``ops.MaxPool2d``), and
     the strategies record gradients only for what a pass needs (``Supernet.grad_only``).
 
     With ``partial=K > 1`` (PC-DARTS, Xu et al., ICLR 2020, eq. (2)) only the first C/K channels go
@@ -110,6 +112,7 @@ class MixedOp(nn.Module):
     def __init__(self, C: int, stride: int, op_names: tuple[str, ...], table, partial: int = 1):
         super().__init__()
         self.active = [i for i, n in enumerate(op_names) if n != "none"]  # `none` adds exactly 0: skipped
+        self.pools = [i for i, n in enumerate(op_names) if n in POOLS]  # parameter-free: one per state (SearchCell)
         self.partial, self.stride = partial, stride
         self.ops = nn.ModuleList()
         self.relus: list[SharedReLU] = []  # the ops' leading ReLUs (also registered inside the ops)
@@ -123,8 +126,11 @@ class MixedOp(nn.Module):
                 op = nn.Sequential(op, nn.BatchNorm2d(C_op, affine=False))
             self.ops.append(op)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, rx: torch.Tensor | None = None) -> torch.Tensor:
-        """``rx``: relu(x) when the caller shares it between edges (computed here otherwise)."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, rx: torch.Tensor | None = None,
+                shared: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """``rx``: relu(x) when the caller shares it between edges (computed here otherwise);
+        ``shared``: op index -> that op's output on this very x, computed once for every edge
+        leaving the same state (the parameter-free pools, see :meth:`SearchCell.forward`)."""
         if rx is None and self.relus:
             rx = F.relu(x)
         if self.partial > 1:
@@ -137,8 +143,8 @@ class MixedOp(nn.Module):
             # DARTS eq. (2.7): ō(x) = Σ_k w_k o_k(x), w = softmax(α) (or σ(α) for FairDARTS)
             out = None
             for i in self.active:
-                y = w[i] * self.ops[i](x)
-                out = y if out is None else out + y
+                y = shared[i] if shared is not None and i in shared else self.ops[i](x)
+                out = w[i] * y if out is None else torch.addcmul(out, w[i], y)  # out + w_k · o_k(x), one pass
         finally:
             for r in self.relus:
                 r.shared = None
@@ -173,11 +179,14 @@ class SearchCell(nn.Module):
         """``edge_weights``: PC-DARTS β normalised per node (one per edge), or None."""
         states = [self.pre0(s0), self.pre1(s1)]
         relus = [F.relu(s) for s in states] if self.edges[0].relus else [None] * 2  # shared by every edge
+        pooled: list[dict[int, torch.Tensor] | None] = [None] * (2 + self.nodes)
         e = 0
         for _ in range(self.nodes):
             node = None
             for j in range(len(states)):
-                y = self.edges[e + j](states[j], weights[e + j], relus[j])
+                if pooled[j] is None:
+                    pooled[j] = self._pools(e + j, states[j])
+                y = self.edges[e + j](states[j], weights[e + j], relus[j], pooled[j])
                 if edge_weights is not None:  # PC-DARTS eq. (4): x_j = Σ_i β_ij · ō_ij(x_i)
                     y = edge_weights[e + j] * y
                 node = y if node is None else node + y
@@ -185,6 +194,39 @@ class SearchCell(nn.Module):
             states.append(node)
             relus.append(F.relu(node) if relus[0] is not None and len(states) < 2 + self.nodes else None)
         return torch.cat(states[2:], dim=1)
+
+    def _pools(self, first: int, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The pool ops (pool, then a parameter-free BatchNorm) of every edge leaving state x,
+        computed once by the first such edge (``first``): they have no parameters and see the same
+        x with the same stride, so their outputs are equal. The other edges' BatchNorms get the
+        first one's running statistics, which they would have computed themselves."""
+        edge = self.edges[first]
+        if edge.partial > 1 or not edge.pools:
+            return {}
+        out = {i: edge.ops[i](x) for i in edge.pools}
+        if self.training:
+            sources = [edge.ops[i][1] for i in edge.pools]
+            with torch.no_grad():
+                for other in self._edges_from(first):
+                    for i, src in zip(edge.pools, sources):
+                        dst = self.edges[other].ops[i][1]
+                        if dst.track_running_stats and dst.running_mean is not None:
+                            dst.running_mean.copy_(src.running_mean)
+                            dst.running_var.copy_(src.running_var)
+                            dst.num_batches_tracked.copy_(src.num_batches_tracked)
+        return out
+
+    def _edges_from(self, first: int) -> list[int]:
+        """The edges after ``first`` that leave the same state as edge ``first``."""
+        e, j_first, found = 0, None, []
+        for i in range(self.nodes):
+            for j in range(2 + i):
+                if e + j == first:
+                    j_first = j
+                elif j_first is not None and j == j_first:
+                    found.append(e + j)
+            e += 2 + i
+        return found
 
     def bypass(self, s0, s1):
         """The output of this cell switched off (D-DARTS eq. (4.2): "replaced by its input path").
@@ -315,9 +357,10 @@ class DartsSupernet(Supernet):
                 self.alphas[f"{key}_beta"] = nn.Parameter(1e-3 * torch.randn(len(decisions)))
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)
-        self._compiled = None
+        self._compiled = False
         self._ablated: int | None = None
         self._ablation_mode = "input"
+        self._ablation_weights: torch.Tensor | None = None
 
     def edge_weights(self, key: str) -> torch.Tensor:
         """PC-DARTS eq. (4): β of cell ``key`` softmax-normalised over each node's incoming edges."""
@@ -340,17 +383,29 @@ class DartsSupernet(Supernet):
         return w
 
     def forward(self, x):
-        if not self.space.config.compile:
-            return self._forward(x)
-        if self._compiled is None:
-            try:
-                self._compiled = torch.compile(self._forward)
-                return self._compiled(x)
-            except Exception as e:  # no compiler, unsupported Python/platform...: say so in one line
-                self._compiled = None
+        if self.space.config.compile and not self._compiled:
+            self._compile_cells()
+            try:  # the compilation itself happens in the first call
+                return self._forward(x)
+            except Exception as e:
+                if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                    raise
+                self._compiled = False
                 msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                 raise DnasError(f"torch.compile is unavailable here ({msg}); set space.compile=false") from None
-        return self._compiled(x)
+        return self._forward(x)
+
+    def _compile_cells(self) -> None:
+        """``torch.compile`` each cell (not the whole forward): the cells' graphs are small, cells of
+        the same structure and shapes share one compiled graph, and the Python around them (α,
+        ablation, checkpointing) stays eager."""
+        try:
+            for cell in self.cells:
+                cell.compile()
+        except Exception as e:  # no compiler, unsupported Python/platform...: say so in one line
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise DnasError(f"torch.compile is unavailable here ({msg}); set space.compile=false") from None
+        self._compiled = True
 
     def _run_cell(self, cell: SearchCell, s0, s1, w, ew):
         if not (self.space.config.checkpoint_cells and torch.is_grad_enabled()):
@@ -364,38 +419,71 @@ class DartsSupernet(Supernet):
 
         return checkpoint(fn, s0, s1, w, ew, use_reentrant=False)
 
-    def _forward(self, x):
-        keys = self.space.cell_keys()
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem's output: the input (s0 = s1) of cell 0."""
+        return self.stem(_nhwc(x, self.space.config.channels_last))
+
+    def head(self, s: torch.Tensor) -> torch.Tensor:
+        """Logits from the last cell's output (global average pool, then the classifier)."""
+        return self.classifier(self.gap(s).flatten(1))
+
+    def cells_forward(self, start: int, stop: int, s0: torch.Tensor, s1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run cells ``start`` to ``stop - 1`` on the inputs (s0, s1) of cell ``start``.
+
+        Honours :meth:`ablated`, so a pass of an ablated network can start from the full network's
+        inputs of the ablated cell (the cells before it see exactly the same inputs). D-DARTS'
+        ``shapley`` strategy uses this to share the cells before the one it drops.
+
+        Args:
+            start: first cell to run.
+            stop: one past the last cell to run.
+            s0: the output of cell ``start - 2`` (the stem's output for cells 0 and 1).
+            s1: the output of cell ``start - 1`` (the stem's output for cell 0).
+
+        Returns:
+            (s0, s1) after cell ``stop - 1``: the inputs cell ``stop`` would get.
+        """
+        keys = dict.fromkeys(self.cell_keys[start:stop])
         weights = {k: self.mixing_weights(k) for k in keys}
         edge_w = {k: self.edge_weights(k) for k in keys} if self.edge_normalization else {}
-        s0 = s1 = self.stem(_nhwc(x, self.space.config.channels_last))
-        for i, (cell, key) in enumerate(zip(self.cells, self.cell_keys)):
+        for i in range(start, stop):
+            cell, key = self.cells[i], self.cell_keys[i]
             if i != self._ablated:
                 out = self._run_cell(cell, s0, s1, weights[key], edge_w.get(key))
             elif self._ablation_mode == "input":
                 out = cell.bypass(s0, s1)
             else:  # the D-DARTS code: the cell's ops mixed with random weights instead of σ(α)
-                out = self._run_cell(cell, s0, s1, torch.rand_like(weights[key]), edge_w.get(key))
+                w = self._ablation_weights if self._ablation_weights is not None else torch.rand_like(weights[key])
+                out = self._run_cell(cell, s0, s1, w, edge_w.get(key))
             s0, s1 = s1, out
-        return self.classifier(self.gap(s1).flatten(1))
+        return s0, s1
+
+    def forward_from(self, start: int, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        """Logits of the network run from cell ``start`` on its inputs (s0, s1) (see :meth:`cells_forward`)."""
+        return self.head(self.cells_forward(start, len(self.cells), s0, s1)[1])
+
+    def _forward(self, x):
+        s = self.stem_forward(x)
+        return self.forward_from(0, s, s)
 
     @contextmanager
-    def ablated(self, cell: int, mode: str = "input"):
+    def ablated(self, cell: int, mode: str = "input", random_weights: torch.Tensor | None = None):
         """Context in which cell ``cell`` is switched off (D-DARTS eq. (4.2)).
 
         ``mode="input"`` (default, the paper): its output is its input path (:meth:`SearchCell.bypass`);
-        ``mode="random"`` (the authors' code): its ops are mixed with U(0, 1) weights, not σ(α).
+        ``mode="random"`` (the authors' code): its ops are mixed with U(0, 1) weights, not σ(α), drawn
+        at each forward, or ``random_weights`` (shape of the cell's α) where given.
         """
         if not 0 <= cell < len(self.cells):
             raise DnasError(f"cannot ablate cell {cell}: the supernet has cells 0 to {len(self.cells) - 1}")
         if mode not in ABLATIONS:
             raise DnasError(f"unknown ablation mode '{mode}'; choose one of: {', '.join(ABLATIONS)}")
-        before = self._ablated, self._ablation_mode
-        self._ablated, self._ablation_mode = cell, mode
+        before = self._ablated, self._ablation_mode, self._ablation_weights
+        self._ablated, self._ablation_mode, self._ablation_weights = cell, mode, random_weights
         try:
             yield
         finally:
-            self._ablated, self._ablation_mode = before
+            self._ablated, self._ablation_mode, self._ablation_weights = before
 
     def arch_groups(self):
         return {k: [self.alphas[k]] + ([self.alphas[f"{k}_beta"]] if self.edge_normalization else []) for k in self.space.cell_keys()}

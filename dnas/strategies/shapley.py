@@ -26,7 +26,42 @@ input-path ablation, which no α_i enters, but kept so any ablation is exact) an
 
     ∇_i L_T^i = G_i + w01 ∇_i L01(α_i) + wAB · 1[m ≠ 0] · ((G_i − D_i) m − M_i (G_i − S_i / n)) / m²
 
-Peak memory is that of one forward/backward (as FairDARTS); the cost is n + 1 of them per α step.
+The pass tree. The n ablated networks share every cell before the one they drop: with s_k the
+input of cell k in the full network (s_0 the stem's output), network C \\ {C_j} computes exactly
+s_0 … s_j (same inputs, same batch statistics), then its own states from cell j on. So L and the
+L_j are the leaves of a tree: a trunk (the full network, cells 0 … n − 1 and the head) and, at each
+s_j, a branch j (cell j switched off, cells j + 1 … n − 1, the head). Every forward pass of the
+ablated networks before cell j is a repeat of the trunk; the cached passes run it once.
+
+Reverse mode over the tree, exactly. Two cotangents run down the trunk: u_k = ∂L/∂s_k and
+v_k = Σ_j ∂L_j/∂s_k, where ∂L_j/∂s_k is zero for k > j (branch j leaves the trunk at s_j) and
+branch j adds its own ∂L_j/∂s_j (its backward stops at the trunk's s_j) at the branch point.
+A trunk cell k < j is part of network j, so
+
+    G_k = VJP_{α_k}(cell k, u_{k+1})
+    S_k = VJP_{α_k}(cell k, v_{k+1}) + Σ_{j < k} ∇_k L_j (α_k inside branch j) + D_k
+
+with D_k the branch k's own α_k gradient (0 with the input-path ablation). The two cotangents must
+stay separate: optimizer k weights G_k and S_k by different scalars, c_k = 1 + wAB (m − M_k)/m²
+and wAB M_k/(n m²), which the trunk cannot mix into one cotangent (a cotangent fixes the ratio of
+L's and L_j's weight along the whole trunk below s_j, while it would have to change with k). They
+are pulled back through cell k by two vector-Jacobian products on the same graph.
+
+Order and memory. The trunk is cut at every cell (each cell's inputs are fresh graph roots), and
+the backward goes from the last cell down: at cell j the trunk's cell j is pulled back (its graph
+freed), then branch j runs forward and is pulled back to s_j. When branch j runs, the trunk holds
+cells 0 … j − 1 and branch j holds cells j + 1 … n − 1: never more than one network's graph
+(FairDARTS' peak). Cost, in cell forwards f and cell backwards b: trunk n(f + 2b), branches
+n(n − 1)/2 · (f + b), against (n + 1) · n (f + b) for n + 1 separate passes. Later cells are
+also the cheaper ones (half the resolution after each reduction), and the branches only run
+later cells.
+
+BatchNorm. In training mode a cell's output depends on its batch only, so the branch passes
+compute the same values as n + 1 separate passes and the gradient is the same. Their running
+statistics differ: a cell before j is not run again for pass j, so it updates its running
+statistics once per pass that runs it (k + 1 times for cell k with the input-path ablation)
+instead of n times.
+
 The authors' code builds L_AB from ``.item()`` values, so α gets no gradient from it, and its
 per-cell backward calls add every cell's gradient into every α; here each α_i gets exactly
 ∇_{α_i} L_T^i (checked against autograd of the formula in the tests). Their code also subtracts the
@@ -38,6 +73,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 
 from dnas.errors import DnasError
 from dnas.registry import register_strategy
@@ -91,16 +127,105 @@ def _grad(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
 
 
-def shapley_grads(supernet, batch: Any, w01: float, wAB: float, ablation: str = "input"):
-    """Per-cell ∇_{α_i} L_T^i (D-DARTS eq. (4.2)–(4.5)) with one graph alive at a time (see module doc).
+def _leaf(t: torch.Tensor) -> torch.Tensor:
+    """A new graph root holding ``t``'s value: each cell's graph becomes its own piece."""
+    return t.detach().requires_grad_()
 
-    Returns:
-        (grads, metrics): ``grads[i]`` lists the gradients of cell i's α (``arch_groups()`` order).
+
+def _add(acc: list, k: int, g: torch.Tensor | None) -> None:
+    if g is not None:
+        acc[k] = g if acc[k] is None else acc[k] + g
+
+
+def _cached_passes(supernet, batch: Any, groups, ablation: str):
+    """L, (L_j), G = ∇_α L, S = Σ_j ∇_α L_j and D_i = ∇_i L_i on the pass tree (module docstring).
+
+    The trunk (the full network) runs once, cut into one graph per cell (each cell's inputs are
+    fresh roots); pass j starts at cell j from the trunk's inputs of cell j. Reverse mode goes from
+    the last cell down: at cell j the trunk's cotangents u (from L) and v (from the L_k, k > j)
+    are pulled back through cell j (which frees it), then pass j runs and is pulled back to the
+    inputs of cell j, where its cotangent joins v. One graph of at most n cells is alive at a time.
     """
-    groups = _cell_groups(supernet)
+    x, y = batch
     alphas = supernet.arch_parameters()
     index = {id(a): k for k, a in enumerate(alphas)}
     n = len(groups)
+    rand = None
+    if ablation == "random":  # the same draws, in the same order, as n separate passes would take
+        rand = [torch.rand_like(supernet.mixing_weights(k).detach()) for k in supernet.cell_keys]
+    # trunk: st[k] is the input s1 of cell k (st[0] the stem), i.e. the output of cell k − 1
+    st = [supernet.stem_forward(x).detach()]
+    roots, outs = [], []
+    for i in range(n):
+        s0 = _leaf(st[i - 1]) if i >= 2 else st[0]  # the stem needs no cotangent: no α before it
+        s1 = _leaf(st[i]) if i >= 1 else st[0]
+        out = supernet.cells_forward(i, i + 1, s0, s1)[1]
+        roots.append(((i - 1, s0) if i >= 2 else None, (i, s1) if i >= 1 else None))
+        outs.append(out)
+        st.append(out.detach())
+    top = _leaf(st[n])
+    logits = supernet.head(top)
+    L = F.cross_entropy(logits, y)
+    metrics = {"val_loss": L.detach(), "val_acc": (logits.argmax(1) == y).float().mean().detach()}
+    U: list = [None] * (n + 1)  # cotangent of L at st[k]
+    V: list = [None] * (n + 1)  # cotangent of Σ_{j} L_j at st[k] (the passes branching there or later)
+    (U[n],) = torch.autograd.grad(L, top)
+    del logits, top
+    G = [torch.zeros_like(a) for a in alphas]
+    S = [torch.zeros_like(a) for a in alphas]
+    D = [[torch.zeros_like(a) for a in group] for group in groups]
+    Ls: list = [None] * n
+    for j in reversed(range(n)):
+        # 1. the trunk's cell j: pull u and v back to α_j and to the cell's inputs, then free it
+        group = list(groups[j])
+        ins = [r[1] for r in roots[j] if r is not None]
+        for acc, cot, last in ((G, U, V[j + 1] is None), (S, V, True)):
+            if cot[j + 1] is None:
+                continue
+            gs = torch.autograd.grad(outs[j], group + ins, cot[j + 1], retain_graph=not last, allow_unused=True)
+            for a, g in zip(group, gs):
+                if g is not None:
+                    acc[index[id(a)]] += g
+            for (k, _), g in zip([r for r in roots[j] if r is not None], gs[len(group):]):
+                _add(cot, k, g)
+        outs[j] = roots[j] = None
+        # 2. pass j: the network without cell j, from the trunk's inputs of cell j
+        b0 = _leaf(st[j - 1]) if j >= 2 else st[max(j - 1, 0)]
+        b1 = _leaf(st[j]) if j >= 1 else st[0]
+        with supernet.ablated(j, mode=ablation, random_weights=None if rand is None else rand[j]):
+            Lj = F.cross_entropy(supernet.forward_from(j, b0, b1), y)
+        bins = [(k, t) for k, t in ((j - 1, b0), (j, b1)) if j >= 1 and t.requires_grad]
+        gs = torch.autograd.grad(Lj, alphas + [t for _, t in bins], allow_unused=True)
+        for k, g in enumerate(gs[: len(alphas)]):
+            if g is not None:
+                S[k] += g
+        for m, a in enumerate(groups[j]):
+            g = gs[index[id(a)]]
+            if g is not None:
+                D[j][m] = g  # nonzero only where α_j still enters pass j (random ablation with β)
+        for (k, _), g in zip(bins, gs[len(alphas):]):
+            _add(V, k, g)
+        Ls[j] = Lj.detach()
+        del Lj, gs
+    return L.detach(), Ls, G, S, D, metrics
+
+
+def _cacheable(supernet, batch) -> bool:
+    """The pass tree needs a supernet that can start at a cell and the plain cross-entropy loss."""
+    from dnas.supernet import Supernet
+
+    return (
+        hasattr(supernet, "cells_forward")
+        and type(supernet).loss is Supernet.loss
+        and isinstance(batch, (tuple, list))
+        and len(batch) == 2
+    )
+
+
+def _separate_passes(supernet, batch: Any, groups, ablation: str):
+    """L, (L_j), G, S, D from n + 1 separate forward/backward passes (any supernet with ``ablated``)."""
+    alphas = supernet.arch_parameters()
+    index = {id(a): k for k, a in enumerate(alphas)}
     out = supernet.loss(batch)
     metrics = {f"val_{k}": v.detach() for k, v in out.items()}
     L = out.pop("loss")
@@ -118,6 +243,33 @@ def shapley_grads(supernet, batch: Any, w01: float, wAB: float, ablation: str = 
         D.append([gj[index[id(a)]] for a in group])
         Ls.append(Lj.detach())
         del Lj, gj  # free this graph (also its part not leading to α) before the next pass
+    return L, Ls, G, S, D, metrics
+
+
+def shapley_grads(supernet, batch: Any, w01: float, wAB: float, ablation: str = "input", cached: bool | None = None):
+    """Per-cell ∇_{α_i} L_T^i (D-DARTS eq. (4.2)–(4.5)) with one graph alive at a time (see module doc).
+
+    Args:
+        supernet: a supernet with one α group per cell and ``ablated``.
+        batch: the validation batch ``(x, y)``.
+        w01: weight of the zero-one loss (eq. (4.5)).
+        wAB: weight of the ablation loss (eq. (4.5)).
+        ablation: ``input`` or ``random`` (see ``DartsSupernet.ablated``).
+        cached: run the pass tree (passes start from the full network's cell inputs); None: where
+            the supernet allows it (``cells_forward`` and the plain cross-entropy loss), else n + 1
+            separate passes. Both give the same gradient.
+
+    Returns:
+        (grads, metrics): ``grads[i]`` lists the gradients of cell i's α (``arch_groups()`` order).
+    """
+    groups = _cell_groups(supernet)
+    alphas = supernet.arch_parameters()
+    index = {id(a): k for k, a in enumerate(alphas)}
+    n = len(groups)
+    if cached is None:
+        cached = _cacheable(supernet, batch)
+    run = _cached_passes if cached else _separate_passes
+    L, Ls, G, S, D, metrics = run(supernet, batch, groups, ablation)
     M = L - torch.stack(Ls)  # D-DARTS eq. (4.2)
     m = M.mean()
     nonzero = m != 0
