@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--random", type=int, default=3, help="random cells per searched cell")
     p.add_argument("--train-seeds", type=int, default=2)
     p.add_argument("--search-epochs", type=int, default=6)
-    p.add_argument("--train-epochs", type=int, default=15)
+    p.add_argument("--train-epochs", type=int, default=12)
     p.add_argument("--a-lr", type=float, default=0.01)
     p.add_argument("--w-lr", type=float, default=0.05)
     p.add_argument("--C", type=int, default=8)
