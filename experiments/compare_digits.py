@@ -36,6 +36,33 @@ def config(args) -> dict:
     }
 
 
+def doc_markdown(record: dict, file: str = "experiments/results/demo.json") -> str:
+    """The demo's figures as Markdown, each followed by the marker that ties it to ``file``
+    (``tests/test_doc_figures.py`` checks them): paste it into a page when the results change."""
+
+    def fig(key: str, spec: str) -> str:
+        value = record
+        for part in key.split("."):
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        return f"{format(value, spec)} <!-- result: {file}#{key} -->"
+
+    s, r, d = record["searched"], record["random"], record["difference"]
+    n_s = sum(g["arm"] == "searched" for g in record["genotypes"])
+    n_r = len(record["genotypes"]) - n_s
+    conclusion = record["verdict"].rsplit(": ", 1)[-1]
+    lines = [
+        f"searched cells **{fig('searched.mean', '.2f')} %** (std {fig('searched.std', '.2f')}, {n_s} cells × "
+        f"{record['protocol']['train_seeds']} seeds) vs size-matched random cells **{fig('random.mean', '.2f')} %** "
+        f"(std {fig('random.std', '.2f')}, {n_r} cells); searched − random = **{fig('difference.mean', '+.2f')} pts**, "
+        f"95 % CI [{fig('difference.ci95.0', '+.2f')}, {fig('difference.ci95.1', '+.2f')}], "
+        f"Welch p = {fig('difference.welch_p', '.3f')}, Mann–Whitney p = {fig('difference.mannwhitney_p', '.3f')}: "
+        f"{conclusion}. Ranks of the searched cells among their random ones: "
+        + ", ".join(f"{x['in_group']['rank']} of {x['in_group']['of']}" for x in record["ranks"])
+        + f"; {fig('timing.wall_s', '.0f')} s wall ({record['machine']}, commit {str(record['commit'])[:7]}).",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--search-seeds", type=int, default=3)
@@ -51,7 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, default=2, help="parallel processes (one torch thread each, so results do not depend on the CPU count)")
     p.add_argument("--out", default="runs/compare-digits")
     p.add_argument("--results", default=str(ROOT / "experiments" / "results" / "demo.json"), help="results file ('' = none)")
+    p.add_argument("--doc", action="store_true", help="print the figures of the results file as marked Markdown, run nothing")
     args = p.parse_args(argv)
+    if args.doc:
+        print(doc_markdown(json.loads(Path(args.results).read_text()), str(Path(args.results).resolve().relative_to(ROOT))))
+        return {}
 
     out = Path(args.out)
     command = "python experiments/compare_digits.py" + ("" if argv is None and len(sys.argv) == 1 else " " + shlex.join(sys.argv[1:] if argv is None else argv))
