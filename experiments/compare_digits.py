@@ -46,7 +46,6 @@ def doc_markdown(record: dict, file: str = "experiments/results/demo.json") -> s
             value = value[int(part)] if isinstance(value, list) else value[part]
         return f"{format(value, spec)} <!-- result: {file}#{key} -->"
 
-    s, r, d = record["searched"], record["random"], record["difference"]
     n_s = sum(g["arm"] == "searched" for g in record["genotypes"])
     n_r = len(record["genotypes"]) - n_s
     conclusion = record["verdict"].rsplit(": ", 1)[-1]
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = "python experiments/compare_digits.py" + ("" if argv is None and len(sys.argv) == 1 else " " + shlex.join(sys.argv[1:] if argv is None else argv))
     meta = run_metadata(command)  # at the start: the commit the run measured
     options = dict(search_seeds=args.search_seeds, random=args.random, train_seeds=args.train_seeds, workers=args.workers, threads=1)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
     if (out / "compare.yaml").is_file():
         log(f"continuing the compare in {out}")
         results = dnas.compare(resume=out, log=log, workers=args.workers, threads=1)

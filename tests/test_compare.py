@@ -167,3 +167,22 @@ def test_compare_with_two_worker_processes_gives_the_same_numbers(tmp_path):
     one = dnas.compare(TINY, out=tmp_path / "one", log=lambda *_: None, **opts)
     two = dnas.compare(TINY, out=tmp_path / "two", log=lambda *_: None, **{**opts, "workers": 2})
     assert _numbers(one) == _numbers(two)
+
+
+@pytest.mark.slow
+def test_the_demo_twice_gives_the_same_figures(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("compare_digits", Path(__file__).parent.parent / "experiments" / "compare_digits.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    tiny = ["--search-seeds", "1", "--random", "2", "--train-seeds", "2", "--search-epochs", "1", "--train-epochs", "1",
+            "--C", "4", "--layers", "3", "--workers", "1"]
+    figures = []
+    for name in ("one", "two"):
+        demo.main([*tiny, "--out", str(tmp_path / name), "--results", str(tmp_path / f"{name}.json")])
+        record = json.loads((tmp_path / f"{name}.json").read_text())
+        assert all(record[k] for k in ("date", "machine", "commit", "command"))
+        figures.append({k: record[k] for k in ("searched", "random", "difference", "ranks", "genotypes", "verdict")})
+    assert figures[0] == figures[1]
