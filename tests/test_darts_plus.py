@@ -114,3 +114,15 @@ def test_show_plots_param_free_ops(tmp_path):
     history = [{"epoch": e, "param_free_ops": n, "param_free_ops_by_cell": {"normal": n, "reduce": 0}} for e, n in ((1, 0), (2, 1), (3, 3))]
     written = plot_run(tmp_path, g, history)
     assert any(p.name == "param_free_ops.png" and p.stat().st_size > 0 for p in written)
+
+
+def test_dnas_show_reports_and_plots_param_free_ops(tmp_path):
+    import json
+
+    from dnas.tools.show import show
+
+    space = dnas.create_space("darts", C=4, layers=3, nodes=2)
+    space.genotype(_genotype(2)).save(tmp_path / "genotype.yaml")
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps({"epoch": e, "param_free_ops": n}) + "\n" for e, n in ((1, 1), (2, 2))))
+    text = show(str(tmp_path))
+    assert "param_free_ops 2" in text and (tmp_path / "plots" / "param_free_ops.png").is_file()

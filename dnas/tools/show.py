@@ -215,6 +215,8 @@ def show(target: str, plot: str | None = None) -> str:
                 f"{k} {last[k]:.4f}" for k in ("train_loss", "train_acc", "val_loss", "val_acc", "distance_prev", "distance_start")
                 if k in last
             )
+            if "param_free_ops" in last:  # DARTS' collapse monitor (skip connections and pools kept)
+                text += f", param_free_ops {last['param_free_ops']}"
             text += "\nplots: " + ", ".join(str(p) for p in plot_run(run_dir, g, hist))
         from dnas.tools.report import plot_trials, read_trials, trials_summary
 
