@@ -16,7 +16,7 @@ def add(sub) -> None:
         "compare", help="searched vs size-matched random genotypes over seeds (mean, CI, Welch and Mann–Whitney p)",
         description="Search (or take genotype files), sample random genotypes of the same space within ±tolerance of "
         "each searched genotype's parameter count, train every genotype with several seeds under one recipe "
-        "(the config's train section), and report the difference with its 95 %% CI and p-values.",
+        "(the config's train section), and report the difference with its 95 % CI and p-values.",
     )
     c.add_argument("--config", help="search YAML (sections space, strategy, data, train = the training recipe, seed, device)")
     c.add_argument("--genotype", action="append", metavar="FILE", help="compare these genotypes instead of searching (repeatable)")

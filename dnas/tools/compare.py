@@ -460,6 +460,8 @@ def _compare(folder: Path, cfg: dict[str, Any], given: list[str] | None, opts: C
         log(f"[{total[0]}/{total[1]}] {rec['id']}: {what} ({rec['seconds']:.0f} s)")
 
     base = {"threads": threads, "plugins": plugins, "device": cfg.get("device", "cpu")}
+    t = cfg["train"]
+    log(f"training recipe: {t['epochs']} epochs, batch {t['batch_size']}, lr {t['lr']} (set train.* to change it)")
     # 1. searches
     if given is None:
         searches = []
