@@ -29,10 +29,10 @@ def _genotype(normal_skips: int, reduce_skips: int = 0) -> dict:
 
 
 def test_callbacks_are_registered_with_options():
-    for name in ("darts-plus-skip", "darts-plus-rank", "param-free-ops"):
+    for name in ("darts_plus_skip", "darts_plus_rank", "param_free_ops"):
         assert isinstance(create_callback(name), Callback)
     with pytest.raises(dnas.DnasError, match="max_skips"):
-        create_callback("darts-plus-skip", max_skips=0)
+        create_callback("darts_plus_skip", max_skips=0)
 
 
 def test_param_free_count_by_hand():
@@ -40,14 +40,14 @@ def test_param_free_count_by_hand():
     g["normal.node1.edge0"] = ["max_pool_3x3"]
     total, by_cell = count_param_free(g)
     assert by_cell == {"normal": 2, "reduce": 3} and total == 5
-    cb, state = create_callback("param-free-ops"), _state()
+    cb, state = create_callback("param_free_ops"), _state()
     record = {"epoch": 1, "genotype": g}
     cb.on_epoch_end(state, record)
     assert record["param_free_ops"] == 5 and record["param_free_ops_by_cell"] == {"normal": 2, "reduce": 3}
 
 
 def test_skip_criterion_stops_at_two_skips_in_the_normal_cell():
-    cb, state = create_callback("darts-plus-skip"), _state()
+    cb, state = create_callback("darts_plus_skip"), _state()
     assert normal_cells(state.supernet.space) == {"normal"}
     stops = []
     for epoch, (n, r) in enumerate([(0, 0), (1, 3), (1, 4), (2, 0)], start=1):  # reduce-cell skips do not count
@@ -55,10 +55,10 @@ def test_skip_criterion_stops_at_two_skips_in_the_normal_cell():
         stops.append(cb.should_stop(state))
     assert stops[:3] == [None, None, None]
     assert "cell 'normal' holds 2 skip_connect" in stops[3] and "criterion 1" in stops[3]
-    every = create_callback("darts-plus-skip", cells="all")
+    every = create_callback("darts_plus_skip", cells="all")
     every.on_epoch_end(state, {"epoch": 1, "genotype": _genotype(0, 2)})
     assert "cell 'reduce'" in every.should_stop(state)
-    late = create_callback("darts-plus-skip", from_epoch=5)
+    late = create_callback("darts_plus_skip", from_epoch=5)
     late.on_epoch_end(state, {"epoch": 4, "genotype": _genotype(3)})
     assert late.should_stop(state) is None
 
@@ -78,7 +78,7 @@ def test_rank_criterion_on_a_scripted_trajectory():
     a = ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
     b = ["sep_conv_5x5", "sep_conv_3x3", "dil_conv_3x3", "dil_conv_5x5"]
     trajectory = [a, b, b, b, a, a, a, a]  # ranking changes at epochs 2 and 5, then holds
-    cb, state = create_callback("darts-plus-rank", patience=3), _state()
+    cb, state = create_callback("darts_plus_rank", patience=3), _state()
     stops = []
     for epoch, order in enumerate(trajectory, start=1):
         record = {"epoch": epoch, "alphas": _alphas(order)}
@@ -93,14 +93,14 @@ def test_rank_criterion_ignores_parameter_free_ops_and_warmup_and_resumes():
     ranking = learnable_ranking({"e": [0.1, 0.9, 0.8, 0.7, 0.2, 0.3, 0.4, 0.5]}, {"e": OPS})
     assert ranking == {"e": ("dil_conv_5x5", "dil_conv_3x3", "sep_conv_5x5", "sep_conv_3x3")}
     a = ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
-    cb, state = create_callback("darts-plus-rank", patience=2), _state(warmup=3)
+    cb, state = create_callback("darts_plus_rank", patience=2), _state(warmup=3)
     for epoch in (1, 2, 3):  # warm-up: α frozen, the unchanged ranking is no evidence
         cb.on_epoch_end(state, {"epoch": epoch, "alphas": _alphas(a)})
         assert cb.should_stop(state) is None
     cb.on_epoch_end(state, {"epoch": 4, "alphas": _alphas(a)})
     cb.on_epoch_end(state, {"epoch": 5, "alphas": _alphas(a)})
     saved = cb.state_dict()
-    again = create_callback("darts-plus-rank", patience=2)
+    again = create_callback("darts_plus_rank", patience=2)
     again.load_state_dict(saved)  # a resumed search keeps the count
     again.on_epoch_end(state, {"epoch": 6, "alphas": _alphas(a)})
     assert again.should_stop(state) is not None and cb.should_stop(state) is None

@@ -3,18 +3,18 @@
 DARTS collapses towards parameter-free operations (skip connections, pools) when it searches too
 long. DARTS+ stops the search before that happens, by one of two criteria:
 
-* ``darts-plus-skip`` (criterion 1): stop once a normal cell of the derived genotype holds two or
+* ``darts_plus_skip`` (criterion 1): stop once a normal cell of the derived genotype holds two or
   more skip connections;
-* ``darts-plus-rank`` (criterion 2): stop once the ranking of the learnable operations' α on every
+* ``darts_plus_rank`` (criterion 2): stop once the ranking of the learnable operations' α on every
   edge has not changed for ``patience`` epochs (DARTS+ used 10).
 
-``param-free-ops`` adds ``param_free_ops`` (and ``param_free_ops_by_cell``) to every epoch's history
+``param_free_ops`` adds ``param_free_ops`` (and ``param_free_ops_by_cell``) to every epoch's history
 record: the number of parameter-free operations in the derived genotype, the known sign of the
 collapse (``dnas show RUN`` plots it). Enable any of them in a search config::
 
     callbacks:
-      darts-plus-skip: {max_skips: 2}
-      darts-plus-rank: {patience: 10}
+      darts_plus_skip: {max_skips: 2}
+      darts_plus_rank: {patience: 10}
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from dnas.registry import register_callback
 PARAM_FREE = frozenset({"none", "skip_connect", "identity", "max_pool_3x3", "avg_pool_3x3", "max_pool_3", "avg_pool_3"})
 
 #: callbacks a gradient search runs unless its config switches them off (the monitor only)
-DEFAULT_GRADIENT_CALLBACKS = ("param-free-ops",)
+DEFAULT_GRADIENT_CALLBACKS = ("param_free_ops",)
 
 
 def is_param_free(op: str) -> bool:
@@ -93,7 +93,7 @@ class ParamFreeConfig:
     by_cell: bool = True  # also record the count per cell
 
 
-@register_callback("param-free-ops")
+@register_callback("param_free_ops")
 class ParamFreeOps(Callback):
     """Records ``param_free_ops``: parameter-free ops (skip, pools) in each epoch's derived genotype."""
 
@@ -121,7 +121,7 @@ class SkipConfig:
         return None
 
 
-@register_callback("darts-plus-skip")
+@register_callback("darts_plus_skip")
 class DartsPlusSkip(Callback):
     """DARTS+ criterion 1: stop when a normal cell of the derived genotype holds ``max_skips`` or
     more skip connections (DARTS+ §3.2; thesis §3.2)."""
@@ -174,7 +174,7 @@ def learnable_ranking(weights: dict[str, Any], options: dict[str, tuple[str, ...
     return out
 
 
-@register_callback("darts-plus-rank")
+@register_callback("darts_plus_rank")
 class DartsPlusRank(Callback):
     """DARTS+ criterion 2: stop when the ranking of the learnable operations' α on every decision
     has been the same for ``patience`` epochs in a row (epochs with α frozen by a warm-up do not count)."""
