@@ -68,7 +68,7 @@ def run(args) -> int:
         "threads": args.threads, "eval_space": _eval_space(args.eval_set) if args.eval_set else None,
     }
     plugins = getattr(args, "plugin", [])
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 - progress on stderr, the verdict alone on stdout
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
     if args.resume:
         result = compare(resume=args.resume, plugins=plugins, log=log, **options)
     else:
