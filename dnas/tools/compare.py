@@ -23,6 +23,7 @@ import math
 import os
 import random as _random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -118,7 +119,9 @@ def compare_arms(searched: Sequence[float], random: Sequence[float], level: floa
         if se > 0:
             df = (va + vb) ** 2 / (va**2 / (a["n"] - 1) + vb**2 / (b["n"] - 1))  # Welch–Satterthwaite
             half = stats.t.ppf(0.5 + level / 2, df) * se
-            t = stats.ttest_ind(list(searched), list(random), equal_var=False)
+            with warnings.catch_warnings():  # nearly equal accuracies: scipy warns of precision loss, the numbers stand
+                warnings.simplefilter("ignore", RuntimeWarning)
+                t = stats.ttest_ind(list(searched), list(random), equal_var=False)
             diff.update(ci95=[diff["mean"] - half, diff["mean"] + half], df=df, welch_t=_finite(t.statistic), welch_p=_finite(t.pvalue))
     if len(set(searched) | set(random)) > 1:  # all equal: U is defined but its p-value is not informative
         u = stats.mannwhitneyu(list(searched), list(random), alternative="two-sided")
