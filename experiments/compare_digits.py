@@ -44,7 +44,7 @@ def doc_markdown(record: dict, file: str = "experiments/results/demo.json") -> s
         value = record
         for part in key.split("."):
             value = value[int(part)] if isinstance(value, list) else value[part]
-        return f"{format(value, spec)} <!-- result: {file}#{key} -->"
+        return f"{format(round(value, 3) + 0.0, spec)} <!-- result: {file}#{key} -->"  # + 0.0: no "-0.00"
 
     n_s = sum(g["arm"] == "searched" for g in record["genotypes"])
     n_r = len(record["genotypes"]) - n_s
