@@ -186,3 +186,8 @@ def test_the_demo_twice_gives_the_same_figures(tmp_path):
         assert all(record[k] for k in ("date", "machine", "commit", "command"))
         figures.append({k: record[k] for k in ("searched", "random", "difference", "ranks", "genotypes", "verdict")})
     assert figures[0] == figures[1]
+
+
+def test_a_zero_difference_reads_plus_zero():
+    assert verdict({"mean": -1e-14, "ci95": [-0.75, 0.75], "welch_p": 1.0, "mannwhitney_p": 1.0}, 4, 8, "training").startswith(
+        "searched − random = +0.00 pts, 95 % CI [-0.75, +0.75]")

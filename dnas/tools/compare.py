@@ -140,13 +140,17 @@ def rank_among(value: float, others: Sequence[float]) -> dict[str, int]:
     return {"rank": 1 + higher, "of": len(others) + 1, "beats": len(others) - higher - ties, "ties": ties}
 
 
+def _signed(x: float) -> str:
+    return f"{round(x, 2) + 0.0:+.2f}"  # + 0.0: a difference that rounds to zero reads +0.00, not -0.00
+
+
 def verdict(diff: dict[str, Any], n_searched: int, n_random: int, unit: str, alpha: float = SIGNIFICANCE) -> str:
     """The result in words, e.g. ``searched − random = +0.4 pts, 95 % CI [−0.6, 1.4], p = 0.41: no
     significant difference at this budget``."""
-    text = f"searched − random = {diff['mean']:+.2f} pts"
+    text = f"searched − random = {_signed(diff['mean'])} pts"
     if diff["ci95"] is not None:
         lo, hi = diff["ci95"]
-        text += f", 95 % CI [{lo:+.2f}, {hi:+.2f}]"
+        text += f", 95 % CI [{_signed(lo)}, {_signed(hi)}]"
     p = diff["welch_p"]
     if p is None:
         why = "fewer than 2 observations in an arm" if min(n_searched, n_random) < 2 else "no variance in either arm"
@@ -582,7 +586,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "| searched − random | 95 % CI | Welch t | Welch p | Mann–Whitney U | Mann–Whitney p |",
         "|---|---|---|---|---|---|",
-        (f"| {d['mean']:+.2f} | {_ci(d['ci95'])} | {_fmt(d['welch_t'])} | {_fmt(d['welch_p'], '.3g')} | "
+        (f"| {_signed(d['mean'])} | {_ci(d['ci95'])} | {_fmt(d['welch_t'])} | {_fmt(d['welch_p'], '.3g')} | "
          f"{_fmt(d['mannwhitney_u'], '.1f')} | {_fmt(d['mannwhitney_p'], '.3g')} |"),
         "",
         "| genotype | arm | params | top-1 per seed | mean | rank among its random genotypes |",
@@ -620,5 +624,5 @@ def plot_compare(results: dict[str, Any], path: str | Path) -> Path:
                 ax.scatter(xs, g["top1"], s=22, color=colors[g["group"] % len(colors)], marker="o" if arm == "searched" else "x", zorder=3)
     ax.set_ylabel("test top-1 (%)")
     d = results["difference"]
-    ax.set_title(f"searched − random = {d['mean']:+.2f} pts" + (f", p = {d['welch_p']:.2g}" if d["welch_p"] is not None else ""), fontsize=9)
+    ax.set_title(f"searched − random = {_signed(d['mean'])} pts" + (f", p = {d['welch_p']:.2g}" if d["welch_p"] is not None else ""), fontsize=9)
     return save_figure(fig, path)
