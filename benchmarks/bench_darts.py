@@ -240,7 +240,6 @@ def time_cases(cases: tuple[str, ...], order: int, cfg: dict[str, Any], device: 
     every case alike; the ratio of each round's times to the reference's is the robust figure."""
     import statistics
 
-    import torch
 
     steps = {case: _build(case, order, cfg, device)[-1] for case in cases}
     measure = step_timer(device)  # CUDA events on a GPU

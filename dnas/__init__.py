@@ -35,6 +35,7 @@ _LAZY = {
     "LoopState": "dnas.engine.callbacks",
     "search": "dnas.api",
     "train": "dnas.api",
+    "compare": "dnas.tools.compare",
     "retrieve": "dnas.evaluate.ssl",
     "ssl_train": "dnas.evaluate.ssl",
     "prune": "dnas.tools.pruning",

@@ -23,7 +23,7 @@ def did_you_mean(word: str, choices) -> str:
 
 
 #: modules whose import registers the built-in parsers, spaces and strategies (loaded on first lookup)
-BUILTINS = ("dnas.parsers", "dnas.spaces", "dnas.strategies", "dnas.engine.callbacks")
+BUILTINS = ("dnas.parsers", "dnas.spaces", "dnas.strategies", "dnas.engine.callbacks", "dnas.engine.darts_plus")
 _loaded = [False]
 
 

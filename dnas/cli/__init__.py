@@ -11,7 +11,7 @@ import sys
 from dnas.errors import DnasError
 
 #: subcommand modules, in the order ``dnas --help`` lists them
-COMMANDS = ("list", "search", "train", "retrieve", "show", "distance", "prune", "prune-correlation", "bench", "deepen", "log")
+COMMANDS = ("list", "search", "train", "compare", "retrieve", "show", "distance", "prune", "prune-correlation", "bench", "deepen", "log")
 
 
 def build_parser() -> argparse.ArgumentParser:

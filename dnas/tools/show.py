@@ -126,7 +126,8 @@ def alpha_matrices(record: dict, g: Genotype) -> dict[str, tuple[list[str], list
 
 def plot_run(run_dir: str | Path, g: Genotype, history: list[dict]) -> list[Path]:
     """PNGs of a search in ``run_dir/plots``: an α heatmap per cell (decisions × ops, last epoch),
-    and the evolution of the distance M (D-DARTS eq. 4.8) and of dominant ops when logged."""
+    the evolution of the distance M (D-DARTS eq. 4.8), of dominant ops and of the parameter-free
+    ops in the derived genotype (DARTS+) when logged."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,6 +185,20 @@ def plot_run(run_dir: str | Path, g: Genotype, history: list[dict]) -> list[Path
         ax.set_title("dominant ops (FairDARTS)", fontsize=9)
         ax.legend(fontsize=7, ncol=2)
         save(fig, "dominant_ops.png")
+    if any("param_free_ops" in r for r in history):  # DARTS' collapse: skip connections and pools taking over
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        pts = [(e, r["param_free_ops"]) for e, r in zip(epochs, history) if "param_free_ops" in r]
+        ax.plot(*zip(*pts), color="k", lw=2, marker="o", ms=3, label="all cells")
+        for c in dict.fromkeys(c for r in history for c in (r.get("param_free_ops_by_cell") or {})):
+            cp = [(e, r["param_free_ops_by_cell"][c]) for e, r in zip(epochs, history) if c in (r.get("param_free_ops_by_cell") or {})]
+            ax.plot(*zip(*cp), lw=1, label=c)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("parameter-free ops")
+        ax.set_title("skip connections and pools in the derived genotype", fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+        save(fig, "param_free_ops.png")
     return written
 
 
@@ -200,6 +215,8 @@ def show(target: str, plot: str | None = None) -> str:
                 f"{k} {last[k]:.4f}" for k in ("train_loss", "train_acc", "val_loss", "val_acc", "distance_prev", "distance_start")
                 if k in last
             )
+            if "param_free_ops" in last:  # DARTS' collapse monitor (skip connections and pools kept)
+                text += f", param_free_ops {last['param_free_ops']}"
             text += "\nplots: " + ", ".join(str(p) for p in plot_run(run_dir, g, hist))
         from dnas.tools.report import plot_trials, read_trials, trials_summary
 
