@@ -129,8 +129,8 @@ def check_pair(space: str, strategy: str, out, data: str = "synthetic", space_co
 
     Raises:
         AssertionError: when the pair breaks the contract: it is accepted but does not finish, a
-        refusal comes after the run folder was made, or the genotype does not load and validate.
-        Any exception other than DnasError propagates (that is a bug).
+            refusal comes after the run folder was made, or the genotype does not load and validate.
+            Any exception other than DnasError propagates (that is a bug).
     """
     from pathlib import Path
 
