@@ -105,7 +105,7 @@ def test_sample_matched_keeps_the_size_and_the_global_rng():
 
 
 def test_sample_matched_fails_in_one_line():
-    with pytest.raises(DnasError, match=r"only 0 of 3 random genotypes of space 'sized' came within ±10% .* 5000 parameters in 50 draws"):
+    with pytest.raises(DnasError, match=r"only 0 of 3 random genotypes of space 'sized' came within ±10 % .* 5000 parameters in 50 draws"):
         sample_matched(_Sized(), None, 5000, 3, random.Random(0), 0.1, 50)
 
 
