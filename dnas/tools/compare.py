@@ -240,7 +240,7 @@ def sample_matched(space, task, target: int, n: int, rng: _random.Random, tolera
                 if len(found) == n:
                     return found
     raise DnasError(
-        f"only {len(found)} of {n} random genotypes of space '{space.name}' came within ±{tolerance:.0%} of the searched "
+        f"only {len(found)} of {n} random genotypes of space '{space.name}' came within ±{tolerance * 100:g} % of the searched "
         f"network's {target} parameters in {max_tries} draws (drawn: {lo_seen}–{hi_seen}); raise --tolerance or --max-tries"
     )
 
