@@ -245,11 +245,11 @@ def test_init_genotype_sets_alpha_on_a_fresh_run_only():
 def test_defaults_then_the_config_section_in_order():
     space = dnas.create_space("ddarts", **TINY)
     defaults = dnas.create_strategy("fairdarts").default_callbacks(space)
-    assert list(defaults) == ["rollback", "distance", "dominant_ops"]
-    assert list(dnas.create_strategy("shapley").default_callbacks(space)) == ["rollback", "distance", "dominant_ops"]
-    assert list(dnas.create_strategy("darts").default_callbacks(dnas.create_space("nasiam-mlp"))) == ["rollback"]
+    assert list(defaults) == ["rollback", "param_free_ops", "distance", "dominant_ops"]
+    assert list(dnas.create_strategy("shapley").default_callbacks(space)) == ["rollback", "param_free_ops", "distance", "dominant_ops"]
+    assert list(dnas.create_strategy("darts").default_callbacks(dnas.create_space("nasiam-mlp"))) == ["rollback", "param_free_ops"]
     cbs, section = resolve_callbacks(defaults, {"distance": False, "dominant_ops": {"threshold": 0.8}, "distance_stop": True})
-    assert [c.name for c in cbs] == ["rollback", "dominant_ops", "distance_stop"]
+    assert [c.name for c in cbs] == ["rollback", "param_free_ops", "dominant_ops", "distance_stop"]
     assert section["distance"] is False and section["dominant_ops"] == {"threshold": 0.8}
     assert section["distance_stop"] == {"on": "previous", "patience": 5, "from_epoch": 10, "tol": 0.0}
     with pytest.raises(DnasError, match="unknown callback 'distanse'.*did you mean 'distance'"):
@@ -261,7 +261,7 @@ def test_defaults_then_the_config_section_in_order():
 def test_resolved_config_lists_every_callback_and_refuses_them_for_trial_strategies():
     r = resolve({"space": {"name": "ddarts", **TINY}, "strategy": "fairdarts", "callbacks": {"distance_stop": {"patience": 3}}})
     assert r.config["callbacks"]["distance_stop"]["patience"] == 3
-    assert list(r.config["callbacks"]) == ["rollback", "distance", "dominant_ops", "distance_stop"]
+    assert list(r.config["callbacks"]) == ["rollback", "param_free_ops", "distance", "dominant_ops", "distance_stop"]
     assert resolve(merge_config(DEFAULTS, r.config)).config == r.config  # run/config.yaml resolves to itself
     with pytest.raises(DnasError, match="strategy 'tpe' runs no epoch loop"):
         resolve({"strategy": "tpe", "callbacks": {"distance_stop": {}}})
@@ -295,7 +295,7 @@ def test_old_strategy_keys_are_translated_to_callbacks():
     both = upgrade_config({**old, "callbacks": {"distance_stop": {"patience": 9}, "rollback": False}})
     assert both["callbacks"]["distance_stop"]["patience"] == 9 and both["callbacks"]["rollback"] is False
     r = resolve({"space": {"name": "ddarts", **TINY}, **old})
-    assert [c.name for c in r.callbacks] == ["rollback", "distance", "dominant_ops", "distance_stop", "init_genotype"]
+    assert [c.name for c in r.callbacks] == ["rollback", "param_free_ops", "distance", "dominant_ops", "distance_stop", "init_genotype"]
     assert r.callbacks[0].config.lr_factor == 0.5 and "early_stop" not in r.config["strategy"]
 
 

@@ -184,7 +184,7 @@ def test_cli_flags_reach_the_strategy_config():
     )
     r = resolve(_search_overlay(args))
     assert r.config["callbacks"]["init_genotype"]["genotype"] == "resnet18" and "distance_stop" in r.config["callbacks"]
-    assert [c.name for c in r.callbacks] == ["rollback", "distance", "dominant_ops", "init_genotype", "distance_stop"]
+    assert [c.name for c in r.callbacks] == ["rollback", "param_free_ops", "distance", "dominant_ops", "init_genotype", "distance_stop"]
 
 
 def test_dartopti_encodings_are_not_deepened(capsys):

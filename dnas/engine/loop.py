@@ -145,10 +145,11 @@ class GradientStrategy(Strategy):
                          scalers=self.grad_scalers(supernet))
 
     def default_callbacks(self, space: "SearchSpace") -> dict[str, dict[str, Any]]:
-        """``rollback`` of a divergence always; the D-DARTS ``distance`` on spaces of cells."""
+        """``rollback`` of a divergence and the ``param_free_ops`` count (the sign of DARTS' collapse,
+        thesis §3.2) always; the D-DARTS ``distance`` on spaces of cells."""
         from dnas.engine.distance import has_cells
 
-        return {"rollback": {}, **({"distance": {}} if has_cells(space) else {})}
+        return {"rollback": {}, "param_free_ops": {}, **({"distance": {}} if has_cells(space) else {})}
 
     def loss_terms(self, supernet: "Supernet", state: LoopState) -> dict[str, torch.Tensor]:
         """Named regularisers added to the α loss (e.g. FairDARTS' zero-one loss). None here."""
