@@ -44,7 +44,7 @@ def test_default_space_sizes_and_names():
     assert names == [f"projector.layer{i}" for i in range(6)] + [f"predictor.layer{i}" for i in range(4)]
     assert len(space.decisions()[0].options) == 7
     assert space.space_size() == 7.0 ** 10
-    assert "labels" not in space.offers and space.two_views
+    assert "labels" not in space.capabilities() and "two_views" in space.capabilities()
 
 
 # -- losses by hand -----------------------------------------------------------------------------------

@@ -161,7 +161,6 @@ class NASiamSpace(SearchSpace):
     Config = NASiamConfig
     offers = frozenset({"data", "alpha", "two_views", "functional", "data_free"})  # no "labels": self-supervised
     default_parser = "argmax"
-    two_views = True  # the api serves ((view1, view2), y) batches (dnas.engine.data.two_view_datasets)
     evaluation = "ssl"  # dnas train: SSL pretraining of the derived heads, then linear evaluation
     tiny_config = dict(backbone="tiny", backbone_width=8, proj_layers=2, pred_layers=2, dim=16, pred_dim=8, queue_size=16)
     tiny_task = Task((1, 8, 8), 0, two_views=True)
