@@ -39,8 +39,8 @@ _LAZY = {
     "retrieve": "dnas.evaluate.ssl",
     "ssl_train": "dnas.evaluate.ssl",
     "prune": "dnas.tools.pruning",
-    "finetune_pruned": "dnas.tools.pruning",
-    "load_pruned": "dnas.tools.pruning",
+    "finetune_pruned": "dnas.evaluate.pruned",
+    "load_pruned": "dnas.evaluate.pruned",
 }
 
 

@@ -17,16 +17,18 @@ from typing import Any
 import torch
 import yaml
 
-from dnas.engine import distributed
+from dnas._io import atomic_torch_save
 from dnas.config import config_dict, make_config
+from dnas.engine import distributed
 from dnas.engine.data import DataConfig, SearchData, load_datasets
+from dnas.engine.distributed import resolve_device  # noqa: F401  (part of the api)
+from dnas.engine.run import Run
 from dnas.errors import ConfigError, DnasError
+from dnas.evaluate import EVALUATIONS, genotype_space_data  # noqa: F401  (part of the api)
 from dnas.genotype import Genotype, load_genotype
 from dnas.registry import create_space, create_strategy, did_you_mean
 from dnas.space import SearchSpace
 from dnas.strategy import Strategy
-from dnas._io import atomic_torch_save
-from dnas.engine.run import Run
 
 TOP_KEYS = ("space", "strategy", "data", "train", "callbacks", "seed", "device", "preset", "presets", "loggers")
 DEFAULTS: dict[str, Any] = {
@@ -38,18 +40,6 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "cpu",
 }
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise DnasError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DnasError("device 'cuda' was asked for but no GPU is visible; use --device cpu")
-    return dev
 
 
 def merge_config(base: dict[str, Any], update: dict[str, Any], source: str = "config") -> dict[str, Any]:
@@ -360,19 +350,6 @@ def search(
         return SearchResult(genotype, run_dir, run.history())
 
 
-def genotype_space_data(genotype, data: str, space_config=None, data_config=None):
-    """The genotype (loaded if a path or name), its space with ``space_config`` overrides, and the
-    data config: the setup every evaluation phase (``train``, ``ssl_train``) starts from."""
-    g = genotype if isinstance(genotype, Genotype) else load_genotype(genotype)
-    dcfg = make_config(DataConfig, {"name": data, **(data_config or {})}, "data")
-    space = create_space(g.space, **{**dict(g.config), **(space_config or {})})
-    return g, space, dcfg
-
-
-#: the evaluations ``train`` picks from (``SearchSpace.evaluation``)
-EVALUATIONS = ("supervised", "ssl", "pruned")
-
-
 def evaluation_of(genotype: Genotype | str | Path) -> str:
     """The evaluation a genotype's space declares (``SearchSpace.evaluation``): supervised, ssl or pruned."""
     from dnas.registry import SPACES
@@ -402,7 +379,7 @@ def train(
     - ``ssl`` (nasiam-mlp): self-supervised pretraining, then linear evaluation on frozen features
       (:func:`dnas.evaluate.ssl.ssl_train`; ``train_config`` holds its options);
     - ``pruned`` (dario): fine-tune the pruned model ``dnas prune`` wrote next to the genotype
-      (:func:`dnas.tools.pruning.finetune_pruned`; ``train_config`` holds epochs, lr, batch_size).
+      (:func:`dnas.evaluate.pruned.finetune_pruned`; ``train_config`` holds epochs, lr, batch_size).
 
     Args:
         genotype: a Genotype, a genotype file or a shipped name (a pruned model: its folder or its genotype.yaml).
@@ -450,7 +427,7 @@ def _finetune(genotype, data, train_config, space_config, data_config, seed, dev
     """``pruned``: fine-tune the model in the genotype's folder (``dnas prune``'s output)."""
     import inspect
 
-    from dnas.tools.pruning import finetune_pruned
+    from dnas.evaluate.pruned import finetune_pruned
 
     if isinstance(genotype, Genotype):
         raise DnasError("fine-tuning a pruned model needs the folder dnas prune wrote; pass it (or its genotype.yaml), not a Genotype")

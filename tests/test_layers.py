@@ -1,11 +1,14 @@
-"""The package shows its layers: nouns <- engine <- spaces/strategies <- evaluate/tools <- api <- cli.
+"""The package shows its layers: nouns <- engine <- spaces/strategies <- evaluate <- api <- tools/testing <- cli.
 
 Each dnas module is imported in an interpreter that has imported no dnas module yet (a fresh
 process forked from one that preloaded only the third-party libraries, so a hundred imports take
 seconds, not minutes), and ``sys.modules`` is checked: nothing is pulled in from a layer above.
+A second test reads every ``import`` statement, those inside functions too (a lazy import is
+still a dependency), except the ones under ``if TYPE_CHECKING:``.
 """
 from __future__ import annotations
 
+import ast
 import json
 import pkgutil
 import subprocess
@@ -19,14 +22,17 @@ import dnas
 ROOT = Path(dnas.__file__).resolve().parent.parent
 NOUNS = ("errors", "registry", "config", "_io", "genotype", "space", "supernet", "strategy", "parsers", "genotypes")
 UPPER = {
-    "nouns": ("engine", "spaces", "strategies", "evaluate", "tools", "api", "cli"),
-    "engine": ("spaces", "strategies", "evaluate", "tools", "api", "cli"),
-    "spaces": ("evaluate", "tools", "api", "cli"),
-    "strategies": ("evaluate", "tools", "api", "cli"),
-    "evaluate": ("api", "cli"),
-    "tools": ("api", "cli"),
-    "api": ("cli",),
+    "nouns": ("engine", "spaces", "strategies", "evaluate", "tools", "testing", "api", "cli"),
+    "engine": ("spaces", "strategies", "evaluate", "tools", "testing", "api", "cli"),
+    "spaces": ("evaluate", "tools", "testing", "api", "cli"),
+    "strategies": ("evaluate", "tools", "testing", "api", "cli"),
+    "evaluate": ("tools", "testing", "api", "cli"),
+    "api": ("tools", "testing", "cli"),
+    "tools": ("cli",),  # workflows over the api: prune = search + export, compare = searches + trainings
+    "testing": ("cli",),
 }
+#: the layers in order; a module may import its own layer and those before it
+RANK = {"nouns": 0, "engine": 1, "spaces": 2, "strategies": 2, "evaluate": 3, "api": 4, "tools": 5, "testing": 5, "cli": 6}
 
 #: runs in a child interpreter: preload third-party libraries, then fork once per module
 PROBE = r"""
@@ -117,3 +123,37 @@ def test_no_module_shares_its_name_with_an_exported_function():
     assert "search" in exported and "train" in exported
     clash = sorted(top & exported)
     assert not clash, f"dnas.{clash[0]} is both a module and a function exported by dnas"
+
+
+def _static_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, dnas module) of every import in ``path`` outside ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(path.read_text())
+    typing_only = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            typing_only |= {id(n) for n in ast.walk(node)}
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == "dnas":
+            out += [(node.lineno, f"dnas.{a.name}") for a in node.names] if node.module == "dnas" else [(node.lineno, node.module)]
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "dnas"]
+    return out
+
+
+def test_no_import_reaches_upward_not_even_inside_a_function():
+    problems, seen = [], 0
+    for path in sorted((ROOT / "dnas").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        if module in ("dnas", "dnas.__main__") or module.startswith("dnas.cli"):
+            continue
+        mine = _layer(module) or module.split(".")[1]
+        for line, target in _static_imports(path):
+            seen += 1
+            theirs = _layer(target) if target != "dnas" else "nouns"
+            if theirs is not None and RANK.get(theirs, 0) > RANK[mine]:
+                problems.append(f"{path.relative_to(ROOT)}:{line} ({mine}) imports {target} ({theirs})")
+    assert seen > 100  # the check reads the package's imports
+    assert not problems, "\n".join(problems)

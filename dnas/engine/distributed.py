@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from dnas.errors import DnasError
+
 
 def rank_and_size() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
@@ -72,3 +74,16 @@ def shard(batch_indices: list[int]) -> list[int]:
     """This rank's part of a global batch: every size-th index from position rank."""
     rank, size = rank_and_size()
     return batch_indices[rank::size]
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a run config names: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU if one is visible)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise DnasError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DnasError("device 'cuda' was asked for but no GPU is visible; use --device cpu")
+    return dev

@@ -22,8 +22,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dnas.errors import DnasError

@@ -31,14 +31,14 @@ import torch
 from torch.utils.data import Subset
 
 from dnas.config import config_dict
-from dnas.errors import DnasError
 from dnas.engine.fitness import TrainSpec, train_and_score
+from dnas.errors import DnasError
 from dnas.strategy import Strategy
 
 if TYPE_CHECKING:
     from dnas.engine.data import SearchData
-    from dnas.genotype import Genotype
     from dnas.engine.run import Run
+    from dnas.genotype import Genotype
     from dnas.space import SearchSpace, Task
     from dnas.supernet import Supernet
 

@@ -187,9 +187,10 @@ def ssl_train(
     ``out`` receives ``model.safetensors``, ``genotype.yaml`` (with the space options used, so
     ``dnas retrieve OUT`` rebuilds it), ``metrics.json``.
     """
-    from dnas.api import genotype_space_data, resolve_device
     from dnas.config import make_config
     from dnas.engine.data import load_datasets, two_view_datasets
+    from dnas.engine.distributed import resolve_device
+    from dnas.evaluate import genotype_space_data
 
     cfg = make_config(SSLTrainConfig, dict(train_config or {}), "train (--ssl)")
     g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)
@@ -237,9 +238,9 @@ def retrieve(run_dir: str | Path, data: str = "digits", *, data_config: dict[str
     """
     from safetensors.torch import load_file
 
-    from dnas.api import resolve_device
     from dnas.config import make_config
     from dnas.engine.data import DataConfig, load_datasets
+    from dnas.engine.distributed import resolve_device
     from dnas.genotype import load_genotype
     from dnas.registry import create_space
 

@@ -152,10 +152,11 @@ def train_genotype(
     ``out`` receives ``model.safetensors``, ``metrics.json``, ``genotype.yaml`` and ``config.yaml``."""
     import yaml
 
-    from dnas.api import genotype_space_data, resolve_device
     from dnas.config import config_dict, make_config
     from dnas.engine.data import load_datasets
+    from dnas.engine.distributed import resolve_device
     from dnas.errors import DnasError
+    from dnas.evaluate import genotype_space_data
 
     tcfg = make_config(TrainConfig, dict(train_config or {}), "train")
     g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)

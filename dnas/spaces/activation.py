@@ -19,11 +19,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from dnas.engine.loop import Diverged
 from dnas.errors import DnasError
 from dnas.registry import register_parser, register_space
 from dnas.space import Decision, SearchSpace, Task
 from dnas.spaces.mlp_depth import output_dim, task_loss
-from dnas.engine.loop import Diverged
 from dnas.supernet import Supernet
 
 #: unary primitives U (thesis §6.2): option name -> (formula, function)

@@ -18,9 +18,9 @@ from torch.utils.checkpoint import checkpoint
 
 from dnas.errors import DnasError
 from dnas.genotype import Genotype
-from dnas.spaces.ops import CNN_OP_SETS, POOLS, FactorizedReduce, ReLUConvBN
 from dnas.registry import register_space
 from dnas.space import Decision, SearchSpace, Task
+from dnas.spaces.ops import CNN_OP_SETS, POOLS, FactorizedReduce, ReLUConvBN
 from dnas.supernet import Supernet
 
 

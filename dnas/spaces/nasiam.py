@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from dnas.genotype import Genotype
-from dnas.spaces.ops import MLP_OP_SETS
 from dnas.registry import register_space
 from dnas.space import Decision, SearchSpace, Task
+from dnas.spaces.ops import MLP_OP_SETS
 from dnas.spaces.siamese import FRAMEWORKS, Siamese, build_backbone
 from dnas.supernet import Supernet
 

@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 import torch
 
-from dnas.engine.distributed import average_
-from dnas.registry import register_strategy
 from dnas.engine.callbacks import LoopState
+from dnas.engine.distributed import average_
 from dnas.engine.loop import GradientConfig, GradientStrategy
+from dnas.registry import register_strategy
 
 
 @dataclass

@@ -8,8 +8,8 @@ break a constraint are rejected (pruned, not counted), which is uniform over the
 """
 from __future__ import annotations
 
-from dnas.registry import register_strategy
 from dnas.engine.trials import TrialStrategy
+from dnas.registry import register_strategy
 
 
 @register_strategy("random")

@@ -75,10 +75,10 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from dnas.engine.loop import GradientConfig, GradientStrategy, Optimizers
 from dnas.errors import DnasError
 from dnas.registry import register_strategy
 from dnas.strategies.fairdarts import FairLossMixin, zero_one_loss
-from dnas.engine.loop import GradientConfig, GradientStrategy, Optimizers
 
 
 @dataclass
