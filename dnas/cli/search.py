@@ -74,7 +74,7 @@ def _search_overlay(args) -> dict:
         flags["seed"] = args.seed
     if args.device:
         flags["device"] = args.device
-    if args.logger:
+    if getattr(args, "logger", None):
         flags["loggers"] = list(cfg.get("loggers") or []) + [x for x in args.logger if x not in (cfg.get("loggers") or [])]
     cfg = merge_config(cfg, flags)
     if args.epochs is not None:

@@ -183,6 +183,9 @@ class ActivationSpace(SearchSpace):
 
     Config = ActivationConfig
     default_parser = "formula"
+    # no data_free: every primitive is mixed in (softmax), so exp sees the all-ones input's values grown
+    # through random layers and overflows whatever α is; a data-free proxy cannot score this space
+    offers = SearchSpace.offers - {"data_free"}
     tiny_config = {"widths": [6, 6]}
     tiny_task = Task((3,), 0, out_dim=1)
 

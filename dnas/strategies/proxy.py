@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from dnas.engine.loop import alpha_snapshot
+from dnas.engine.loop import Diverged, alpha_snapshot
 from dnas.errors import DnasError
 from dnas.registry import register_strategy
 from dnas.strategies.proxies import get_proxy, stepped_proxy
@@ -273,13 +273,21 @@ class ProxyStrategy(Strategy):
             with torch.no_grad():
                 for a in alphas:
                     a.normal_()
-            with torch.enable_grad():
-                s = float(add_terms(supernet, self._terms, proxy_objective(supernet, self.config, create_graph=False).detach())[0])
+            failed = None
+            try:
+                with torch.enable_grad():
+                    s = float(add_terms(supernet, self._terms, proxy_objective(supernet, self.config, create_graph=False).detach())[0])
+            except Diverged as e:  # a sample whose network overflows (e.g. exp in an activation cell): skipped, recorded
+                s, failed = float("inf"), str(e)
             if s < best_s:
                 best, best_s = [a.detach().clone() for a in alphas], s
-            self._record(supernet, run, history, len(history) + 1, {"phase": "sample", "proxy": s, "best": best_s}, t0)
+            extra = {"phase": "sample", "proxy": s if failed is None else None, "best": best_s if best is not None else None}
+            self._record(supernet, run, history, len(history) + 1, {**extra, **({"error": failed} if failed else {})}, t0)
             if bar is not None:
                 bar.update(task, advance=1, description=f"warm start: best proxy {best_s:.4g}")
+        if best is None:
+            raise DnasError(f"every one of the {k} random α samples gave a non-finite proxy "
+                            f"({history[-1].get('error', 'NaN/inf')}); lower strategy.gamma or use another space option")
         with torch.no_grad():
             for a, b in zip(alphas, best):
                 a.copy_(b)
@@ -315,7 +323,10 @@ class ProxyStrategy(Strategy):
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(c.iters, 1))
                 task = bar.add_task("proxy search", total=c.iters)
                 for it in range(c.iters):
-                    s, grads = proxy_step(supernet, c)  # S(θ̃(α)) and ∂S/∂α, problem (6.4)
+                    try:
+                        s, grads = proxy_step(supernet, c)  # S(θ̃(α)) and ∂S/∂α, problem (6.4)
+                    except Diverged as e:
+                        raise DnasError(f"the proxy search diverged at iteration {it + 1} ({e}); lower strategy.lr or strategy.gamma") from None
                     s, grads = add_terms(supernet, self._terms, s, grads)
                     for a, g in zip(alphas, grads):
                         a.grad = g
