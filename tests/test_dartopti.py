@@ -152,7 +152,7 @@ def test_show_run_dir_writes_pictures_matching_the_history(dartopti_run, capsys)
     assert "plots:" in capsys.readouterr().out
     plots = r.run_dir / "plots"
     names = sorted(p.name for p in plots.glob("*.png"))
-    assert names == sorted([f"alpha_cell{i}.png" for i in range(4)] + ["distance.png", "dominant_ops.png"])
+    assert names == sorted([f"alpha_cell{i}.png" for i in range(4)] + ["distance.png", "dominant_ops.png", "param_free_ops.png"])
     assert all((plots / n).stat().st_size > 1000 for n in names)
     last = r.history[-1]
     mats = alpha_matrices(last, g)
