@@ -170,35 +170,26 @@ def plot_run(run_dir: str | Path, g: Genotype, history: list[dict]) -> list[Path
         ax.set_title("architecture distance M (D-DARTS eq. 4.8)", fontsize=9)
         ax.legend(fontsize=8)
         save(fig, "distance.png")
+    def count_plot(key: str, ylabel: str, title: str, marker: str | None = None) -> None:
+        """``key`` (a count over all cells) and ``key_by_cell`` over the epochs, one line per cell."""
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        pts = [(e, r[key]) for e, r in zip(epochs, history) if key in r]
+        ax.plot(*zip(*pts), color="k", lw=2, marker=marker, ms=3, label="all cells")
+        for c in dict.fromkeys(c for r in history for c in (r.get(f"{key}_by_cell") or {})):
+            cp = [(e, r[f"{key}_by_cell"][c]) for e, r in zip(epochs, history) if c in (r.get(f"{key}_by_cell") or {})]
+            ax.plot(*zip(*cp), lw=1, label=c)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, ncol=2)
+        save(fig, f"{key}.png")
+
     if any("dominant_ops" in r for r in history):
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        pts = [(e, r["dominant_ops"]) for e, r in zip(epochs, history) if "dominant_ops" in r]
-        ax.plot(*zip(*pts), color="k", lw=2, label="all cells")
-        cells = list(dict.fromkeys(c for r in history for c in (r.get("dominant_ops_by_cell") or {})))
-        for c in cells:
-            cp = [(e, r["dominant_ops_by_cell"][c]) for e, r in zip(epochs, history) if c in (r.get("dominant_ops_by_cell") or {})]
-            ax.plot(*zip(*cp), lw=1, label=c)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("ops with σ(α) > 0.9")
-        ax.set_title("dominant ops (FairDARTS)", fontsize=9)
-        ax.legend(fontsize=7, ncol=2)
-        save(fig, "dominant_ops.png")
+        count_plot("dominant_ops", "ops with σ(α) > 0.9", "dominant ops (FairDARTS)")
     if any("param_free_ops" in r for r in history):  # DARTS' collapse: skip connections and pools taking over
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        pts = [(e, r["param_free_ops"]) for e, r in zip(epochs, history) if "param_free_ops" in r]
-        ax.plot(*zip(*pts), color="k", lw=2, marker="o", ms=3, label="all cells")
-        for c in dict.fromkeys(c for r in history for c in (r.get("param_free_ops_by_cell") or {})):
-            cp = [(e, r["param_free_ops_by_cell"][c]) for e, r in zip(epochs, history) if c in (r.get("param_free_ops_by_cell") or {})]
-            ax.plot(*zip(*cp), lw=1, label=c)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("parameter-free ops")
-        ax.set_title("skip connections and pools in the derived genotype", fontsize=9)
-        ax.legend(fontsize=7, ncol=2)
-        save(fig, "param_free_ops.png")
+        count_plot("param_free_ops", "parameter-free ops", "skip connections and pools in the derived genotype", marker="o")
     return written
 
 
