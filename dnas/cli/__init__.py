@@ -14,6 +14,18 @@ from dnas.errors import DnasError
 COMMANDS = ("list", "search", "train", "compare", "retrieve", "show", "distance", "prune", "prune-correlation", "bench", "deepen", "log")
 
 
+def data_flags(args, section: dict | None = None) -> dict:
+    """The data section from the data flags a subcommand has (--data-dir, --download, --batch-size,
+    --target) over ``section``; flags a subcommand lacks are skipped."""
+    out = dict(section or {})
+    for flag, key in (("data_dir", "data_dir"), ("batch_size", "batch_size"), ("target", "target")):
+        if getattr(args, flag, None):
+            out[key] = getattr(args, flag)
+    if getattr(args, "download", False):
+        out["download"] = True
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dnas", description="Differentiable neural architecture search.")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE first (registers user spaces/strategies)")

@@ -57,17 +57,9 @@ def _search_overlay(args) -> dict:
     for section, value in (("space", args.space), ("strategy", args.strategy)):
         if value:
             flags[section] = {"name": value}
-    data = {}
-    if args.data:
-        data["name"] = args.data
-    if args.data_dir:
-        data["data_dir"] = args.data_dir
-    if args.download:
-        data["download"] = True
-    if args.batch_size:
-        data["batch_size"] = args.batch_size
-    if args.target:
-        data["target"] = args.target
+    from dnas.cli import data_flags
+
+    data = data_flags(args, {"name": args.data} if args.data else {})
     if data:
         flags["data"] = data
     if args.seed is not None:

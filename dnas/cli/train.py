@@ -41,13 +41,9 @@ def run(args) -> int:
     tcfg = dict(sets.get("train", {}))
     if args.epochs is not None:
         tcfg["epochs"] = args.epochs
-    dcfg = dict(sets.get("data", {}))
-    if args.data_dir:
-        dcfg["data_dir"] = args.data_dir
-    if args.download:
-        dcfg["download"] = True
-    if args.target:
-        dcfg["target"] = args.target
+    from dnas.cli import data_flags
+
+    dcfg = data_flags(args, sets.get("data", {}))
     # the genotype's space picks the evaluation (supervised, ssl, pruned); --ssl forces SSL
     kind = "ssl" if args.ssl else ("pruned" if (Path(args.genotype) / "pruned.yaml").is_file() else evaluation_of(args.genotype))
     if kind == "pruned":
