@@ -99,6 +99,9 @@ def _reference_classes():
             self.classifier = nn.Linear(C_p, task.num_classes)
             n_edges, n_ops = sum(2 + i for i in range(cfg.nodes)), len(table)
             self.alphas = nn.ParameterDict({k: nn.Parameter(torch.zeros(n_edges, n_ops)) for k in ("normal", "reduce")})
+            for m in self.modules():  # torch's own convolution and batch norm backward (see dnas.spaces.ops)
+                if hasattr(m, "lean"):
+                    m.lean = False
 
         def forward(self, x):
             s0 = s1 = self.stem(x)

@@ -110,6 +110,32 @@ def test_cli_budget_and_input_options(tmp_path, capsys):
     assert "--input-size takes C,H,W" in err and "unknown budget 'size'" in err
 
 
+@pytest.mark.parametrize("budget,says", [
+    ("blocks=9", "budget blocks=9: the model has 4 gated blocks"),
+    ("heads=13", "budget heads=13: the model keeps 12 gated heads"),
+    ("blocks=1,heads=4", "budget heads=4: the model keeps 3 gated heads"),
+    ("params=0.001", "budget params=0.001: even with every gate closed"),
+])
+def test_impossible_budget_fails_before_the_search_and_writes_nothing(tmp_path, monkeypatch, budget, says):
+    import dnas.api
+
+    def no_search(*a, **k):
+        raise AssertionError("the search ran")
+
+    monkeypatch.setattr(dnas.api, "search", no_search)
+    with pytest.raises(DnasError, match=says.replace("(", r"\(")):
+        prune(**TINY, granularity="both", out=tmp_path / "p", budget=budget, iters=1, warm_start=1, **QUIET)
+    assert not (tmp_path / "p").exists()
+
+
+def test_budget_check_before_the_search_lets_every_feasible_budget_through(tmp_path):
+    from dnas.tools.pruning import check_budget
+
+    space = dnas.create_space("dario", **TINY, granularity="both")
+    for budget in ("blocks=4", "blocks=0", "heads=12", "blocks=2,heads=6", "params=0.3", "speedup=3"):
+        check_budget(space, parse_budget(budget))  # each is met by some ranking: no error
+
+
 def test_prune_takes_space_and_strategy_objects(tmp_path):
     space = dnas.create_space("dario", **TINY)
     strat = dnas.create_strategy("proxy", iters=1, warm_start=1, threshold=0.5)

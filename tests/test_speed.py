@@ -206,7 +206,10 @@ def test_grad_only_gives_the_same_gradients_and_saves_less(which):
         assert not any(p.requires_grad for p in net.parameters() if all(p is not q for q in params))
     for a, b in zip(g_plain, g_lean):
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-5)
-    assert lean < 0.9 * full  # measured: ~0.78 for either step on this supernet
+    if which == "arch":
+        assert lean < 0.7 * full  # measured: 0.49 (no conv input, no activation kept for the frozen weights)
+    else:  # the ops' batch norms keep their outputs, which is what ∇α needs: nothing more to drop
+        assert lean <= full
     user_frozen = [p for p in net.parameters() if not p.requires_grad]
     assert len(user_frozen) == 1 and user_frozen[0] is net.weight_parameters()[3]
     with pytest.raises(RuntimeError, match="boom"), net.grad_only(params):
@@ -385,3 +388,52 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
     assert all(out[k]["finished"] for k in out if k.startswith("gpu-search"))
     t = out["gpu-torchrun.json"]
     assert t["backend"] == "gloo" and t["world_size"] == 1 and t["all_reduce_ok"] and t["step_finite"]
+
+
+def _set_lean(net, on: bool):
+    for m in net.modules():
+        if hasattr(m, "lean"):
+            m.lean = on
+
+
+@pytest.mark.parametrize("which", ["arch", "weights"])
+def test_lean_convolution_and_batch_norm_keep_less_for_the_same_gradients(which):
+    """dnas.spaces.ops: a frozen convolution keeps no input, a γ-free batch norm keeps its output and
+    the ReLU after it is recomputed from that output. Same gradients and running statistics as torch's modules."""
+    saved, grads, stats = {}, {}, {}
+    for lean in (True, False):
+        net, batch = _net(), _batch(n=8)
+        net = net.double()
+        batch = (batch[0].double(), batch[1])
+        _set_lean(net, lean)
+        params = net.arch_parameters() if which == "arch" else net.weight_parameters()
+        with net.grad_only(params):
+            loss, saved[lean] = _saved_mb(net, batch)
+            grads[lean] = torch.autograd.grad(loss, params)
+        stats[lean] = [b.clone() for b in net.buffers()]
+    for a, b in zip(grads[True], grads[False]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(stats[True], stats[False]):
+        assert torch.equal(a, b)
+    # measured on this supernet: 0.59 (α step), 0.88 (weight step)
+    assert saved[True] < (0.7 if which == "arch" else 0.95) * saved[False]
+
+
+def test_lean_modules_step_aside_where_they_do_not_apply():
+    """eval, no grad, autocast and double backward get torch's own modules (or a clear error)."""
+    from dnas.spaces.ops import BatchNorm2d, Conv2d
+
+    conv, bn = Conv2d(4, 4, 3, padding=1, bias=False).requires_grad_(False), BatchNorm2d(4, affine=False)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    assert type(conv(x).grad_fn).__name__ == "_ConvBackwardBackward"  # the lean paths
+    assert type(bn(x).grad_fn).__name__ == "_BatchNormKeepsOutputBackward"
+    assert type(conv.eval()(x).grad_fn).__name__ == "ConvolutionBackward0"
+    with torch.no_grad():
+        assert torch.equal(conv(x), torch.nn.functional.conv2d(x, conv.weight, padding=1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert type(conv.train()(x).grad_fn).__name__ == "ConvolutionBackward0"
+    assert type(bn.eval()(x).grad_fn).__name__ == "NativeBatchNormBackward0"
+    y = bn.train()(x)
+    (g,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|twice"):
+        g.sum().backward()

@@ -20,7 +20,7 @@ from dnas.errors import DnasError
 from dnas.genotype import Genotype
 from dnas.registry import register_space
 from dnas.space import Decision, SearchSpace, Task
-from dnas.spaces.ops import CNN_OP_SETS, POOLS, FactorizedReduce, ReLUConvBN
+from dnas.spaces.ops import CNN_OP_SETS, POOLS, BatchNorm2d, FactorizedReduce, ReLUConvBN
 from dnas.supernet import Supernet
 
 
@@ -123,7 +123,7 @@ class MixedOp(nn.Module):
             if relu is not None:
                 self.relus.append(relu)
             if n in POOLS:
-                op = nn.Sequential(op, nn.BatchNorm2d(C_op, affine=False))
+                op = nn.Sequential(op, BatchNorm2d(C_op, affine=False))
             self.ops.append(op)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, rx: torch.Tensor | None = None,

@@ -12,12 +12,107 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 
+# -- lean backward: the same gradients, less kept for them ---------------------------------------
+# Autograd's convolution keeps its input even when only the input's gradient is wanted (the α step
+# of a search freezes the weights), and batch norm keeps its input although, without γ and β, its
+# output x̂ = (x − μ)/σ holds everything its backward needs. The modules below keep less in those
+# cases and fall back to torch's own modules otherwise (eval, no grad, torch.compile, which plans
+# its own recomputation). Set ``lean = False`` on an instance to get the plain module back.
+
+
+def _lean(module: nn.Module, x: torch.Tensor) -> bool:
+    return (module.lean and module.training and torch.is_grad_enabled() and x.requires_grad
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled(x.device.type))
+
+
+class _ConvBackward(torch.autograd.Function):
+    """``conv2d(relu(x) if relu else x, w)`` that keeps for backward only what the wanted gradients
+    need: the weight alone when w is frozen (the input's gradient needs no input); with ``relu``,
+    x rather than relu(x) (x is what the batch norm before it keeps anyway, and relu(x) is
+    recomputed in one pass). The gradients are aten's own convolution and ReLU backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, relu, stride, padding, dilation, groups):
+        inp = F.relu(x) if relu else x
+        ctx.args = relu, stride, padding, dilation, groups, x.shape
+        ctx.save_for_backward(x if relu or weight.requires_grad else None, weight)
+        return F.conv2d(inp, weight, None, stride, padding, dilation, groups)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        relu, stride, padding, dilation, groups, shape = ctx.args
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        inp = F.relu(x) if relu else x
+        if inp is None:  # the weight is frozen: the input's gradient needs the input's shape alone
+            inp = grad.new_empty(()).expand(shape)
+        gx, gw, _ = torch.ops.aten.convolution_backward(grad, inp, weight, None, stride, padding, dilation, False,
+                                                        [0, 0], groups, [need_x, need_w, False])
+        if relu and gx is not None:
+            gx = torch.ops.aten.threshold_backward(gx, inp, 0)
+        return gx, gw, None, None, None, None, None
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (no bias, zero padding) that keeps only its weight for backward when the weight
+    is frozen; same parameters, same gradients."""
+
+    lean = True
+
+    def forward(self, x):
+        if self.weight.requires_grad or self.bias is not None or self.padding_mode != "zeros" or isinstance(self.padding, str) \
+                or not _lean(self, x):
+            return super().forward(x)
+        return _ConvBackward.apply(x, self.weight, False, self.stride, self.padding, self.dilation, self.groups)
+
+
+class _BatchNormKeepsOutput(torch.autograd.Function):
+    """Training-mode batch norm without γ, β that keeps its output x̂ for backward, not its input.
+
+    ∂L/∂x = (1/σ)(g − mean(g) − x̂·mean(g·x̂)) (Ioffe & Szegedy, 2015, §3): aten's batch-norm
+    backward computes it from x̂ when given x̂ as input, mean 0, inverse std 1 and γ = 1/σ."""
+
+    @staticmethod
+    def forward(ctx, x, running_mean, running_var, momentum, eps):
+        y, _, invstd = torch.native_batch_norm(x, None, None, running_mean, running_var, True, momentum, eps)
+        ctx.save_for_backward(y, invstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        y, invstd = ctx.saved_tensors
+        gx = torch.ops.aten.native_batch_norm_backward(grad, y, invstd, None, None, torch.zeros_like(invstd),
+                                                       torch.ones_like(invstd), True, ctx.eps, [True, False, False])[0]
+        return gx, None, None, None, None
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d``; without γ, β it keeps its output rather than its input for backward (the
+    op's output is what the mixed op keeps for ∇α, and what the ReLU after it is recomputed from)."""
+
+    lean = True
+
+    def forward(self, x):
+        if self.affine or not _lean(self, x):
+            return super().forward(x)
+        self._check_input_dim(x)
+        momentum, rm, rv = 0.0, None, None
+        if self.track_running_stats:  # as nn.BatchNorm2d.forward in training
+            self.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            rm, rv = self.running_mean, self.running_var
+        return _BatchNormKeepsOutput.apply(x, rm, rv, momentum, self.eps)
+
+
 class ReLUConvBN(nn.Sequential):
     def __init__(self, C_in, C_out, kernel, stride, padding, affine=True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine),
+            Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=False),
+            BatchNorm2d(C_out, affine=affine),
         )
 
 
@@ -25,10 +120,18 @@ class DilConv(nn.Sequential):
     def __init__(self, C_in, C_out, kernel, stride, padding, dilation, affine=True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False),
-            nn.Conv2d(C_in, C_out, 1, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine),
+            Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False),
+            Conv2d(C_in, C_out, 1, bias=False),
+            BatchNorm2d(C_out, affine=affine),
         )
+
+    def forward(self, x):
+        relu, conv = self[0], self[1]
+        if type(relu) is nn.ReLU and type(conv) is Conv2d and _lean(conv, x):  # keep x, not relu(x): the BN before keeps x
+            h = _ConvBackward.apply(x, conv.weight, True, conv.stride, conv.padding, conv.dilation, conv.groups)
+        else:
+            h = conv(relu(x))
+        return self[3](self[2](h))
 
 
 class SepConv(nn.Sequential):
@@ -47,9 +150,9 @@ class FactorizedConv(nn.Sequential):
     def __init__(self, C, k, stride, affine=True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C, C, (1, k), stride=(1, stride), padding=(0, k // 2), bias=False),
-            nn.Conv2d(C, C, (k, 1), stride=(stride, 1), padding=(k // 2, 0), bias=False),
-            nn.BatchNorm2d(C, affine=affine),
+            Conv2d(C, C, (1, k), stride=(1, stride), padding=(0, k // 2), bias=False),
+            Conv2d(C, C, (k, 1), stride=(stride, 1), padding=(k // 2, 0), bias=False),
+            BatchNorm2d(C, affine=affine),
         )
 
 
@@ -83,9 +186,9 @@ class FactorizedReduce(nn.Module):
     def __init__(self, C_in, C_out, affine=True):
         super().__init__()
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(C_in, C_out - C_out // 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+        self.conv_1 = Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = Conv2d(C_in, C_out - C_out // 2, 1, stride=2, bias=False)
+        self.bn = BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x):
         x = self.relu(x)

@@ -220,6 +220,38 @@ def keep_for_budget(scores: dict[str, float], budget: str | dict[str, float], in
     return {n: [KEEP] if n in keep else [] for n in scores}
 
 
+def check_budget(space, budget: dict[str, float]) -> None:
+    """Refuse, before any search, a budget that no ranking of the gates can meet.
+
+    The gates are scored so that the budget is as easy as it can be (every gate open, the blocks
+    with the most heads first); a budget refused here is refused whatever the search finds. The
+    measured ``speedup`` is checked after the search, when the pruned model can be timed."""
+    import warnings
+
+    from dnas.spaces.dario import build_model, is_timm
+
+    decisions = space.decisions()
+    heads = {d.name.split(".")[0]: 0 for d in decisions}
+    for d in decisions:
+        if "." in d.name:
+            heads[d.name.split(".")[0]] += 1
+    scores = {d.name: 1.0 + heads.get(d.name, 0) if "." not in d.name else 1.0 for d in decisions}
+    info = ModelInfo(0, {})
+    if "params" in budget:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if is_timm(space.config):
+                with torch.device("meta"):  # parameter counts only: no weights, no memory
+                    info = model_info(space, build_model(space.config, load=False))
+            else:
+                info = model_info(space, build_model(space.config, load=False))
+    rest = {k: v for k, v in budget.items() if k != "speedup"}
+    if rest:
+        keep_for_budget(scores, rest, info, threshold=0.0)
+    if "speedup" in budget and not any("." not in n for n in scores):
+        raise DnasError("budget speedup= drops blocks; use granularity block or both")
+
+
 def equivalent_threshold(scores: dict[str, float], choices: dict[str, list[str]]) -> dict[str, float | None]:
     """The threshold on ``scores`` that keeps exactly ``choices``: ``{"low", "high", "threshold"}``
     (any t with low < t ≤ high; ``threshold`` the midpoint), None where no single one does."""
@@ -336,7 +368,10 @@ def prune(
         strat_name, strat_base = strategy, {}
     else:
         strat_name, strat_base = strategy.name, {k: v for k, v in config_dict(strategy.config).items() if k != "name"}
-    create_space("dario", **space_cfg).decisions()  # a bad model name or blocks path fails before any file is written
+    early = create_space("dario", **space_cfg)
+    early.decisions()  # a bad model name or blocks path fails before any file is written
+    if budget_d and keep_blocks is None:
+        check_budget(early, budget_d)  # an impossible budget fails before the search, not after it
     t0 = time.perf_counter()
     alphas: dict[str, float] = {}
     if keep_blocks is None:
