@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-
 # -- lean backward: the same gradients, less kept for them ---------------------------------------
 # Autograd's convolution keeps its input even when only the input's gradient is wanted (the α step
 # of a search freezes the weights), and batch norm keeps its input although, without γ and β, its
