@@ -437,3 +437,37 @@ def test_lean_modules_step_aside_where_they_do_not_apply():
     (g,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|twice"):
         g.sum().backward()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("relu", [False, True])
+def test_lean_convolution_gradients_match_aten_on_every_shape(stride, relu):
+    """The depthwise input gradient as a forward convolution (and the fused ReLU) against torch's own
+    convolution backward, float64, over kernels, dilations, paddings (cropping included), odd sizes,
+    both layouts, frozen and trained weights."""
+    import itertools
+
+    import torch.nn.functional as F
+
+    from dnas.spaces.ops import _ConvBackward
+
+    torch.manual_seed(0)
+    C = 3
+    for size, (k, p, d), frozen, nhwc in itertools.product(
+            (1, 2, 5, 9), ((3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2), (3, 0, 1), (1, 0, 1), (3, 3, 1)), (False, True), (False, True)):
+        if size + 2 * p < d * (k - 1) + 1:
+            continue
+        x = torch.randn(2, C, size, size, dtype=torch.float64)
+        x = x.to(memory_format=torch.channels_last) if nhwc else x
+        w = torch.randn(C, 1, k, k, dtype=torch.float64)
+        x1, w1 = x.clone().requires_grad_(), w.clone().requires_grad_(not frozen)
+        x2, w2 = x.clone().requires_grad_(), w.clone().requires_grad_(not frozen)
+        y1 = F.conv2d(F.relu(x1) if relu else x1, w1, None, stride, p, d, C)
+        y2 = _ConvBackward.apply(x2, w2, relu, (stride, stride), (p, p), (d, d), C)
+        g = torch.randn_like(y1)
+        y1.backward(g)
+        y2.backward(g)
+        assert torch.equal(y1, y2)
+        assert x2.grad.shape == x.shape and torch.allclose(x1.grad, x2.grad, rtol=1e-12, atol=1e-13), (size, k, p, d)
+        if not frozen:
+            assert torch.allclose(w1.grad, w2.grad, rtol=1e-12, atol=1e-13)

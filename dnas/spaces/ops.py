@@ -36,6 +36,8 @@ def _depthwise_input_grad(grad, weight, shape, stride, padding, dilation):
     full = (shape[2] + dh * (kh - 1), shape[3] + dw * (kw - 1))
     q = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
     ho, wo = grad.shape[2:]
+    if (sh, sw) == (1, 1) and min(q) >= 0 and (ho + 2 * q[0], wo + 2 * q[1]) == full:  # the convolution pads
+        return F.conv2d(grad, weight.flip(-1, -2), None, 1, q, (dh, dw), weight.shape[0])
     if (sh, sw) == (1, 1):  # a plain (possibly negative, i.e. cropping) padding
         grad = F.pad(grad, (q[1], full[1] - q[1] - wo, q[0], full[0] - q[0] - ho))
     else:
@@ -82,7 +84,9 @@ class _ConvBackward(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         inp = F.relu(x) if relu else x
-        depthwise = grad.device.type == "cpu" and groups > 1 and groups == shape[1] == weight.shape[0] and weight.shape[1] == 1
+        # a depthwise input gradient as a forward convolution (CPU), where that is faster: stride 1, or dilated
+        depthwise = (grad.device.type == "cpu" and groups > 1 and groups == shape[1] == weight.shape[0] and weight.shape[1] == 1
+                     and (tuple(stride) == (1, 1) or tuple(dilation) != (1, 1)))
         gx = gw = None
         if need_w:
             gx, gw, _ = torch.ops.aten.convolution_backward(grad, inp, weight, None, stride, padding, dilation, False,
