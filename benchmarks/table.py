@@ -55,12 +55,22 @@ is tested against the plain computation):
   convs) share one `relu(x)` per input state instead of each keeping its own copy for backward.
   Weights that are merely near zero are *not* skipped: that would change the math.
 - `Supernet.grad_only(params)`: each pass records gradients only for what it differentiates. In the
-  α step the weights are frozen (a convolution then keeps no input for its weight gradient), in the
-  weight step α are (a mixed op then keeps no o_k(x) for ∇α); the second-order step freezes in its
-  three passes that need one side only, `shapley` in all of its passes. −22 % of what autograd
-  keeps, in each step.
+  α step the weights are frozen, in the weight step α are; the second-order step freezes in its
+  three passes that need one side only, `shapley` in all of its passes.
+- The ops' convolutions and batch norms (`dnas.spaces.ops.Conv2d`, `BatchNorm2d`) keep less for
+  backward than torch's: a convolution whose weight is frozen keeps no input (autograd's keeps it
+  whatever requires grad), so the α step keeps no activation for the weights; a batch norm without
+  γ, β keeps its output x̂ rather than its input (its backward needs only x̂ and 1/σ, and x̂ is the
+  o_k(x) the mixed op keeps for ∇α anyway), and the ReLU after it is recomputed from x̂ instead of
+  kept. What the α step keeps halves; the weight step keeps about 12 % less.
+- On the CPU a depthwise convolution's input gradient is a forward convolution of the output
+  gradient with the flipped kernel: oneDNN's own depthwise backward is 5–40× slower than its
+  forward for the 5×5 and dilated kernels of the DARTS ops (N 64, C 16, 32×32: 5.7 ms against 0.6
+  ms for `dil_conv_5x5`). The lean modules are tested against torch's in float64 (every S_o op,
+  strides 1 and 2, frozen or trained weights, odd sizes, both layouts); they step aside in eval,
+  without grad, under autocast and inside `torch.compile`, and `module.lean = False` turns them off.
 - The max pool keeps its input instead of its int64 indices for backward (the average pool beside it
-  keeps that input anyway) and recomputes the argmax in backward: −7 % more.
+  keeps that input anyway) and recomputes the argmax in backward.
 - On the CPU the activations are channels-last by default (`channels_last: null`): mkldnn's
   convolutions run the step 1.2–1.6× faster on NHWC. On a GPU the default stays NCHW (not measured
   yet); `--channels-last` / `--no-channels-last` force either.

@@ -137,7 +137,10 @@ class MixedOp(nn.Module):
             sizes = [x.shape[1] // self.partial, x.shape[1] - x.shape[1] // self.partial]
             x, rest = x.split(sizes, dim=1)
             rx = rx.split(sizes, dim=1)[0] if rx is not None else None
-        for r in self.relus:
+        # hand relu(x) to the ops' leading ReLUs; a compiled graph needs no hand-over (inductor merges the
+        # identical relu(x) itself) and a module attribute set during tracing would cost a guard per call
+        relus = self.relus if not torch.compiler.is_compiling() else []
+        for r in relus:
             r.shared = (x, rx)
         try:
             # DARTS eq. (2.7): ō(x) = Σ_k w_k o_k(x), w = softmax(α) (or σ(α) for FairDARTS)
@@ -146,7 +149,7 @@ class MixedOp(nn.Module):
                 y = shared[i] if shared is not None and i in shared else self.ops[i](x)
                 out = w[i] * y if out is None else torch.addcmul(out, w[i], y)  # out + w_k · o_k(x), one pass
         finally:
-            for r in self.relus:
+            for r in relus:
                 r.shared = None
         if self.partial > 1:  # PC-DARTS eq. (2): [ō(S·x), (1 − S)·x], then channel shuffle
             rest = F.max_pool2d(rest, 2, 2) if self.stride > 1 else rest
