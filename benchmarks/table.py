@@ -98,20 +98,20 @@ Options that trade something:
   (`--partial-channels 4 --set strategy.w_lr=0.1 --set strategy.a_lr=6e-4 --set strategy.warmup_epochs=15`).
 - `compile` (default false): `torch.compile` of each cell (cells of the same structure and shapes
   share one compiled graph; the Python around them, α and the ablations stay eager); where it is
-  unavailable the first forward fails with one line saying so. **Not measured yet.** Compiling the
-  whole supernet forward (the earlier implementation) did not finish the first step of a 5-cell
-  supernet within 480 s on the 2-core VM, nor a 1-cell one within 400 s. What makes that compile
-  long, by reading the code (not measured): the whole forward is one graph of every op of every
-  edge of every cell (5 cells × 14 edges × 7 ops for the small config, thousands of aten nodes
-  forward and backward, each fused kernel compiled by a C++ compiler on the CPU), and
-  `grad_only` flips `requires_grad` of the weights or of α between the α step and the weight step,
-  on which dynamo guards, so each kind of pass compiles its own graph. Compiling per cell keeps
-  each graph to one cell and lets same-shaped cells share it. A diagnostic of the per-cell compile
-  (1 cell, 1 node, `TORCH_LOGS=graph_breaks,recompiles`) logged no graph break but did not
-  finish within 18 minutes on a machine then loaded about 12× over its 2 cores, so whether it pays
-  on a CPU is open: `python -m benchmarks compile` measures it (the DARTS step at order 1 and 2 and
-  the `shapley` α step, eager against compiled, compile time, graph breaks), and the GPU check
-  runs it.
+  unavailable the first forward fails with one line saying so. **On a 2-core CPU it does not pay.**
+  Measured on 2026-12-02 (idle VM, 2 threads): dynamo alone (`backend="eager"`, no code generation)
+  traced a 3-cell, 2-node supernet's first order-1 step in 37 s into 6 graphs, with no graph break;
+  with inductor the quick config (3 cells, 4 nodes, C = 8) compiled one graph every 2–3 min and had
+  not finished its first step after 15 min (the sixth graph begun). What makes the graphs many
+  (`TORCH_LOGS=recompiles`): each cell of another input shape (the first cell, a reduction cell,
+  the cell after it) is its own graph, and `grad_only` flips `requires_grad` of the weights (and of
+  the stem's output) between the α step and the weight step, on which dynamo guards, so each cell
+  shape compiles once per kind of pass; the 8-cell CIFAR network has about 16 such graphs, more than
+  dynamo's default cache of 8 per function, past which it runs eager. What makes each one long: a
+  4-node cell is ~100 ops forward and backward, each fused kernel compiled by a C++ compiler.
+  The lean convolution and batch norm of the eager path step aside inside a compiled graph
+  (inductor plans its own recomputation). `python -m benchmarks compile` measures it (eager
+  against compiled, compile time, graph breaks) and the GPU check runs it.
 - Strategy option `amp: none | bf16 | fp16` (gradient strategies): the forward of the α step and
   of the weight step run under `torch.autocast`; fp16 adds a `GradScaler` per step kind (a step
   with an inf/NaN gradient is skipped; the scale is saved in the checkpoint and restored by
@@ -171,12 +171,9 @@ CONTEXT = {
         "they were not measured again because the VM was loaded."
     ),
     "vm-cpu-full.json": (
-        "The DARTS CIFAR search config on the same VM (measured up to 2026-12-02): order 1 with 4 cases "
-        "and 2 rounds (967 s, ~10 GB per process), order 2 with the reference and dnas, 1 round "
-        "(1109 s; the float64 check of the reference peaks near 20 GB). Against the original DARTS code "
-        "(cnn/, `.cuda()` removed; 8 cells, C = 16, batch 32, one process, interleaved rounds) the dnas "
-        "step was 2.04× faster at 0.68× the memory (order 1) and 1.73× faster (order 2). These figures "
-        "predate the pools computed once per state and the fused out + w·o(x) (not measured at this size since)."
+        "The DARTS CIFAR search config (8 cells, C = 16, batch 64, 32×32) on the same VM, idle, 2 threads, "
+        "2026-12-02 09:17–09:43 UTC at commit 81653aa: the reference and dnas, orders 1 and 2, 3 interleaved "
+        "rounds after a warm-up round, memory from 2 steps in a fresh process per case (1565 s in all)."
     ),
 }
 
