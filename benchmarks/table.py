@@ -79,7 +79,11 @@ is tested against the plain computation):
   the full network's cached inputs, and reverse mode runs branch by branch from the last cell down
   with the gradients accumulated at the branch points (the algebra is in the docstring of
   `dnas/strategies/shapley.py`). The gradient is the one of n + 1 separate passes (tested in
-  float64), and at most one network's graph is alive at a time.
+  float64), and at most one network's graph is alive at a time. Its cost has a floor: the
+  network without cell j recomputes the n − j − 1 cells after j, so the tree runs
+  n + n(n − 1)/2 cell passes forward and as many backward, where a FairDARTS α step runs n:
+  (n + 1)/2 times as many, 3× for the 5 cells of the benchmark (measured 3.3–3.6× on 2 threads,
+  the rest being per-op overhead at C = 8 and 16×16).
 
 Options that trade something:
 
@@ -164,11 +168,8 @@ prints the commands. **It has not run on a GPU yet**: every figure on this page 
 #: dated context per results file, for records saved before the suite recorded machine and date
 CONTEXT = {
     "vm-cpu.json": (
-        "This project's 2-core CPU VM (2 threads; `darts`, `nasiam`, `dario` measured in earlier rounds, "
-        "up to 2026-12-02, on an otherwise idle machine: the whole suite took 508 s then). Records that "
-        "carry a date below say when and under what load they were taken. The `darts` figures predate two "
-        "changes of the mixed op made since (the pools computed once per state, the fused out + w·o(x)); "
-        "they were not measured again because the VM was loaded."
+        "This project's 2-core CPU VM, idle, 2 threads, 2026-12-02 (`darts`, `shapley`, `dario`; `nasiam` "
+        "from an earlier round). The small configs: overheads per op weigh more here than at the papers' sizes."
     ),
     "vm-cpu-full.json": (
         "The DARTS CIFAR search config (8 cells, C = 16, batch 64, 32×32) on the same VM, idle, 2 threads, "
