@@ -38,7 +38,7 @@ class DartsConfig:
     edge_normalization: bool | None = None  # PC-DARTS β per edge; None = on when partial_channels > 1
     channels_last: bool | None = None  # NHWC activations; None: on for CPU inputs (1.4-1.6x faster step there, bench_darts), off on GPU
     checkpoint_cells: bool = False  # recompute each cell in backward: less memory, same gradients, more time
-    compile: bool = False  # torch.compile each cell (first steps pay the compilation; see docs/performance.md)
+    compile: bool = False  # torch.compile each mixed op (first steps pay the compilation; see docs/performance.md)
     reductions: list[int] | None = None  # reduction cell positions; None: DARTS' n//3 and 2n//3
     share: list[int] | None = None  # with individual: cell i uses the α of cell share[i] (DARTOpti)
 
@@ -399,28 +399,42 @@ class DartsSupernet(Supernet):
         return self._forward(x)
 
     def _compile_cells(self) -> None:
-        """``torch.compile`` each cell (not the whole forward): the cells' graphs are small, cells of
-        the same structure and shapes share one compiled graph, and the Python around them (α,
-        ablation, checkpointing) stays eager."""
+        """``torch.compile`` each mixed op (edge), not each cell nor the whole forward.
+
+        Dynamo compiles one graph per input shape and per ``requires_grad`` pattern (``grad_only``
+        freezes the weights in the α step and α in the weight step). Per cell that is a graph per
+        cell shape and pass kind, each a hundred-odd ops: on 2 CPU cores the quick config compiled
+        one every 2–3 min and had not finished its first step in 15 min. Per edge the graphs are
+        small and shared by every edge of the same shape (a dozen for the quick config, compiled
+        in about 2 min); the pools, the shared relu(x) and the node sums stay eager."""
         try:
             for cell in self.cells:
-                cell.compile()
+                for edge in cell.edges:
+                    edge.compile()
         except Exception as e:  # no compiler, unsupported Python/platform...: say so in one line
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise DnasError(f"torch.compile is unavailable here ({msg}); set space.compile=false") from None
         self._compiled = True
 
+    #: graphs dynamo may keep for the edges' one forward function: edge shapes × requires_grad
+    #: patterns × pass kinds (torch's default of 8 would send the later ones back to eager)
+    COMPILED_GRAPHS = 64
+
     def _run_cell(self, cell: SearchCell, s0, s1, w, ew):
-        if not (self.space.config.checkpoint_cells and torch.is_grad_enabled()):
-            return cell(s0, s1, w, ew)
-        calls = []
-
-        def fn(s0, s1, w, ew):  # the recomputation in backward must not update BN statistics twice
-            with _frozen_bn_stats(cell) if calls else nullcontext():
-                calls.append(1)
+        if self.space.config.compile and not self._compiled:
+            self._compile_cells()  # also when a strategy runs cells itself (shapley's pass tree)
+        limit = torch._dynamo.config.patch(cache_size_limit=self.COMPILED_GRAPHS) if self._compiled else nullcontext()
+        with limit:
+            if not (self.space.config.checkpoint_cells and torch.is_grad_enabled()):
                 return cell(s0, s1, w, ew)
+            calls = []
 
-        return checkpoint(fn, s0, s1, w, ew, use_reentrant=False)
+            def fn(s0, s1, w, ew):  # the recomputation in backward must not update BN statistics twice
+                with _frozen_bn_stats(cell) if calls else nullcontext():
+                    calls.append(1)
+                    return cell(s0, s1, w, ew)
+
+            return checkpoint(fn, s0, s1, w, ew, use_reentrant=False)
 
     def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The stem's output: the input (s0 = s1) of cell 0."""
