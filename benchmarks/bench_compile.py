@@ -1,4 +1,4 @@
-"""``compile: true`` (each cell ``torch.compile``-d) against eager, same process, interleaved rounds.
+"""``compile: true`` (each mixed op ``torch.compile``-d) against eager, same process, interleaved rounds.
 
 Records the first compiled step (the compilation), the steady-state seconds per step of both,
 their ratio, and dynamo's graph-break and recompile counts. Steps: the DARTS search step (α then

@@ -289,6 +289,17 @@ class EvalCell(nn.Module):
 
 
 @contextmanager
+def _compile_options(graphs: int):
+    """While the compiled edges run: room for ``graphs`` graphs, and backward graphs that may be
+    run with ``retain_graph`` (shapley's pass tree backpropagates through shared prefixes)."""
+    import torch._dynamo
+    import torch._functorch.config
+
+    with torch._dynamo.config.patch(cache_size_limit=graphs), torch._functorch.config.patch(donated_buffer=False):
+        yield
+
+
+@contextmanager
 def _frozen_bn_stats(module: nn.Module):
     """BatchNorm running statistics left untouched inside (momentum 0), e.g. while a checkpoint recomputes."""
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -423,8 +434,7 @@ class DartsSupernet(Supernet):
     def _run_cell(self, cell: SearchCell, s0, s1, w, ew):
         if self.space.config.compile and not self._compiled:
             self._compile_cells()  # also when a strategy runs cells itself (shapley's pass tree)
-        limit = torch._dynamo.config.patch(cache_size_limit=self.COMPILED_GRAPHS) if self._compiled else nullcontext()
-        with limit:
+        with _compile_options(self.COMPILED_GRAPHS) if self._compiled else nullcontext():
             if not (self.space.config.checkpoint_cells and torch.is_grad_enabled()):
                 return cell(s0, s1, w, ew)
             calls = []
