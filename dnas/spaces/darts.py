@@ -290,12 +290,11 @@ class EvalCell(nn.Module):
 
 @contextmanager
 def _compile_options(graphs: int):
-    """While the compiled edges run: room for ``graphs`` graphs, and backward graphs that may be
-    run with ``retain_graph`` (shapley's pass tree backpropagates through shared prefixes)."""
+    """While the compiled edges run: room for ``graphs`` graphs (torch's default of 8 would send
+    the later ones back to eager)."""
     import torch._dynamo
-    import torch._functorch.config
 
-    with torch._dynamo.config.patch(cache_size_limit=graphs), torch._functorch.config.patch(donated_buffer=False):
+    with torch._dynamo.config.patch(cache_size_limit=graphs):
         yield
 
 
@@ -418,6 +417,12 @@ class DartsSupernet(Supernet):
         one every 2–3 min and had not finished its first step in 15 min. Per edge the graphs are
         small and shared by every edge of the same shape (a dozen for the quick config, compiled
         in about 2 min); the pools, the shared relu(x) and the node sums stay eager."""
+        import torch._functorch.config
+
+        # AOT autograd compiles a backward lazily, at its first call (outside any context set here), and by
+        # default donates buffers, which forbids retain_graph; shapley's pass tree backpropagates through
+        # shared prefixes with it. Process-wide, and only once a user turns compile on.
+        torch._functorch.config.donated_buffer = False
         try:
             for cell in self.cells:
                 for edge in cell.edges:
