@@ -74,6 +74,9 @@ def one_step_kind(kind: str, cfg: dict[str, Any], device: str) -> dict[str, Any]
 def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = None, steps=STEPS) -> list[dict[str, Any]]:
     cfg = cfg or (QUICK if quick else FULL)
     records = []
+    if device == "cpu" and "shapley-alpha" in steps:  # refused by the strategy (inductor fails on its pass tree)
+        steps = tuple(k for k in steps if k != "shapley-alpha")
+        records.append({"case": "shapley-alpha", "device": device, "skipped": "shapley refuses space.compile=true on the CPU"})
     for kind in steps:
         r = in_fresh_process(one_step_kind, kind, cfg, device)["result"]
         records.append({
@@ -82,6 +85,6 @@ def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = N
             "device": device,
             "repeats": cfg["repeats"],
             **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()},
-            "note": "unique_graphs counts every compiled graph (cells of one shape share one)",
+            "note": "unique_graphs counts every compiled graph (edges of one shape share one); compile_s is with whatever inductor cache the machine has",
         })
     return records

@@ -42,7 +42,7 @@ dnas search ... --checkpoint-cells          # recompute cells in backward: same 
 dnas search ... --partial-channels 4        # PC-DARTS: 1/4 of the channels through the mixed ops
 dnas search ... --amp bf16                  # autocast the steps (bf16, or fp16 with a GradScaler)
 dnas search ... --no-channels-last          # NCHW on the CPU too (NHWC is the CPU default)
-dnas search ... --compile                   # torch.compile the supernet forward
+dnas search ... --compile                   # torch.compile each mixed op of the supernet
 dnas bench                                  # the benchmark suite (= python -m benchmarks), JSON lines
 dnas bench darts --full --save              # the DARTS CIFAR config -> benchmarks/results/<machine>-cpu-full.json
 python -m benchmarks.table                  # the saved results as tables
@@ -100,22 +100,27 @@ Options that trade something:
   (`decision_weights()` return β · w). The PC-DARTS code's CIFAR defaults differ from the DARTS
   ones dnas keeps: K = 4, batch 256, weight lr 0.1, α lr 6e-4, α frozen for 15 epochs
   (`--partial-channels 4 --set strategy.w_lr=0.1 --set strategy.a_lr=6e-4 --set strategy.warmup_epochs=15`).
-- `compile` (default false): `torch.compile` of each cell (cells of the same structure and shapes
-  share one compiled graph; the Python around them, α and the ablations stay eager); where it is
-  unavailable the first forward fails with one line saying so. **On a 2-core CPU it does not pay.**
-  Measured on 2026-12-02 (idle VM, 2 threads): dynamo alone (`backend="eager"`, no code generation)
-  traced a 3-cell, 2-node supernet's first order-1 step in 37 s into 6 graphs, with no graph break;
-  with inductor the quick config (3 cells, 4 nodes, C = 8) compiled one graph every 2–3 min and had
-  not finished its first step after 15 min (the sixth graph begun). What makes the graphs many
-  (`TORCH_LOGS=recompiles`): each cell of another input shape (the first cell, a reduction cell,
-  the cell after it) is its own graph, and `grad_only` flips `requires_grad` of the weights (and of
-  the stem's output) between the α step and the weight step, on which dynamo guards, so each cell
-  shape compiles once per kind of pass; the 8-cell CIFAR network has about 16 such graphs, more than
-  dynamo's default cache of 8 per function, past which it runs eager. What makes each one long: a
-  4-node cell is ~100 ops forward and backward, each fused kernel compiled by a C++ compiler.
-  The lean convolution and batch norm of the eager path step aside inside a compiled graph
-  (inductor plans its own recomputation). `python -m benchmarks compile` measures it (eager
-  against compiled, compile time, graph breaks) and the GPU check runs it.
+- `compile` (default false): `torch.compile` of each mixed op (edge). Edges of the same shape
+  share one graph; the pools, the shared relu(x), the node sums, α and the ablations stay eager;
+  where compiling is unavailable the first forward fails with one line saying so. Measured on
+  2026-12-02 (idle 2-core VM, 2 threads, quick config: 3 cells, 4 nodes, C = 8):
+  - order 1: 12 graphs, no graph break. The first step took 112.5 s the first time these graphs compiled on the machine
+    (16 s with the cache warm). Steady state 1.38× faster than eager.
+  - order 2: 17 graphs, steady state 1.27× faster than eager.
+  - The `shapley` α step is refused with `compile: true` on the CPU. Inductor fails on its pass
+    tree's graphs ("Cannot convert expression to float", symbolic shapes).
+
+  Compiling whole cells instead, the earlier implementation, did not pay. Every cell of another
+  input shape (the first cell, a reduction cell, the cell after it) is its own graph, and
+  `grad_only` flips `requires_grad` of the weights between the α step and the weight step, on
+  which dynamo guards, so each cell shape compiled once per kind of pass. Each graph was a hundred
+  ops, compiled in 2–3 min; the first step had not finished after 15 min. Per edge the graphs are
+  small and few.
+
+  With compile on, dynamo may keep 64 graphs for the edges (its default of 8 would send the
+  later ones back to eager), and AOT autograd donates no buffers, so a compiled backward can run
+  with `retain_graph`. The lean convolution and batch norm of the eager path step aside inside a
+  compiled graph, because inductor plans its own recomputation.
 - Strategy option `amp: none | bf16 | fp16` (gradient strategies): the forward of the α step and
   of the weight step run under `torch.autocast`; fp16 adds a `GradScaler` per step kind (a step
   with an inf/NaN gradient is skipped; the scale is saved in the checkpoint and restored by

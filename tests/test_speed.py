@@ -471,3 +471,9 @@ def test_lean_convolution_gradients_match_aten_on_every_shape(stride, relu):
         assert x2.grad.shape == x.shape and torch.allclose(x1.grad, x2.grad, rtol=1e-12, atol=1e-13), (size, k, p, d)
         if not frozen:
             assert torch.allclose(w1.grad, w2.grad, rtol=1e-12, atol=1e-13)
+
+
+def test_shapley_refuses_compile_on_the_cpu_in_one_line():
+    net = dnas.create_space("ddarts", C=4, layers=2, nodes=1, compile=True).supernet(TASK)
+    with pytest.raises(DnasError, match="strategy 'shapley' does not run with space.compile=true on the CPU"):
+        dnas.create_strategy("shapley").init_state(net)

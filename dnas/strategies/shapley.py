@@ -323,6 +323,10 @@ class Shapley(FairLossMixin, GradientStrategy):
 
     def optimizers(self, supernet) -> Optimizers:
         _cell_groups(supernet)  # fail before any work if the space has no per-cell α
+        if getattr(supernet.space.config, "compile", False) and next(supernet.parameters()).device.type == "cpu":
+            # measured 2026-12-02: inductor fails on the pass tree's graphs (symbolic shapes) on the CPU
+            raise DnasError("strategy 'shapley' does not run with space.compile=true on the CPU (inductor fails on its "
+                            "pass tree); set space.compile=false")
         return super().optimizers(supernet)
 
     def arch_step(self, supernet, train_batch, val_batch, state):
