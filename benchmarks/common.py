@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import resource
 import statistics
 import time
@@ -121,6 +122,13 @@ def in_fresh_process(target: Callable, *args) -> dict[str, Any]:
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(q, target, args))
     p.start()
-    out = q.get()
+    while True:  # a child that dies (an error, the OOM killer) must not leave the suite waiting forever
+        try:
+            out = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                raise RuntimeError(f"{getattr(target, '__name__', target)} died in its own process "
+                                   f"(exit code {p.exitcode}); its error is printed above") from None
     p.join()
     return out

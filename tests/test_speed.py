@@ -477,3 +477,15 @@ def test_shapley_refuses_compile_on_the_cpu_in_one_line():
     net = dnas.create_space("ddarts", C=4, layers=2, nodes=1, compile=True).supernet(TASK)
     with pytest.raises(DnasError, match="strategy 'shapley' does not run with space.compile=true on the CPU"):
         dnas.create_strategy("shapley").init_state(net)
+
+
+def _dies():
+    raise SystemExit(3)
+
+
+def test_a_benchmark_child_that_dies_is_an_error_not_a_hang():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.common import in_fresh_process
+
+    with pytest.raises(RuntimeError, match="died in its own process \\(exit code 3\\)"):
+        in_fresh_process(_dies)
