@@ -158,6 +158,17 @@ def is_timm(cfg: DarioConfig) -> bool:
     return ":" not in ALIASES.get(cfg.model, cfg.model)
 
 
+def model_skeleton(cfg: DarioConfig) -> nn.Module:
+    """The model's structure without its weights: built on the meta device for timm (no memory), for
+    real otherwise (user factories and transformers are never called under the meta device)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if is_timm(cfg):
+            with torch.device("meta"):
+                return build_model(cfg, load=False)
+        return build_model(cfg, load=False)
+
+
 def build_model(cfg: DarioConfig, load: bool = True) -> nn.Module:
     """The unpruned model of ``cfg``; with ``load`` its weights (file, hub) or a random-init warning.
 
@@ -480,13 +491,7 @@ class DarioSpace(SearchSpace):
 
     def _heads(self) -> list[int]:
         if self._shape is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if is_timm(self.config):
-                    with torch.device("meta"):  # structure only: no weights, no memory
-                        model = build_model(self.config, load=False)
-                else:  # user factories and transformers are never called under the meta device
-                    model = build_model(self.config, load=False)
+            model = model_skeleton(self.config)
             blocks = [b for _, c in find_blocks(model, self.config.blocks) for b in c]
             need = self.config.granularity != "block"
             self._shape = [_attention(b).num_heads if need else 0 for b in blocks]

@@ -397,8 +397,7 @@ class DartsSupernet(Supernet):
 
     def forward(self, x):
         if self.space.config.compile and not self._compiled:
-            self._compile_cells()
-            try:  # the compilation itself happens in the first call
+            try:  # the first call compiles the edges (in _run_cell) and the compilation happens in it
                 return self._forward(x)
             except Exception as e:
                 if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):

@@ -51,12 +51,18 @@ def _depthwise_input_grad(grad, weight, shape, stride, padding, dilation):
 
 def _strided_span(q: int, s: int, n: int, size: int) -> tuple[int, int, int, int]:
     """Grid slice (start, stop) and source slice (start, stop) for positions q + o·s, o < n, inside [0, size)."""
-    o0 = max(0, -(q // s) if q < 0 else 0)
-    o0 = o0 if q + o0 * s >= 0 else o0 + 1
+    o0 = max(0, -(q // s))  # the first o with q + o·s >= 0 (−(q // s) = ⌈−q/s⌉)
     o1 = min(n, (size - q + s - 1) // s)
     if o1 <= o0:
         return 0, 0, 0, 0
     return q + o0 * s, q + (o1 - 1) * s + 1, o0, o1
+
+
+def _depthwise_as_forward(device_type: str, groups: int, c_in: int, c_out: int, stride, dilation) -> bool:
+    """A depthwise convolution whose input gradient :func:`_depthwise_input_grad` computes faster than
+    aten: on the CPU, stride 1 or dilated (a strided undilated one is faster in aten)."""
+    return (device_type == "cpu" and groups > 1 and groups == c_in == c_out
+            and (tuple(stride) == (1, 1) or tuple(dilation) != (1, 1)))
 
 
 def _is_nhwc(t: torch.Tensor) -> bool:
@@ -84,9 +90,7 @@ class _ConvBackward(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         inp = F.relu(x) if relu else x
-        # a depthwise input gradient as a forward convolution (CPU), where that is faster: stride 1, or dilated
-        depthwise = (grad.device.type == "cpu" and groups > 1 and groups == shape[1] == weight.shape[0] and weight.shape[1] == 1
-                     and (tuple(stride) == (1, 1) or tuple(dilation) != (1, 1)))
+        depthwise = _depthwise_as_forward(grad.device.type, groups, shape[1], weight.shape[0], stride, dilation)
         gx = gw = None
         if need_w:
             gx, gw, _ = torch.ops.aten.convolution_backward(grad, inp, weight, None, stride, padding, dilation, False,
@@ -112,8 +116,8 @@ class Conv2d(nn.Conv2d):
 
     def _fast(self, x) -> bool:
         """The lean path applies: no bias, zero padding given as numbers, and a frozen weight or a
-        depthwise convolution on the CPU."""
-        depthwise = x.device.type == "cpu" and self.groups > 1 and self.groups == self.in_channels == self.out_channels
+        depthwise convolution whose input gradient is faster as a forward convolution."""
+        depthwise = _depthwise_as_forward(x.device.type, self.groups, self.in_channels, self.out_channels, self.stride, self.dilation)
         return ((not self.weight.requires_grad or depthwise) and self.bias is None and self.padding_mode == "zeros"
                 and not isinstance(self.padding, str) and _lean(self, x))
 

@@ -226,9 +226,7 @@ def check_budget(space, budget: dict[str, float]) -> None:
     The gates are scored so that the budget is as easy as it can be (every gate open, the blocks
     with the most heads first); a budget refused here is refused whatever the search finds. The
     measured ``speedup`` is checked after the search, when the pruned model can be timed."""
-    import warnings
-
-    from dnas.spaces.dario import build_model, is_timm
+    from dnas.spaces.dario import model_skeleton
 
     decisions = space.decisions()
     heads = {d.name.split(".")[0]: 0 for d in decisions}
@@ -237,14 +235,8 @@ def check_budget(space, budget: dict[str, float]) -> None:
             heads[d.name.split(".")[0]] += 1
     scores = {d.name: 1.0 + heads.get(d.name, 0) if "." not in d.name else 1.0 for d in decisions}
     info = ModelInfo(0, {})
-    if "params" in budget:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if is_timm(space.config):
-                with torch.device("meta"):  # parameter counts only: no weights, no memory
-                    info = model_info(space, build_model(space.config, load=False))
-            else:
-                info = model_info(space, build_model(space.config, load=False))
+    if "params" in budget:  # parameter counts only
+        info = model_info(space, model_skeleton(space.config))
     rest = {k: v for k, v in budget.items() if k != "speedup"}
     if rest:
         keep_for_budget(scores, rest, info, threshold=0.0)
