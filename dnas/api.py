@@ -181,6 +181,16 @@ def resolve(config: dict[str, Any], space: SearchSpace | None = None, strategy: 
         raise ConfigError(str(e)) from None
 
 
+def _device_type(name: Any) -> str | None:
+    """``cpu``/``cuda``/... for a device name, without requiring the device; None if it is no device name."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.device(name).type
+    except (RuntimeError, TypeError):
+        return None  # resolve_device says what is wrong, once the run starts
+
+
 def _resolve(config: dict[str, Any], space_obj: SearchSpace | None, strategy_obj: Strategy | None) -> Resolved:
     from dnas.engine.callbacks import resolve_callbacks, upgrade_config
 
@@ -190,7 +200,7 @@ def _resolve(config: dict[str, Any], space_obj: SearchSpace | None, strategy_obj
     space = _component(space_obj, space_kw, lambda **kw: create_space(cfg["space"]["name"], **kw), SearchSpace.config_dict)
     strategy = _component(strategy_obj, strat_kw, lambda **kw: create_strategy(cfg["strategy"]["name"], **kw),
                           lambda s: config_dict(s.config))
-    strategy.check_compatible(space)  # an impossible pair stops here: no data loaded, no model built
+    strategy.check_compatible(space, _device_type(cfg["device"]))  # an impossible pair stops here: no data, no model
     data = make_config(DataConfig, cfg["data"], "data")
     if not isinstance(cfg["seed"], int):
         raise DnasError(f"seed must be an integer, got {cfg['seed']!r}")

@@ -50,8 +50,13 @@ class Strategy(ABC):
         """What this configured strategy needs from a space: :attr:`needs` unless an option adds to it."""
         return frozenset(self.needs)
 
-    def check_compatible(self, space: "SearchSpace") -> None:
+    def check_compatible(self, space: "SearchSpace", device: str | None = None) -> None:
         """Refuse an impossible pair in one line, before any data are loaded or a model is built.
+
+        Args:
+            space: the configured space.
+            device: the run's device type (``cpu``, ``cuda``, ...), where a pair works on some
+                devices only; None where it is not known yet.
 
         Raises:
             DnasError: naming each capability ``space`` lacks and the spaces or options offering it.

@@ -124,6 +124,8 @@ def test_run_folder_is_protected(tmp_path, capsys):
         (["search", "--config", "/nonexistent.yaml"], "config file '/nonexistent.yaml' not found"),
         (["train", "--genotype", "/nonexistent.yaml"], "not found"),
         (["search", "--device", "cuda:7"] if not torch.cuda.is_available() else ["search", "--device", "tpu"], "cuda"),
+        (["search", "--space", "ddarts", "--strategy", "shapley", "--set", "space.compile=true", "--device", "cpu"],
+         "does not run with space.compile=true on the CPU"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, capsys, argv, expected):
@@ -131,6 +133,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, argv, expected):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("dnas: error:")
     assert expected in err[0]
+    assert not (tmp_path / "r").exists()  # refused before the run folder is made: nothing written
 
 
 def test_plugin_space_from_the_command_line(tmp_path):

@@ -124,9 +124,9 @@ class TrialStrategy(Strategy):
         """``labels`` too when the fitness is asked to be supervised."""
         return self.needs | ({"labels"} if self.config.fitness == "supervised" else set())
 
-    def check_compatible(self, space: "SearchSpace") -> None:
+    def check_compatible(self, space: "SearchSpace", device: str | None = None) -> None:
         try:
-            super().check_compatible(space)
+            super().check_compatible(space, device)
         except DnasError as e:
             if self.config.fitness == "supervised" and "labels" not in space.capabilities():
                 raise DnasError(f"{e}; or score candidates without labels: strategy.fitness=contrastive") from None
