@@ -10,6 +10,9 @@ i.e. what the step itself needs: the autograd graphs. The paper's implementation
 FairDARTS (D-DARTS: 21.9 GB vs 11.1 GB); the target here is <= 1.2x. Time: all cases in one
 process, one step of each per round (after a warm-up round), so a change in the machine's load
 hits every case alike; ``time_ratio_vs_fairdarts`` is the median over rounds of t_case / t_fairdarts.
+``pass_floor_time_ratio``: what that ratio would be if each step cost only its passes, from each
+cell's forward and pull-back timed alone in the same run (``cell_costs``, ``pass_floor``): the
+exact pass tree cannot go below it, and the measured ratio over it is the step's own overhead.
 
     python -m benchmarks shapley --quick     # 5 cells, C = 8, batch 32, 16x16 (seconds)
     python -m benchmarks shapley             # 8 cells, C = 16, batch 32, 32x32 (minutes on 2 cores)
@@ -104,6 +107,65 @@ def time_cases(cases: tuple[str, ...], cfg: dict[str, Any], device: str) -> dict
     }
 
 
+def cell_costs(cfg: dict[str, Any], device: str) -> dict[str, Any]:
+    """Seconds of each piece the α steps are made of, timed one by one on the full network's states:
+    cell k's forward ``f[k]`` (with graph), one pull-back of a cotangent through it to α_k and its
+    inputs ``b[k]``, the stem's forward and the head's forward + backward; medians over rounds."""
+    import torch
+    import torch.nn.functional as F
+
+    import dnas
+    from dnas.space import Task
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    space = dnas.create_space("ddarts", C=cfg["C"], layers=cfg["layers"], nodes=cfg["nodes"])
+    net = space.supernet(Task((3, cfg["size"], cfg["size"]), 10)).to(dev)
+    net.relaxation = "sigmoid"
+    net.train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(cfg["batch"], 3, cfg["size"], cfg["size"], generator=g).to(dev)
+    y = torch.randint(0, 10, (cfg["batch"],), generator=g).to(dev)
+    groups = [list(v) for v in net.arch_groups().values()]
+    n = len(groups)
+    measure = step_timer(device)
+    rounds: dict[str, list[list[float]]] = {"f": [], "b": [], "stem": [], "head": []}
+    with net.grad_only(net.arch_parameters()):
+        for r in range(cfg["repeats"] + 1):
+            box: dict[str, Any] = {}
+            stem = measure(lambda: box.__setitem__("s", net.stem_forward(x).detach()))
+            st = [box["s"]]
+            f, b = [], []
+            for i in range(n):
+                ins = [st[max(i - 1, 0)], st[i]]
+                leaves = [t.detach().requires_grad_() if i >= 1 else t for t in ins]
+                f.append(measure(lambda: box.__setitem__("out", net.cells_forward(i, i + 1, *leaves)[1])))
+                out = box["out"]
+                wrt = groups[i] + [t for t in leaves if t.requires_grad]
+                cot = torch.randn_like(out)
+                b.append(measure(lambda: torch.autograd.grad(out, wrt, cot, allow_unused=True)))
+                st.append(out.detach())
+            top = st[n].requires_grad_()
+            head = measure(lambda: torch.autograd.grad(F.cross_entropy(net.head(top), y), top))
+            if r:  # round 0 warms up
+                for key, v in (("f", f), ("b", b), ("stem", [stem]), ("head", [head])):
+                    rounds[key].append(v)
+    med = {key: [statistics.median(col) for col in zip(*v)] for key, v in rounds.items()}
+    return {"f": med["f"], "b": med["b"], "stem": med["stem"][0], "head": med["head"][0]}
+
+
+def pass_floor(c: dict[str, Any]) -> float:
+    """The pass tree's time over a FairDARTS α step if both were only their passes (module
+    ``dnas.strategies.shapley``): FairDARTS runs the stem, every cell forward and back once and the
+    head; the tree pulls two cotangents (u from L, v from the L_j) back through every trunk cell but
+    the last, and branch j runs cells j + 1 … n − 1 forward and back and the head."""
+    f, b, n = c["f"], c["b"], len(c["f"])
+    fair = c["stem"] + sum(f) + sum(b) + c["head"]
+    tree = c["stem"] + sum(f) + 2 * sum(b[:-1]) + b[-1] + c["head"]
+    tree += sum(sum(f[k] + b[k] for k in range(j + 1, n)) + c["head"] for j in range(n))
+    return tree / fair
+
+
 def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """``cfg`` overrides the QUICK/FULL config (keys as in FULL)."""
     import torch
@@ -112,6 +174,7 @@ def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = N
     cases = TIMED + (("naive",) if quick else ())  # naive: ~9 graphs at once, ~40 GB at full size
     res = {case: in_fresh_process(memory_case, case, cfg, device) for case in cases}
     times = in_fresh_process(time_cases, TIMED, cfg, device)["result"]
+    floor = round(pass_floor(in_fresh_process(cell_costs, cfg, device)["result"]), 2)
     base = res["fairdarts"]["result"]
     records = []
     for case, r in res.items():
@@ -132,6 +195,8 @@ def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = N
                 # interleaved rounds (median of per-round ratios); naive: its own process's two steps
                 "time_ratio_vs_fairdarts": round(t["ratio"] if t else m["step_s"] / base["step_s"], 2),
                 "target_time_ratio": 3.0 if case == "shapley" else None,
+                # the same ratio if the tree's passes cost only their cells' measured times (no overhead)
+                "pass_floor_time_ratio": floor if case == "shapley" else None,
             }
         )
     return records
