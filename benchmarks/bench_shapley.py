@@ -128,25 +128,32 @@ def cell_costs(cfg: dict[str, Any], device: str) -> dict[str, Any]:
     y = torch.randint(0, 10, (cfg["batch"],), generator=g).to(dev)
     groups = [list(v) for v in net.arch_groups().values()]
     n = len(groups)
-    measure = step_timer(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def timed(fn, *args, **kw):
+        sync()
+        t = time.perf_counter()
+        out = fn(*args, **kw)
+        sync()
+        return out, time.perf_counter() - t
+
     rounds: dict[str, list[list[float]]] = {"f": [], "b": [], "stem": [], "head": []}
     with net.grad_only(net.arch_parameters()):
         for r in range(cfg["repeats"] + 1):
-            box: dict[str, Any] = {}
-            stem = measure(lambda: box.__setitem__("s", net.stem_forward(x).detach()))
-            st = [box["s"]]
+            s, stem = timed(net.stem_forward, x)
+            st = [s.detach()]
             f, b = [], []
             for i in range(n):
                 ins = [st[max(i - 1, 0)], st[i]]
                 leaves = [t.detach().requires_grad_() if i >= 1 else t for t in ins]
-                f.append(measure(lambda: box.__setitem__("out", net.cells_forward(i, i + 1, *leaves)[1])))
-                out = box["out"]
+                (_, out), tf = timed(net.cells_forward, i, i + 1, *leaves)
                 wrt = groups[i] + [t for t in leaves if t.requires_grad]
-                cot = torch.randn_like(out)
-                b.append(measure(lambda: torch.autograd.grad(out, wrt, cot, allow_unused=True)))
+                _, tb = timed(torch.autograd.grad, out, wrt, torch.randn_like(out), allow_unused=True)
+                f.append(tf)
+                b.append(tb)
                 st.append(out.detach())
             top = st[n].requires_grad_()
-            head = measure(lambda: torch.autograd.grad(F.cross_entropy(net.head(top), y), top))
+            _, head = timed(lambda t: torch.autograd.grad(F.cross_entropy(net.head(t), y), t), top)
             if r:  # round 0 warms up
                 for key, v in (("f", f), ("b", b), ("stem", [stem]), ("head", [head])):
                     rounds[key].append(v)

@@ -17,7 +17,8 @@ COLUMNS = {
               ("speed-up", "speedup_vs_reference"), ("step peak MB", "step_peak_mb"),
               ("memory ratio", "memory_ratio_vs_reference"), ("α grads identical", "alpha_grads_match")],
     "shapley": [("case", "case"), ("step s", "step_s"), ("step peak MB", "step_peak_mb"),
-                ("memory ratio", "memory_ratio_vs_fairdarts"), ("time ratio", "time_ratio_vs_fairdarts")],
+                ("memory ratio", "memory_ratio_vs_fairdarts"), ("time ratio", "time_ratio_vs_fairdarts"),
+                ("passes alone", "pass_floor_time_ratio")],
     "compile": [("step", "case"), ("eager s/step", "eager_s"), ("compiled s/step", "compiled_s"),
                 ("speed-up", "speedup"), ("first step s (compile)", "compile_s"), ("graph breaks", "graph_breaks"),
                 ("recompiles", "recompiles"), ("note", "note")],
@@ -79,11 +80,15 @@ is tested against the plain computation):
   the full network's cached inputs, and reverse mode runs branch by branch from the last cell down
   with the gradients accumulated at the branch points (the algebra is in the docstring of
   `dnas/strategies/shapley.py`). The gradient is the one of n + 1 separate passes (tested in
-  float64), and at most one network's graph is alive at a time. Its cost has a floor: the
-  network without cell j recomputes the n − j − 1 cells after j, so the tree runs
-  n + n(n − 1)/2 cell passes forward and as many backward, where a FairDARTS α step runs n:
-  (n + 1)/2 times as many, 3× for the 5 cells of the benchmark (measured 3.3–3.6× on 2 threads,
-  the rest being per-op overhead at C = 8 and 16×16).
+  float64), and at most one network's graph is alive at a time. Its cost has a floor, which the
+  benchmark measures in the same run ("passes alone": each cell's forward and pull-back timed
+  alone, then summed as the tree runs them). The network without cell j recomputes the
+  n − j − 1 cells after j, so the tree runs n + n(n − 1)/2 cell forwards where a FairDARTS α step
+  runs n. Its trunk pulls two cotangents back through every cell but the last, u from L and v
+  from Σ_j L_j: optimizer k weights ∇_k L and ∇_k Σ_j L_j by its own two scalars, so no single
+  cotangent can carry both, and with batch statistics in every cell a doubled batch cannot
+  either. On the quick config (5 cells) that floor is 3.2× a FairDARTS α step and the step
+  measures 3.5×; it grows with n (about n/2 + 1 for equal cells).
 
 Options that trade something:
 
@@ -149,7 +154,9 @@ peak; `--quick`/`--full` choose explicitly, `--dry-run` prints the plan only, `-
   reference's in float64.
 - `shapley`: one D-DARTS α step (the pass tree), the same with n + 1 separate passes
   (`shapley-separate`), against one FairDARTS α step; `naive` is the formula on one graph holding
-  all n + 1 passes (memory only).
+  all n + 1 passes (memory only). "Passes alone" is the tree's ratio if it cost only its cell
+  passes, from each cell's forward and pull-back timed alone in the same run: the floor of this
+  exact gradient.
 - `compile` (on the CPU only when named: `python -m benchmarks compile`): the DARTS step (order 1
   and 2) and the `shapley` α step with `compile: true` against eager, same process, with the
   compile time and dynamo's graph-break count.

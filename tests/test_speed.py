@@ -489,3 +489,20 @@ def test_a_benchmark_child_that_dies_is_an_error_not_a_hang():
 
     with pytest.raises(RuntimeError, match="died in its own process \\(exit code 3\\)"):
         in_fresh_process(_dies)
+
+
+def test_shapley_pass_floor_counts_the_tree_passes_by_hand():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.bench_shapley import cell_costs, pass_floor
+
+    # 2 cells: FairDARTS f0 b0 f1 b1 = 4; the tree: trunk f0 f1, u and v back through cell 0 and u
+    # through cell 1 (3), branch 0 runs cell 1 (f1 b1) = 7
+    assert pass_floor({"f": [1.0, 1.0], "b": [1.0, 1.0], "stem": 0.0, "head": 0.0}) == pytest.approx(7 / 4)
+    # with a stem (once in both) and a head (once in FairDARTS, n + 1 times in the tree): 11 / 6
+    assert pass_floor({"f": [1.0, 1.0], "b": [1.0, 1.0], "stem": 1.0, "head": 1.0}) == pytest.approx(11 / 6)
+    # 3 cells with the later ones cheaper: branches 0 and 1 run cells 1-2 and 2
+    c = {"f": [4.0, 2.0, 1.0], "b": [4.0, 2.0, 1.0], "stem": 0.0, "head": 0.0}
+    assert pass_floor(c) == pytest.approx((7 + 2 * 6 + 1 + 6 + 2) / 14)
+    measured = cell_costs(dict(layers=3, C=4, nodes=2, batch=4, size=8, repeats=1), "cpu")
+    assert len(measured["f"]) == len(measured["b"]) == 3 and min(measured["f"] + measured["b"]) > 0
+    assert pass_floor(measured) > 1.5  # 3 cells: at least one branch and a second trunk cotangent
