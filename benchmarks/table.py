@@ -87,8 +87,8 @@ is tested against the plain computation):
   runs n. Its trunk pulls two cotangents back through every cell but the last, u from L and v
   from Σ_j L_j: optimizer k weights ∇_k L and ∇_k Σ_j L_j by its own two scalars, so no single
   cotangent can carry both, and with batch statistics in every cell a doubled batch cannot
-  either. On the quick config (5 cells) that floor is 3.2× a FairDARTS α step and the step
-  measures 3.5×; it grows with n (about n/2 + 1 for equal cells).
+  either. On the quick config (5 cells) that floor measured 3.2–3.3× a FairDARTS α step in two
+  runs, and the step 3.5–3.6×; it grows with n (about n/2 + 1 for equal cells).
 
 Options that trade something:
 
