@@ -109,10 +109,15 @@ Options that trade something:
 - `compile` (default false): `torch.compile` of each mixed op (edge). Edges of the same shape
   share one graph; the pools, the shared relu(x), the node sums, α and the ablations stay eager;
   where compiling is unavailable the first forward fails with one line saying so. Measured on
-  2026-12-02 (idle 2-core VM, 2 threads, quick config: 3 cells, 4 nodes, C = 8):
-  - order 1: 12 graphs, no graph break. The first step took 112.5 s the first time these graphs compiled on the machine
-    (16 s with the cache warm). Steady state 1.38× faster than eager.
-  - order 2: 17 graphs, steady state 1.27× faster than eager.
+  2026-12-02 (idle 2-core VM, 2 threads, quick config: 3 cells, 4 nodes, C = 8), each step kind in
+  a fresh process; "compile" is its first two compiled steps from an empty inductor cache, what a
+  first run pays (a second run with the cache warm compiled order 1 in 16 s):
+  - order 1: 12 graphs, no graph break. Compile 112.5 s and 137 s in two runs; steady state 1.38×
+    and 1.06× faster than eager (3 rounds each: on 2 shared cores that spread is noise, so expect
+    a few percent to a third).
+  - order 2: 17 graphs, no graph break. Compile 164 s and 194 s; steady state 1.11× and 1.02×.
+  - On the CPU at this size compiling pays little and costs minutes; it is meant for GPUs, where
+    the step is many small kernels (`benchmarks/gpu.sh` measures it there).
   - The `shapley` α step is refused with `compile: true` on the CPU. Inductor fails on its pass
     tree's graphs ("Cannot convert expression to float", symbolic shapes).
 
