@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+import yaml
 
 import dnas
 from dnas.errors import DnasError
@@ -95,6 +96,21 @@ def test_prune_with_a_budget_meets_it_and_reports_the_equivalent_threshold(tmp_p
     assert len(dnas.load_pruned(tmp_path / "p").blocks) == 2
     rep = prune(**TINY, out=tmp_path / "q", budget="params=0.6", iters=1, warm_start=1, **QUIET)
     assert rep["params_after"] <= 0.6 * rep["params_before"] and rep["params_fraction"] == round(rep["params_after"] / rep["params_before"], 4)
+
+
+def test_heads_budget_report_lists_the_kept_heads_as_pruned_yaml_does(tmp_path):
+    logged = []
+    rep = prune(**TINY, granularity="head", out=tmp_path / "h", budget="heads=5", iters=2, warm_start=1,
+                **{**QUIET, "log": logged.append})
+    kept = {int(b): v for b, v in rep["heads_kept"].items()}
+    assert rep["heads_total"] == 12 and rep["heads_left"] == 5  # 4 blocks x 3 heads; 5 kept
+    assert sum(len(kept.get(b, range(3))) for b in rep["blocks_kept"]) == 5
+    saved = yaml.safe_load((tmp_path / "h" / "pruned.yaml").read_text())["keep_heads"]
+    assert {int(b): v for b, v in saved.items()} == kept
+    model = dnas.load_pruned(tmp_path / "h")
+    # the physically pruned model has exactly the kept heads (a block that lost all of them has no attention)
+    assert sum(getattr(blk.attn, "num_heads", 0) for blk in model.blocks) == 5
+    assert "5/12 heads" in logged[-1]
 
 
 def test_cli_budget_and_input_options(tmp_path, capsys):

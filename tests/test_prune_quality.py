@@ -181,8 +181,8 @@ def test_compare_calibration_adds_the_data_free_search_at_the_same_budget(tmp_pa
     heads = [3, 3, 3, 3]
     searched = q["arms"]["searched"]
     other = q["arms"]["data-free search"]
-    want = budget_of(searched["blocks_kept"], {int(k): v for k, v in searched["heads_pruned"].items()}, heads)
-    assert budget_of(other["blocks_kept"], {int(k): v for k, v in other["heads_pruned"].items()}, heads) == want
+    want = budget_of(searched["blocks_kept"], {int(k): v for k, v in searched["heads_kept"].items()}, heads)
+    assert budget_of(other["blocks_kept"], {int(k): v for k, v in other["heads_kept"].items()}, heads) == want
     assert "data-free search_vs_random" in q and "calibration" in q["searched_with"]
     assert (tmp_path / "p" / "compare-data-free" / "genotype.yaml").is_file()
     with pytest.raises(DnasError, match="--calibration"):

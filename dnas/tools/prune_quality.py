@@ -265,7 +265,7 @@ def quality_report(space, original: nn.Module, kept: list[int], keep_heads: dict
     models = {"unpruned": original.eval(), **{k: pruned_copy(original, space.config.blocks, p) for k, p in prunings.items()}}
     arms = measure(models, data, model_input_shape(original, space.config), cfg, bench_batch, bench_rounds, log)
     for k, (b, h) in prunings.items():
-        arms[k].update(blocks_kept=list(b), heads_pruned={str(i): v for i, v in h.items()})
+        arms[k].update(blocks_kept=list(b), heads_kept={str(i): v for i, v in h.items()})
     n_blocks, n_heads = budget_of(kept, keep_heads, heads)
     q: dict[str, Any] = {"data": data, "config": config_dict(cfg),
                          "budget": {"blocks": n_blocks, **({"heads": n_heads} if gran != "block" else {})},
@@ -406,7 +406,7 @@ def finetune_random_baseline(directory: str | Path, r: int = 5, data: str = "dig
             tops.append(tune(folder))
             log(f"random pruning {i + 1}/{len(randoms)} (blocks {p[0]}): top-1 {tops[-1]:.4f}")
     c = compare(searched, tops)
-    result = {"searched": searched, "random": tops, "random_prunings": [{"blocks_kept": b, "heads_pruned": {str(k): v for k, v in h.items()}}
+    result = {"searched": searched, "random": tops, "random_prunings": [{"blocks_kept": b, "heads_kept": {str(k): v for k, v in h.items()}}
                                                                          for b, h in randoms],
               "searched_vs_random": c, "epochs": epochs, "data": data, "verdict": verdict(c)}
     if out is not None:
@@ -562,7 +562,7 @@ def proxy_correlation(model: str = "mae-vit-base", *, data: str = "digits", n: i
     terms = {name: PROXY_TERMS[name](net, {**dict(opts or {}), "scale": "none", "weight": 1.0}) for name, opts in pcfg.terms.items()}
     rows = []
     for p in prunings:
-        row = {"blocks_kept": p[0], "heads_pruned": {str(k): v for k, v in p[1].items()}, "proxy": proxy_value(net, p, plain)}
+        row = {"blocks_kept": p[0], "heads_kept": {str(k): v for k, v in p[1].items()}, "proxy": proxy_value(net, p, plain)}
         for name, t in terms.items():
             with torch.no_grad():
                 row[name] = float(t(net))  # the hard gates of proxy_value are still set

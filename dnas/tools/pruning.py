@@ -408,7 +408,8 @@ def prune(
     speed = throughput({"before": original, "after": pruned}, shape, batch=bench_batch, rounds=bench_rounds)
     report = {
         "model": model, "granularity": space.config.granularity, "blocks_total": len(space.block_decisions()),
-        "blocks_kept": kept, "heads_pruned": {str(b): v for b, v in heads.items()},
+        # {block: its kept heads}, for the kept blocks that lost heads (as keep_heads in pruned.yaml)
+        "blocks_kept": kept, "heads_kept": {str(b): v for b, v in heads.items()}, **_head_counts(space, kept, heads),
         "params_before": count_params(original), "params_after": count_params(pruned),
         "images_per_s_before": round(speed["before"], 3), "images_per_s_after": round(speed["after"], 3),
         "speedup": round(speed["after"] / speed["before"], 3), "bench_batch": bench_batch, "search_seconds": round(search_s, 2),
@@ -423,10 +424,21 @@ def prune(
                                            strategy=None if keep_blocks is not None else strat, bench=(bench_batch, bench_rounds), log=log)
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     how = f"budget {budget_report['budget']} (= threshold {budget_report['equivalent_threshold']}); " if budget_d else ""
-    log(f"{how}kept {len(kept)}/{report['blocks_total']} blocks {kept}; params {report['params_before'] / 1e6:.2f} M -> "
+    head_note = f", {report['heads_left']}/{report['heads_total']} heads" if "heads_total" in report else ""
+    log(f"{how}kept {len(kept)}/{report['blocks_total']} blocks {kept}{head_note}; params {report['params_before'] / 1e6:.2f} M -> "
         f"{report['params_after'] / 1e6:.2f} M; {report['images_per_s_before']:.1f} -> {report['images_per_s_after']:.1f} "
         f"images/s (x{report['speedup']:.2f}); search {search_s:.1f}s; written to {out}")
     return report
+
+
+def _head_counts(space, kept: list[int], keep_heads: dict[int, list[int]]) -> dict[str, int]:
+    """``heads_total`` (gated heads) and ``heads_left`` (in the pruned model), with head gates only."""
+    from dnas.tools.prune_quality import budget_of, heads_per_block
+
+    heads = heads_per_block(space)
+    if not sum(heads):
+        return {}
+    return {"heads_total": sum(heads), "heads_left": budget_of(kept, keep_heads, heads)[1]}
 
 
 def _final_gates(space, path: Path) -> dict[str, float]:
