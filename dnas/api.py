@@ -342,6 +342,9 @@ def search(
         datasets = two_view_datasets(datasets, r.data)
     with Run(run_dir, progress=progress, writer=distributed.is_main()) as run:
         if resume is None:
+            moved = run.start_over()  # an earlier attempt that stopped without a checkpoint: kept aside
+            if moved:
+                run.log(f"an earlier run stopped in {run_dir}: its {' and '.join(moved)} are kept as *.previous")
             run.write_config(r.config)
         if run.writer and r.config.get("loggers"):  # TensorBoard/MLflow/CSV mirror history.jsonl
             from dnas.engine.loggers import make_loggers

@@ -327,6 +327,18 @@ def test_closed_forms_equal_the_proxy_on_stepped_tensors(name):
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-12)
 
 
+def test_variance_closed_form_survives_float32_overflow_of_its_dot_products():
+    # synflow gradients of deep conv nets on |θ| reach 1e22: g·g overflows float32, not float64
+    from dnas.strategies.proxies import _dot, stepped_proxy
+
+    g = torch.tensor([3e22, -1e22, 2e22])
+    assert not torch.isfinite(torch.dot(g, g)) and float(_dot(g, g)) == pytest.approx(14e44, rel=1e-6)
+    theta = [torch.tensor([1.0, 2.0, 3.0])]
+    s = float(stepped_proxy("var", theta, [g], 1e-3))
+    stepped = theta[0].double() - 1e-3 * g.double()
+    assert math.isfinite(s) and s == pytest.approx(float(stepped.var()), rel=1e-6)  # Table 6.1, unbiased
+
+
 def test_eva_block_pruning_works_and_head_granularity_fails_early():
     kw = dict(img_size=28, depth=2, num_classes=3)
     space = dnas.create_space("dario", model="eva02_tiny_patch14_224", model_kwargs=kw)

@@ -113,6 +113,19 @@ def test_heads_budget_report_lists_the_kept_heads_as_pruned_yaml_does(tmp_path):
     assert "5/12 heads" in logged[-1]
 
 
+def test_a_proxy_blind_to_the_gates_stops_after_the_warm_start_and_a_rerun_starts_over(tmp_path):
+    blind = {"model": "dario_toy:blind", "blocks": "layers", "input_size": [1, 1, 2]}
+    with pytest.raises(DnasError, match="the proxy is the same for all 4 random gate settings.*--signed-synflow"):
+        prune(**blind, out=tmp_path / "p", budget="blocks=1", iters=2, warm_start=4, **QUIET)
+    assert len((tmp_path / "p" / "history.jsonl").read_text().splitlines()) == 4
+    rep = prune(**{**blind, "model": "dario_toy:toy"}, out=tmp_path / "p", budget="blocks=1", iters=2, warm_start=3, **QUIET)
+    assert len(rep["blocks_kept"]) == 1  # the same --out again, after the error
+    history = [json.loads(line) for line in (tmp_path / "p" / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 5 and history[0]["epoch"] == 1  # only the new run's 3 samples + 2 iterations
+    assert len((tmp_path / "p" / "history.jsonl.previous").read_text().splitlines()) == 4  # the failed run, kept
+    assert yaml.safe_load((tmp_path / "p" / "config.yaml.previous").read_text())["space"]["model"] == "dario_toy:blind"
+
+
 def test_cli_budget_and_input_options(tmp_path, capsys):
     from dnas.cli import main
 
@@ -120,6 +133,9 @@ def test_cli_budget_and_input_options(tmp_path, capsys):
             "--bench-batch", "1", "--no-progress", "--input-size", "3,32,32"] + [f"--model-arg={k}={v}" for k, v in KW.items()]
     assert main(args + ["--out", str(tmp_path / "p")]) == 0
     assert json.loads((tmp_path / "p" / "report.json").read_text())["blocks_kept"].__len__() == 1
+    assert yaml.safe_load((tmp_path / "p" / "config.yaml").read_text())["strategy"]["abs_params"] is True
+    assert main(args + ["--signed-synflow", "--out", str(tmp_path / "s")]) == 0  # the authors' code: synflow on θ
+    assert yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())["strategy"]["abs_params"] is False
     assert main(args[:-2] + ["--input-size", "3,x", "--out", str(tmp_path / "q")]) == 2
     assert main(args + ["--budget", "size=3", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err

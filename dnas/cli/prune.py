@@ -14,6 +14,8 @@ def add(sub) -> None:
     pr.add_argument("--granularity", choices=("block", "head", "both"), default="block")
     pr.add_argument("--proxy", default="var", help="var (default), l0, l1, l2, synflow, synflow_norm, l0-var, l1-var, l0+l1")
     pr.add_argument("--threshold", type=float, default=0.65, help="prune gates with σ(α) below it (default 0.65)")
+    pr.add_argument("--signed-synflow", action="store_true", help="run the synflow step on the signed weights θ, as the "
+                    "authors' code does (default: on |θ|, the thesis' eq. 6.5)")
     pr.add_argument("--iters", type=int, default=500, help="gradient steps on α (default 500)")
     pr.add_argument("--warm-start", type=int, default=100, help="best of K random α (default 100)")
     pr.add_argument("--budget", metavar="KIND=VALUE", help="instead of the threshold: blocks=6, params=0.5 (fraction kept), "
@@ -53,14 +55,16 @@ def run(args) -> int:
         raise DnasError(f"--input-size takes C,H,W like 3,224,224, not {args.input_size!r}") from None
     kwargs = {k: v for item in args.model_arg or [] for k, v in parse_set([f"m.{item}"])["m"].items()}
     strat = {"terms": {"calibration": {"data": args.calibration, "size": args.calibration_size, "weight": args.calibration_weight}}} \
-        if args.calibration else None
+        if args.calibration else {}
+    if args.signed_synflow:
+        strat["abs_params"] = False
     if args.compare_calibration and not args.eval_data:
         raise DnasError("--compare-calibration compares on labelled data: add --eval-data D")
     quality = {"random": args.random, "eval_size": args.eval_size, "compare_calibration": args.compare_calibration, "seed": args.seed}
     report = prune(args.model, out=args.out, weights=args.weights, pretrained=args.pretrained, blocks=args.blocks, model_kwargs=kwargs,
                    granularity=args.granularity, proxy=args.proxy, threshold=args.threshold, iters=args.iters,
                    warm_start=args.warm_start, keep_blocks=keep, budget=args.budget, input_size=size, seq_len=args.seq_len,
-                   bench_batch=args.bench_batch, seed=args.seed, progress=not args.no_progress, strategy_config=strat,
+                   bench_batch=args.bench_batch, seed=args.seed, progress=not args.no_progress, strategy_config=strat or None,
                    eval_data=args.eval_data, quality=quality)
     print(json.dumps(report))
     return 0

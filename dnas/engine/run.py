@@ -95,6 +95,18 @@ class Run:
     def log(self, message: str) -> None:
         self.console.print(message)
 
+    def start_over(self) -> list[str]:
+        """Begin a new run in a folder where an earlier one stopped before its end: its
+        ``config.yaml`` and ``history.jsonl`` become ``*.previous`` (replacing older ones), so the
+        new history holds only the new run and nothing of the old one is lost. Returns the names moved."""
+        moved = []
+        if self.writer and self.path("history.jsonl").exists():
+            for name in ("history.jsonl", "config.yaml"):
+                if self.path(name).exists():
+                    os.replace(self.path(name), self.path(name + ".previous"))
+                    moved.append(name)
+        return moved
+
     def write_config(self, config: dict[str, Any]) -> None:
         if self.writer:
             atomic_write_text(self.path("config.yaml"), yaml.safe_dump(config, sort_keys=False))

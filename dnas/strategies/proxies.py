@@ -83,7 +83,12 @@ STEPPED: dict[str, Callable[[Tensors, Tensors, float, float], torch.Tensor]] = {
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.dot(a.reshape(-1), b.reshape(-1)).double()
+    """a · b as a float64 scalar. Synflow gradients of deep conv nets on |θ| reach 1e22, whose
+    squares overflow float32: such a dot is taken again in float64."""
+    d = torch.dot(a.reshape(-1), b.reshape(-1))
+    if d.dtype != torch.float64 and not torch.isfinite(d):
+        d = torch.dot(a.reshape(-1).double(), b.reshape(-1).double())
+    return d.double()
 
 
 _CONST: dict[int, tuple] = {}  # id(θ) -> (weakref to θ, version, Σθ, Σθ²)

@@ -24,3 +24,14 @@ def real_tensors_only(width: int = 2) -> Toy:
     if torch.empty(1).device.type == "meta":
         raise RuntimeError("called under the meta device")
     return toy(width)
+
+
+class _Blind(Toy):
+    def forward(self, x):
+        return super().forward(x) * 0  # the output, hence every proxy, ignores the blocks
+
+
+def blind(width: int = 2) -> Toy:
+    """A model whose output does not depend on its blocks: no proxy can rank its gates."""
+    torch.manual_seed(1)
+    return _Blind(width)
