@@ -214,11 +214,9 @@ def proxy_step(supernet: Supernet, cfg: ProxyConfig) -> tuple[torch.Tensor, list
     both = torch.autograd.grad(r_sf, theta + alphas, allow_unused=True)
     g = [torch.zeros_like(t) if d is None else d for t, d in zip(theta, both[:len(theta)])]
     ra = [torch.zeros_like(a) if d is None else d for a, d in zip(alphas, both[len(theta):])]
-    del both
     step = cfg.fd_eps * _theta_norm(supernet)
     if cfg.proxy == "var":  # closed form: no autograd, no new parameter-sized tensors
         s, inv_eps = _var_shift(theta, g, cfg.gamma, -1.0 if cfg.maximize else 1.0, step, _buffers(supernet, theta))
-        del g  # θ + εu is all the second pass needs: its activations reuse g's memory
         if not inv_eps:
             return s, [torch.zeros_like(a) for a in alphas]
         return s, _fd_alpha_grad(supernet, x, names, _buffers(supernet, theta), ra, inv_eps, cfg)
