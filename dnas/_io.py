@@ -5,6 +5,7 @@ import hashlib
 import io
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,20 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def unreadable_because(path: str | Path, error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, in words a user can act on."""
+    text = str(error)
+    if "Unsupported global" in text:  # torch.save(model): the file pickles classes, not only tensors
+        return "it holds pickled Python objects (a whole model or custom classes), not only tensors; " \
+               "save model.state_dict() instead and pass that file"
+    if str(path).endswith(".safetensors"):
+        return "it is not a readable safetensors file; it is corrupt or truncated"
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive (since torch 1.6)
+        return "it is neither a torch checkpoint nor a safetensors file (corrupt, truncated or another format)"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return first[:160]
+
+
 def safe_torch_load(path: Path, what: str = "checkpoint") -> Any:
     """``torch.load(weights_only=True)``: tensors and plain data only, never pickled code."""
     try:
@@ -46,8 +61,7 @@ def safe_torch_load(path: Path, what: str = "checkpoint") -> Any:
     except FileNotFoundError:
         raise DnasError(f"{what} '{path}' not found") from None
     except Exception as e:  # corrupt, truncated, or holding objects weights_only refuses
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DnasError(f"{what} '{path}' cannot be loaded safely ({msg[:160]}); it is corrupt or not a dnas file") from None
+        raise DnasError(f"{what} '{path}' cannot be loaded safely: {unreadable_because(path, e)}") from None
 
 
 MAGIC = b"DNASCKPT1\n"  # then the sha256 of the payload (32 bytes), then torch.save's bytes

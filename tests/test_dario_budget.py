@@ -192,10 +192,15 @@ def test_checkpoint_at_another_resolution_loads_with_resampled_position_embeddin
     assert torch.equal(model.pos_embed[:, 0], big.pos_embed[:, 0])  # the class token's embedding is kept
 
 
-def test_mae_release_format_model_key_loads(tmp_path):
+@pytest.mark.parametrize("wrap", [
+    lambda sd: {"model": sd, "epoch": 1600},  # the MAE release
+    lambda sd: {"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 3},  # saved from DDP
+    lambda sd: {"model_ema": sd, "optimizer": {}},  # an EMA training checkpoint
+], ids=["mae-release", "ddp-module-prefix", "model-ema"])
+def test_checkpoints_saved_other_ways_load_the_same_weights(tmp_path, wrap):
     src = build_model(dnas.create_space("dario", **TINY).config, load=False)
-    torch.save({"model": src.state_dict(), "epoch": 1600}, tmp_path / "mae_pretrain.pth")
-    model = build_model(dnas.create_space("dario", **TINY, weights=str(tmp_path / "mae_pretrain.pth")).config)
+    torch.save(wrap(src.state_dict()), tmp_path / "ckpt.pth")
+    model = build_model(dnas.create_space("dario", **TINY, weights=str(tmp_path / "ckpt.pth")).config)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), src.eval()(x))
@@ -211,6 +216,34 @@ def test_weights_that_do_not_fit_are_one_line_naming_tensors_and_shapes(tmp_path
     msg = str(e.value)
     assert "\n" not in msg and "do not fit model 'vit_tiny_patch16_224'" in msg
     assert "[1, 1, 48] in the file vs [1, 1, 24] in the model" in msg or "[48] in the file vs [24] in the model" in msg
+
+
+@pytest.mark.parametrize("kind,says", [
+    ("whole-model", "holds pickled Python objects (a whole model or custom classes), not only tensors; save model.state_dict()"),
+    ("garbage", "neither a torch checkpoint nor a safetensors file"),
+    ("truncated-safetensors", "corrupt or truncated"),
+])
+@pytest.mark.parametrize("model", ["timm", "factory"])
+def test_unreadable_weights_are_one_line_that_says_why_and_write_nothing(tmp_path, capsys, kind, says, model):
+    from safetensors.torch import save_file
+
+    from dnas.cli import main
+
+    args = ["--model", "vit_tiny_patch16_224"] + [f"--model-arg={k}={v}" for k, v in KW.items()] if model == "timm" \
+        else ["--model", "dario_toy:toy", "--blocks", "layers", "--input-size", "1,1,2"]
+    net = build_model(dnas.create_space("dario", **TINY).config, load=False)
+    path = tmp_path / ("w.safetensors" if kind == "truncated-safetensors" else "w.pth")
+    if kind == "whole-model":
+        torch.save(net, path)  # the module itself, not its state dict
+    elif kind == "garbage":
+        path.write_bytes(b"this is not a checkpoint at all")
+    else:
+        save_file(net.state_dict(), str(path))
+        path.write_bytes(path.read_bytes()[:1000])
+    assert main(["prune", *args, "--weights", str(path), "--keep-blocks", "0", "--out", str(tmp_path / "p"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]
+    assert not (tmp_path / "p").exists()  # nothing written: the same --out works once the file is fixed
 
 
 # -- factories and transformers ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from dnas._io import unreadable_because
 from dnas.errors import DnasError
 from dnas.registry import register_space
 from dnas.space import Decision, SearchSpace, Task
@@ -76,9 +77,14 @@ def load_weights_file(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise DnasError(f"weights file '{path}' not found")
     if str(path).endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except SafetensorError as e:  # safetensors' own errors: a header or a length that does not add up
+            raise DnasError(f"weights file '{path}' is not a readable safetensors file ({str(e).splitlines()[0][:120]}); "
+                            f"it is corrupt or truncated") from None
     sd = safe_torch_load(path, "weights file")
     for key in ("model", "state_dict", "module"):  # common checkpoint wrappers (MAE: {"model": ...})
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
@@ -111,8 +117,9 @@ def _misfit_error(path: str, name: str, bad: list[str], missing: list[str], unex
                      f"check the model name and its options (--model-arg)")
 
 
-def _timm_error(path: str, name: str, msg: str) -> DnasError:
+def _timm_error(path: str, name: str, error: BaseException) -> DnasError:
     """One line from torch's multi-line load_state_dict error raised inside timm's loader."""
+    msg = str(error)
     bad = [f"{k} {_shape(a.split(','))} in the file vs {_shape(b.split(','))} in the model"
            for k, a, b in re.findall(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
                                      r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)", msg)]
@@ -121,7 +128,7 @@ def _timm_error(path: str, name: str, msg: str) -> DnasError:
         return re.findall(r'"([^"]+)"', m.group(1)) if m else []
 
     if not (bad or keys("Missing") or keys("Unexpected")):
-        return DnasError(f"cannot load weights '{path}' into model '{name}' ({msg.strip().splitlines()[0][:160]})")
+        return DnasError(f"cannot load weights '{path}' into model '{name}': {unreadable_because(path, error)}")
     return _misfit_error(path, name, bad, keys("Missing"), keys("Unexpected"))
 
 
@@ -218,11 +225,11 @@ def build_model(cfg: DarioConfig, load: bool = True) -> nn.Module:
             raise DnasError(f"model '{name}' does not take these model_kwargs ({e})") from None
         except RuntimeError as e:
             if from_file:
-                raise _timm_error(cfg.weights, name, str(e)) from None
+                raise _timm_error(cfg.weights, name, e) from None
             raise
         except Exception as e:
             if from_file:
-                raise DnasError(f"cannot load weights '{cfg.weights}' into '{name}' ({str(e).splitlines()[0][:160]})") from None
+                raise DnasError(f"cannot load weights '{cfg.weights}' into '{name}': {unreadable_because(cfg.weights, e)}") from None
             if load and cfg.pretrained:
                 raise DnasError(f"cannot fetch pretrained weights for '{name}' ({str(e).splitlines()[0][:120]}); "
                                 f"download them and pass weights=FILE") from None

@@ -382,10 +382,11 @@ def prune(
         if bad:
             raise DnasError(f"--keep-blocks {bad} out of range: the model has blocks 0..{n - 1}")
         genotype = space.genotype({f"block{i}": [KEEP] if i in keep_blocks else [] for i in range(n)})
+    search_s = time.perf_counter() - t0
+    original = build_model(space.config)  # weights that do not load stop here, before --keep-blocks writes a file
+    if keep_blocks is not None:
         out.mkdir(parents=True, exist_ok=True)
         genotype.save(out / "genotype.yaml")
-    search_s = time.perf_counter() - t0
-    original = build_model(space.config)
     shape = model_input_shape(original, space.config)
     budget_report: dict[str, Any] = {}
     if budget_d:
