@@ -276,6 +276,19 @@ def test_hf_folder_is_pruned_through_inputs_embeds(tmp_path):
         dnas.create_space("dario", model=f"hf:{tmp_path / 'nothing'}").decisions()
 
 
+def test_hf_vision_model_takes_its_input_size_from_its_config(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="the optional 'hf' extra (transformers) is not installed")
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=48, num_hidden_layers=4,
+                                 num_attention_heads=3, intermediate_size=96)
+    transformers.ViTModel(cfg).save_pretrained(tmp_path / "vit")
+    rep = prune(f"hf:{tmp_path / 'vit'}", budget="blocks=2", iters=1, warm_start=1, out=tmp_path / "p", **QUIET)
+    assert rep["input_shape"] == [3, 32, 32] and len(rep["blocks_kept"]) == 2  # no --input-size needed
+    pruned = dnas.load_pruned(tmp_path / "p")
+    assert pruned.config.num_hidden_layers == 2
+    assert pruned(pixel_values=torch.randn(2, 3, 32, 32)).last_hidden_state.shape == (2, 17, 48)
+
+
 def test_hf_without_transformers_is_one_line(monkeypatch, tmp_path):
     import builtins
 

@@ -331,6 +331,9 @@ def model_input_shape(model: nn.Module, cfg: DarioConfig) -> tuple[int, ...]:
     size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
     if size:
         return tuple(int(v) for v in size)
+    hf = getattr(model, "config", None)  # transformers vision models: ViT, DeiT, BEiT, Swin, ... configs
+    if isinstance(getattr(hf, "image_size", None), int) and isinstance(getattr(hf, "num_channels", None), int):
+        return (hf.num_channels, hf.image_size, hf.image_size)
     raise DnasError("cannot tell this model's input size; set input_size=[C, H, W] (--input-size)")
 
 
