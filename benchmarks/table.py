@@ -112,12 +112,15 @@ Options that trade something:
   2026-12-02 (idle 2-core VM, 2 threads, quick config: 3 cells, 4 nodes, C = 8), each step kind in
   a fresh process; "compile" is its first two compiled steps from an empty inductor cache, what a
   first run pays (a second run with the cache warm compiled order 1 in 16 s):
-  - order 1: 12 graphs, no graph break. Compile 112.5 s and 137 s in two runs; steady state 1.38×
-    and 1.06× faster than eager (3 rounds each: on 2 shared cores that spread is noise, so expect
-    a few percent to a third).
-  - order 2: 17 graphs, no graph break. Compile 164 s and 194 s; steady state 1.11× and 1.02×.
-  - On the CPU at this size compiling pays little and costs minutes; it is meant for GPUs, where
-    the step is many small kernels (`benchmarks/gpu.sh` measures it there).
+  - order 1: 12 graphs, no graph break. Compile 112.5 s, 137 s and 135 s in three runs.
+  - order 2: 17 graphs, no graph break. Compile 164 s, 194 s and 189 s.
+  - Steady state, 8 interleaved rounds (the table below): order 1 0.97×, order 2 1.00× the eager
+    step. Two earlier runs of 3 rounds gave 1.38×/1.27× (warm cache, another VM of the same kind)
+    and 1.06×/1.02×.
+  - So on the CPU, at this size, compiling costs two to three minutes and gives the step no
+    measurable speed. A likely reason, not measured apart: inside a compiled edge the lean
+    convolutions step aside, so the compiled step loses their depthwise input gradient, the eager
+    step's largest CPU gain. `compile` is meant for GPUs; `benchmarks/gpu.sh` measures it there.
   - The `shapley` α step is refused with `compile: true` on the CPU. Inductor fails on its pass
     tree's graphs ("Cannot convert expression to float", symbolic shapes).
 
