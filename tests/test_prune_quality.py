@@ -242,3 +242,43 @@ def test_proxy_correlation_protocol_end_to_end(tmp_path):
     assert res["correlations"]["proxy"]["linear_top1"] == ref
     assert (tmp_path / "correlation.json").is_file() and (tmp_path / "correlation.png").is_file()
     assert "spearman" in res["summary"]
+
+
+def test_an_image_folder_is_read_at_the_model_size_with_its_normalisation(tmp_path):
+    from PIL import Image
+
+    from dnas.strategies.calibration import CalibrationConfig, calibration_images
+    from dnas.tools.prune_quality import QualityConfig, eval_tensors
+
+    for cls, grey in (("a", 64), ("b", 192)):  # uniform 48x40 photos: two classes by brightness
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (48, 40), (grey, grey, grey)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    from dnas.spaces.dario import build_model
+
+    model = build_model(dnas.create_space("dario", model="vit_tiny_patch16_224", model_kwargs=KW).config, load=False)
+    mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]  # timm's ImageNet statistics
+    data = f"imagefolder:{tmp_path / 'imgs'}"
+    trx, try_, tex, tey = eval_tensors(data, QualityConfig(eval_size=10), (3, 24, 24), model)
+    assert trx.shape[1:] == (3, 24, 24) and len(trx) + len(tex) == 10  # read at the model's side, not 32 px
+    x = torch.cat([trx, tex])
+    for img, y in zip(x, torch.cat([try_, tey])):
+        v = (64 if int(y) == 0 else 192) / 255
+        want = torch.tensor([(v - m) / s for m, s in zip(mean, std)])
+        assert torch.allclose(img.mean((1, 2)), want, atol=1e-5)  # (x − mean) / std per channel, by hand
+    cal = calibration_images(CalibrationConfig(data=data, size=3), (3, 24, 24), model)
+    assert cal.shape == (3, 3, 24, 24) and float(cal.std(dim=(1, 2, 3)).max()) < 1e-5  # uniform images stay so
+    raw = eval_tensors(data, QualityConfig(eval_size=10), (3, 24, 24))[0]  # no model: no normalisation
+    assert 0.2 < float(raw.min()) and float(raw.max()) < 0.8
+
+
+def test_verdict_by_hand_ties_are_not_losses():
+    from dnas.tools.prune_quality import compare, verdict
+
+    assert compare(0.8, [0.7, 0.8, 0.9]) == {"value": 0.8, "rank": 2, "of": 4, "beats": 1, "ties": 1,
+                                             "random_mean": 0.8, "random_std": 0.1}
+    assert "beat every random pruning" in verdict(compare(0.9, [0.7, 0.8]))
+    assert "scored the same as all 2 random prunings" in verdict(compare(1.0, [1.0, 1.0]))  # a saturated measure
+    assert "beat the random prunings' mean on this data, but not all of them (1 of 2)" in verdict(compare(0.8, [0.7, 0.85]))
+    assert verdict(compare(0.8, [0.7, 0.8, 0.9])).endswith("it beats 1 of 3, ties 1, at their mean")
+    assert verdict(compare(0.6, [0.7, 0.8])).endswith("it beats 0 of 2, below their mean")

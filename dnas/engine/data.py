@@ -30,6 +30,7 @@ class DataConfig:
     augment: bool = True
     num_workers: int = 0
     target: str = ""  # regression (csv:PATH): target columns, names or indices "a,b" (default: the last)
+    image_size: int = 32  # imagefolder:PATH: images are resized (shorter side) and centre-cropped to this side
 
     def check(self):
         if not 0 < self.train_portion < 1:
@@ -38,6 +39,8 @@ class DataConfig:
             return "subset must be in (0, 1]"
         if self.batch_size < 1:
             return "batch_size must be >= 1"
+        if self.image_size < 1:
+            return "image_size must be >= 1"
         return None
 
 
@@ -114,14 +117,14 @@ def _torchvision(name: str, root: str, download: bool, augment: bool) -> Dataset
     return Datasets(train, test, Task((len(mean), size, size), len(train.classes)))
 
 
-def _imagefolder(path: str) -> Datasets:
+def _imagefolder(path: str, size: int = 32) -> Datasets:
     from torchvision import transforms as T
     from torchvision.datasets import ImageFolder
 
     root = Path(path)
     if not root.is_dir():
         raise DnasError(f"image folder '{root}' not found; expected class sub-folders (or train/ and val/ inside)")
-    tf = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()])
+    tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
     if (root / "train").is_dir():
         train, test = ImageFolder(root / "train", tf), ImageFolder(root / ("val" if (root / "val").is_dir() else "test"), tf)
     else:
@@ -130,7 +133,7 @@ def _imagefolder(path: str) -> Datasets:
         n_test = len(full) // 5
         train, test = Subset(full, perm[n_test:]), Subset(full, perm[:n_test])
         train.classes = full.classes
-    return Datasets(train, test, Task((3, 32, 32), len(getattr(train, "classes", full.classes))))
+    return Datasets(train, test, Task((3, size, size), len(getattr(train, "classes", full.classes))))
 
 
 def synthetic_regression_dataset(fn: Callable[[torch.Tensor], torch.Tensor] | None = None, in_dim: int = 1,
@@ -216,7 +219,7 @@ def load_datasets(cfg: DataConfig) -> Datasets:
     if name in _TORCHVISION:
         return _torchvision(name, cfg.data_dir, cfg.download, cfg.augment)
     if name.startswith("imagefolder:"):
-        return _imagefolder(name.split(":", 1)[1])
+        return _imagefolder(name.split(":", 1)[1], cfg.image_size)
     from dnas.registry import did_you_mean
 
     known = ["digits", "synthetic", "synthetic-regression", *_TORCHVISION, "imagefolder:PATH", "csv:PATH"]

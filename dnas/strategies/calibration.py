@@ -41,6 +41,26 @@ class CalibrationConfig:
         return None
 
 
+def model_images(data: str, data_dir: str, shape, model: nn.Module | None = None):
+    """The datasets of ``data`` for a pretrained image model taking ``shape`` = (C, H, W): an
+    ``imagefolder:PATH`` is read at the model's side (not 32 px then upsampled) and normalised with the
+    model's mean and std (timm's ``pretrained_cfg``), as the model saw its training images; the built-in
+    datasets come as they are (already normalised, fitted later by :func:`fit_input`)."""
+    from dnas.engine.data import DataConfig, load_datasets
+
+    own = data.startswith("imagefolder:")
+    ds = load_datasets(DataConfig(name=data, data_dir=data_dir, augment=False, image_size=int(shape[-1]) if own else 32))
+    norm = (getattr(model, "pretrained_cfg", None) or {}) if own and model is not None else {}
+    if norm.get("mean") and norm.get("std"):
+        from torchvision import transforms as T
+
+        for split in (ds.train, ds.test):
+            base = getattr(split, "dataset", split)  # a Subset of one ImageFolder: both splits share its transform
+            if isinstance(getattr(base, "transform", None), T.Compose) and not any(isinstance(t, T.Normalize) for t in base.transform.transforms):
+                base.transform = T.Compose([*base.transform.transforms, T.Normalize(norm["mean"], norm["std"])])
+    return ds
+
+
 def fit_input(x: torch.Tensor, shape) -> torch.Tensor:
     """Images ``x`` (B, C, H, W) made to fit a model taking ``shape`` = (C, H, W): grey channels
     repeated (or colour averaged to grey), then bilinear resize."""
@@ -70,11 +90,9 @@ def pooled_features(model: nn.Module, x: torch.Tensor, call=None) -> torch.Tenso
     return f.reshape(f.shape[0], -1)
 
 
-def calibration_images(cfg: CalibrationConfig, shape) -> torch.Tensor:
+def calibration_images(cfg: CalibrationConfig, shape, model: nn.Module | None = None) -> torch.Tensor:
     """``cfg.size`` images of ``cfg.data``'s training split (a seeded sample), fitted to ``shape``."""
-    from dnas.engine.data import DataConfig, load_datasets
-
-    ds = load_datasets(DataConfig(name=cfg.data, data_dir=cfg.data_dir, augment=False)).train
+    ds = model_images(cfg.data, cfg.data_dir, shape, model).train
     if len(ds) == 0:
         raise DnasError(f"calibration dataset '{cfg.data}' is empty")
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.size].tolist()
@@ -111,7 +129,7 @@ def calibration_term(supernet, options: dict, alpha_grad=None):
 
     cfg = make_config(CalibrationConfig, options, "calibration term")
     p = next(supernet.model.parameters())
-    x = calibration_images(cfg, supernet.input_shape()).to(device=p.device, dtype=p.dtype)
+    x = calibration_images(cfg, supernet.input_shape(), supernet.model).to(device=p.device, dtype=p.dtype)
     with torch.no_grad():
         ref = pooled_features(supernet.model, x)  # no gate: the unpruned model's features
 

@@ -144,11 +144,13 @@ def pruned_copy(original: nn.Module, blocks_path: str | None, pruning: Pruning) 
 
 
 # -- measuring -------------------------------------------------------------------------------------------
-def eval_tensors(data: str, cfg: QualityConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train x, train y, test x, test y) of a labelled image dataset, at most ``eval_size`` each (seeded)."""
-    from dnas.engine.data import DataConfig, load_datasets
+def eval_tensors(data: str, cfg: QualityConfig, shape=(3, 32, 32), model: nn.Module | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train x, train y, test x, test y) of a labelled image dataset, at most ``eval_size`` each (seeded);
+    an image folder at the model's input ``shape`` and normalisation (:func:`model_images`)."""
+    from dnas.strategies.calibration import model_images
 
-    ds = load_datasets(DataConfig(name=data, data_dir=cfg.data_dir, augment=False))
+    ds = model_images(data, cfg.data_dir, shape, model)
     if ds.task.num_classes < 2:
         raise DnasError(f"the quality report needs a labelled image dataset (classes); '{data}' has none")
     g = torch.Generator().manual_seed(cfg.seed)
@@ -197,7 +199,7 @@ def measure(models: dict[str, nn.Module], data: str, shape, cfg: QualityConfig, 
     their images/s, measured interleaved in one run."""
     from dnas.tools.pruning import throughput
 
-    tensors = eval_tensors(data, cfg)
+    tensors = eval_tensors(data, cfg, shape, next(iter(models.values())))
     out: dict[str, dict[str, Any]] = {}
     ref = None
     t0 = time.perf_counter()
@@ -216,7 +218,7 @@ def compare(value: float, randoms: list[float]) -> dict[str, Any]:
     """Rank of ``value`` among itself and ``randoms`` (1 = best, ties share the better rank), how many
     random values it beats, and the random values' mean and sample std."""
     return {"value": value, "rank": 1 + sum(v > value for v in randoms), "of": len(randoms) + 1,
-            "beats": sum(v < value for v in randoms),
+            "beats": sum(v < value for v in randoms), "ties": sum(v == value for v in randoms),
             "random_mean": round(statistics.fmean(randoms), 4) if randoms else None,
             "random_std": round(statistics.stdev(randoms), 4) if len(randoms) > 1 else None}
 
@@ -228,9 +230,14 @@ def verdict(c: dict[str, Any], what: str = "searched pruning") -> str:
         return f"no random pruning with this budget exists to compare the {what} with"
     if c["beats"] == r:
         return f"the {what} beat every random pruning with the same budget on this data"
+    ties = c.get("ties", 0)
+    if ties == r:
+        return f"the {what} scored the same as all {r} random prunings on this data ({c['value']:.4g}): this measure cannot tell them apart"
     if c["value"] > c["random_mean"]:
         return f"the {what} beat the random prunings' mean on this data, but not all of them ({c['beats']} of {r})"
-    return f"the {what} did NOT beat random prunings on this data: it beats {c['beats']} of {r}, below their mean"
+    tied = f", ties {ties}" if ties else ""
+    where = "at their mean" if c["value"] == c["random_mean"] else "below their mean"
+    return f"the {what} did NOT beat random prunings on this data: it beats {c['beats']} of {r}{tied}, {where}"
 
 
 def quality_report(space, original: nn.Module, kept: list[int], keep_heads: dict[int, list[int]], data: str,
@@ -569,7 +576,7 @@ def proxy_correlation(model: str = "mae-vit-base", *, data: str = "digits", n: i
         rows.append(row)
     log(f"correlation: proxy of {len(prunings)} random prunings in {time.perf_counter() - t0:.1f}s")
     shape = model_input_shape(original, space.config)
-    tensors = eval_tensors(data, qcfg)
+    tensors = eval_tensors(data, qcfg, shape, original)
     base, ref = figures(original, tensors, shape, qcfg)
     for row, p in zip(rows, prunings):  # one pruned model in memory at a time
         fig, _ = figures(pruned_copy(original, space.config.blocks, p), tensors, shape, qcfg, ref)
