@@ -126,6 +126,14 @@ def test_a_proxy_blind_to_the_gates_stops_after_the_warm_start_and_a_rerun_start
     assert yaml.safe_load((tmp_path / "p" / "config.yaml.previous").read_text())["space"]["model"] == "dario_toy:blind"
 
 
+def test_prune_search_is_mirrored_to_loggers(tmp_path):
+    prune(**TINY, out=tmp_path / "p", budget="blocks=2", iters=2, warm_start=2, loggers=["csv"], **QUIET)
+    rows = (tmp_path / "p" / "metrics.csv").read_text().splitlines()
+    history = [json.loads(line) for line in (tmp_path / "p" / "history.jsonl").read_text().splitlines()]
+    proxy = {int(r.split(",")[0]): float(r.split(",")[2]) for r in rows[1:] if r.split(",")[1] == "proxy"}
+    assert proxy == {h["epoch"]: pytest.approx(h["proxy"]) for h in history}  # every iteration, its proxy
+
+
 def test_cli_budget_and_input_options(tmp_path, capsys):
     from dnas.cli import main
 

@@ -27,6 +27,8 @@ def add(sub) -> None:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--out", required=True, help="folder for the pruned model, α, plot and report")
     pr.add_argument("--no-progress", action="store_true")
+    pr.add_argument("--logger", action="append", metavar="NAME[=DEST]",
+                    help="also log the search to tensorboard, mlflow or csv (repeatable)")
     q = pr.add_argument_group("quality on data (optional)")
     q.add_argument("--eval-data", metavar="D", help="measure unpruned, pruned and random prunings of the same budget on dataset D "
                    "(digits, synthetic, imagefolder:PATH, ...): kNN, linear probe, feature cosine, params, images/s")
@@ -65,6 +67,6 @@ def run(args) -> int:
                    granularity=args.granularity, proxy=args.proxy, threshold=args.threshold, iters=args.iters,
                    warm_start=args.warm_start, keep_blocks=keep, budget=args.budget, input_size=size, seq_len=args.seq_len,
                    bench_batch=args.bench_batch, seed=args.seed, progress=not args.no_progress, strategy_config=strat or None,
-                   eval_data=args.eval_data, quality=quality)
+                   eval_data=args.eval_data, quality=quality, loggers=args.logger)
     print(json.dumps(report))
     return 0

@@ -305,6 +305,7 @@ def prune(
     progress: bool = True,
     eval_data: str | None = None,
     quality: dict[str, Any] | None = None,
+    loggers: list[Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Prune ``model`` without data and export the smaller model; returns the report (also report.json).
@@ -325,6 +326,8 @@ def prune(
         eval_data: a dataset to judge the pruning on: the report gets a ``quality`` section
             (:func:`dnas.tools.prune_quality.quality_report`; options in ``quality``: random,
             eval_size, ..., and ``compare_calibration``).
+        loggers: mirror the search's history to these loggers (``tensorboard``, ``mlflow``, ``csv``,
+            or ``NAME=DEST``), as ``dnas search --logger``.
 
     Returns:
         The report (also written to ``out/report.json``).
@@ -371,7 +374,7 @@ def prune(
         strat = {**strat, **(strategy_config or {})}
         threshold = strat.get("threshold", threshold)
         result = search(config={"space": {"name": "dario", **space_cfg}, "strategy": {"name": strat_name, **strat}, "seed": seed},
-                        out=out, progress=progress)
+                        out=out, progress=progress, loggers=loggers)
         genotype = result.genotype
         space = create_space("dario", **space_cfg)
         alphas = _final_gates(space, out / "alphas.pt")
@@ -383,7 +386,8 @@ def prune(
             raise DnasError(f"--keep-blocks {bad} out of range: the model has blocks 0..{n - 1}")
         genotype = space.genotype({f"block{i}": [KEEP] if i in keep_blocks else [] for i in range(n)})
     search_s = time.perf_counter() - t0
-    original = build_model(space.config)  # weights that do not load stop here, before --keep-blocks writes a file
+    # weights that do not load stop here, before --keep-blocks writes a file
+    original = build_model(space.config)
     if keep_blocks is not None:
         out.mkdir(parents=True, exist_ok=True)
         genotype.save(out / "genotype.yaml")
