@@ -126,6 +126,16 @@ def test_a_proxy_blind_to_the_gates_stops_after_the_warm_start_and_a_rerun_start
     assert yaml.safe_load((tmp_path / "p" / "config.yaml.previous").read_text())["space"]["model"] == "dario_toy:blind"
 
 
+def test_combined_budget_meets_both_counts_and_says_whether_a_threshold_gives_it(tmp_path):
+    logged = []
+    rep = prune(**TINY, granularity="both", out=tmp_path / "b", budget="blocks=3,heads=5", iters=2, warm_start=2,
+                **{**QUIET, "log": logged.append})
+    assert len(rep["blocks_kept"]) == 3 and rep["heads_left"] == 5
+    eq = rep["equivalent_threshold"]
+    assert (f"= threshold {eq}" if eq is not None else "no single threshold gives it") in logged[-1]
+    assert "threshold None" not in logged[-1]
+
+
 def test_prune_search_is_mirrored_to_loggers(tmp_path):
     prune(**TINY, out=tmp_path / "p", budget="blocks=2", iters=2, warm_start=2, loggers=["csv"], **QUIET)
     rows = (tmp_path / "p" / "metrics.csv").read_text().splitlines()

@@ -166,8 +166,9 @@ def keep_for_budget(scores: dict[str, float], budget: str | dict[str, float], in
     ``blocks=K`` keeps the K best block gates, ``heads=K`` the K best head gates; ``params=f`` drops
     the worst gates (blocks and heads ranked together) until at most a fraction f of the parameters
     is left; ``speedup=s`` drops the worst blocks until the predicted speed-up is at least s.
-    Gates the budget does not rule are kept when their score is ≥ ``threshold``. The result is
-    always what one threshold on the scores would give (see :func:`equivalent_threshold`).
+    Gates the budget does not rule are kept when their score is ≥ ``threshold``. A single budget's
+    result is what one threshold on the scores would give (see :func:`equivalent_threshold`);
+    ``blocks`` and ``heads`` together rank blocks and heads apart, so there may be none.
 
     Args:
         scores: gate name (``block3``, ``block3.head1``) -> score; higher is kept first.
@@ -428,7 +429,9 @@ def prune(
         report["quality"] = evaluate_prune(space, original, kept, heads, eval_data, dict(quality or {}), out=out, seed=seed,
                                            strategy=None if keep_blocks is not None else strat, bench=(bench_batch, bench_rounds), log=log)
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
-    how = f"budget {budget_report['budget']} (= threshold {budget_report['equivalent_threshold']}); " if budget_d else ""
+    eq = budget_report.get("equivalent_threshold")
+    same = f"= threshold {eq}" if eq is not None else "no single threshold gives it: blocks and heads ranked apart"
+    how = f"budget {budget_report['budget']} ({same}); " if budget_d else ""
     head_note = f", {report['heads_left']}/{report['heads_total']} heads" if "heads_total" in report else ""
     log(f"{how}kept {len(kept)}/{report['blocks_total']} blocks {kept}{head_note}; params {report['params_before'] / 1e6:.2f} M -> "
         f"{report['params_after'] / 1e6:.2f} M; {report['images_per_s_before']:.1f} -> {report['images_per_s_after']:.1f} "
