@@ -315,7 +315,9 @@ def test_two_processes_fill_one_sqlite_study(tmp_path, capsys):
 def test_resume_after_sigkill(tmp_path, capsys):
     run = tmp_path / "run"
     url = f"sqlite:///{(run / 'study.db').resolve()}"
-    args = ("--trials", "4", "--set", "strategy.epochs=2", "--set", "strategy.n_startup_trials=2")
+    # 20 epochs: a trial of ~2 s, so polling every 0.2 s finds the third one running (2 epochs took
+    # 0.1 s a trial on an idle machine, and the whole search could end between two polls)
+    args = ("--trials", "4", "--set", "strategy.epochs=20", "--set", "strategy.n_startup_trials=2")
     p = _cli(run, *args)
 
     def inside_third_trial():
