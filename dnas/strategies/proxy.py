@@ -290,10 +290,11 @@ class ProxyStrategy(Strategy):
                             f"({history[-1].get('error', 'NaN/inf')}); lower strategy.gamma or use another space option")
         values = [r["proxy"] for r in history[-k:] if r.get("proxy") is not None and r["proxy"] < float("inf")]
         if len(values) >= 3 and max(values) - min(values) <= 1e-9 * max(abs(v) for v in values):
-            hint = "--signed-synflow (strategy.abs_params=false), " if self.config.abs_params else ""
+            hint = "synflow on signed weights (dnas prune --signed-synflow, or strategy.abs_params=false), " \
+                if self.config.abs_params else ""
             raise DnasError(f"the proxy is the same for all {len(values)} random gate settings ({values[0]:.4g}): on this "
                             f"model it does not see the gates, so the search would prune at random; try {hint}trained "
-                            f"weights (--weights) or another --proxy")
+                            f"weights (--weights, or space.weights) or another proxy (--proxy, or strategy.proxy)")
         with torch.no_grad():
             for a, b in zip(alphas, best):
                 a.copy_(b)
