@@ -32,24 +32,31 @@ FULL = dict(layers=8, C=16, nodes=4, batch=32, size=32, repeats=2)
 TIMED = ("fairdarts", "shapley", "shapley-separate")
 
 
-def _build(case: str, cfg: dict[str, Any], device: str):
+def _net_and_batch(cfg: dict[str, Any], device: str, relaxation: str):
+    """The seeded ddarts supernet of ``cfg`` in train mode and one seeded batch ``(x, y)``."""
     import torch
 
     import dnas
     from dnas.space import Task
-    from dnas.strategies.shapley import shapley_grads, shapley_grads_naive
 
     torch.manual_seed(0)
     dev = torch.device(device)
     space = dnas.create_space("ddarts", C=cfg["C"], layers=cfg["layers"], nodes=cfg["nodes"])
     net = space.supernet(Task((3, cfg["size"], cfg["size"]), 10)).to(dev)
+    net.relaxation = relaxation
+    net.train()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(cfg["batch"], 3, cfg["size"], cfg["size"], generator=g).to(dev)
     y = torch.randint(0, 10, (cfg["batch"],), generator=g).to(dev)
-    batch = (x, y)
+    return net, (x, y)
+
+
+def _build(case: str, cfg: dict[str, Any], device: str):
+    import dnas
+    from dnas.strategies.shapley import shapley_grads, shapley_grads_naive
+
     strategy = dnas.create_strategy("fairdarts" if case == "fairdarts" else "shapley")
-    net.relaxation = strategy.relaxation
-    net.train()
+    net, batch = _net_and_batch(cfg, device, strategy.relaxation)
     state = strategy.init_state(net)
     c = strategy.config
 
@@ -114,18 +121,8 @@ def cell_costs(cfg: dict[str, Any], device: str) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    import dnas
-    from dnas.space import Task
-
-    torch.manual_seed(0)
-    dev = torch.device(device)
-    space = dnas.create_space("ddarts", C=cfg["C"], layers=cfg["layers"], nodes=cfg["nodes"])
-    net = space.supernet(Task((3, cfg["size"], cfg["size"]), 10)).to(dev)
-    net.relaxation = "sigmoid"
-    net.train()
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(cfg["batch"], 3, cfg["size"], cfg["size"], generator=g).to(dev)
-    y = torch.randint(0, 10, (cfg["batch"],), generator=g).to(dev)
+    net, (x, y) = _net_and_batch(cfg, device, "sigmoid")  # the relaxation of both steps
+    dev = x.device
     groups = [list(v) for v in net.arch_groups().values()]
     n = len(groups)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

@@ -83,8 +83,7 @@ def load_weights_file(path: str) -> dict[str, torch.Tensor]:
         try:
             return load_file(path)
         except SafetensorError as e:  # safetensors' own errors: a header or a length that does not add up
-            raise DnasError(f"weights file '{path}' is not a readable safetensors file ({str(e).splitlines()[0][:120]}); "
-                            f"it is corrupt or truncated") from None
+            raise DnasError(f"weights file '{path}' cannot be loaded: {unreadable_because(path, e)}") from None
     sd = safe_torch_load(path, "weights file")
     for key in ("model", "state_dict", "module"):  # common checkpoint wrappers (MAE: {"model": ...})
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):

@@ -269,6 +269,7 @@ class ProxyStrategy(Strategy):
         alphas = supernet.arch_parameters()
         task = bar.add_task("warm start", total=k) if bar is not None else None
         best, best_s = None, float("inf")
+        values = []  # the finite proxy values, to tell whether the proxy sees the gates at all
         for i in range(k):
             with torch.no_grad():
                 for a in alphas:
@@ -279,6 +280,8 @@ class ProxyStrategy(Strategy):
                     s = float(add_terms(supernet, self._terms, proxy_objective(supernet, self.config, create_graph=False).detach())[0])
             except Diverged as e:  # a sample whose network overflows (e.g. exp in an activation cell): skipped, recorded
                 s, failed = float("inf"), str(e)
+            if s < float("inf"):
+                values.append(s)
             if s < best_s:
                 best, best_s = [a.detach().clone() for a in alphas], s
             extra = {"phase": "sample", "proxy": s if failed is None else None, "best": best_s if best is not None else None}
@@ -288,7 +291,6 @@ class ProxyStrategy(Strategy):
         if best is None:
             raise DnasError(f"every one of the {k} random α samples gave a non-finite proxy "
                             f"({history[-1].get('error', 'NaN/inf')}); lower strategy.gamma or use another space option")
-        values = [r["proxy"] for r in history[-k:] if r.get("proxy") is not None and r["proxy"] < float("inf")]
         if len(values) >= 3 and max(values) - min(values) <= 1e-9 * max(abs(v) for v in values):
             hint = "synflow on signed weights (dnas prune --signed-synflow, or strategy.abs_params=false), " \
                 if self.config.abs_params else ""
