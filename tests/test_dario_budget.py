@@ -307,6 +307,24 @@ def test_hf_vision_model_takes_its_input_size_from_its_config(tmp_path):
     assert pruned(pixel_values=torch.randn(2, 3, 32, 32)).last_hidden_state.shape == (2, 17, 48)
 
 
+def test_torchvision_vit_takes_its_input_size_and_its_own_state_dict(tmp_path):
+    """A model from another library, with a checkpoint saved its own way: torchvision's ViT keeps
+    its side in ``image_size`` (no --input-size needed) and its blocks in ``encoder.layers``."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    kw = {"image_size": 32, "patch_size": 8, "num_layers": 4, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32}
+    torch.manual_seed(0)
+    torch.save(VisionTransformer(**kw).state_dict(), tmp_path / "tv.pth")
+    rep = prune("torchvision.models.vision_transformer:VisionTransformer", model_kwargs=kw, blocks="encoder.layers",
+                weights=str(tmp_path / "tv.pth"), budget="blocks=2", iters=1, warm_start=1, out=tmp_path / "p", **QUIET)
+    assert rep["input_shape"] == [3, 32, 32] and len(rep["blocks_kept"]) == 2
+    pruned = dnas.load_pruned(tmp_path / "p")
+    assert len(pruned.encoder.layers) == 2 and pruned(torch.randn(2, 3, 32, 32)).shape == (2, 1000)
+    with pytest.raises(DnasError, match="no timm-style attention.*granularity=block"):
+        prune("torchvision.models.vision_transformer:VisionTransformer", model_kwargs=kw, blocks="encoder.layers",
+              granularity="head", iters=1, warm_start=1, out=tmp_path / "h", **QUIET)
+
+
 def test_hf_without_transformers_is_one_line(monkeypatch, tmp_path):
     import builtins
 

@@ -333,6 +333,11 @@ def model_input_shape(model: nn.Module, cfg: DarioConfig) -> tuple[int, ...]:
     hf = getattr(model, "config", None)  # transformers vision models: ViT, DeiT, BEiT, Swin, ... configs
     if isinstance(getattr(hf, "image_size", None), int) and isinstance(getattr(hf, "num_channels", None), int):
         return (hf.num_channels, hf.image_size, hf.image_size)
+    size = getattr(model, "image_size", None)  # torchvision's VisionTransformer, and others that keep it
+    if isinstance(size, int) or (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+        h, w = (size, size) if isinstance(size, int) else size
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        return (conv.in_channels if conv is not None else 3, int(h), int(w))
     raise DnasError("cannot tell this model's input size; set input_size=[C, H, W] (--input-size)")
 
 
