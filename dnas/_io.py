@@ -14,6 +14,23 @@ import torch
 from dnas.errors import DnasError
 
 
+def is_file(path: str | Path) -> bool:
+    """``Path(path).is_file()``, False where the name cannot be a path at all (too long, e.g. a
+    genotype's text given in its place)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def is_dir(path: str | Path) -> bool:
+    """``Path(path).is_dir()``, False where the name cannot be a path at all."""
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
     path = Path(path)

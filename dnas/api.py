@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import yaml
 
-from dnas._io import atomic_torch_save
+from dnas._io import atomic_torch_save, is_dir, is_file
 from dnas.config import config_dict, make_config
 from dnas.engine import distributed
 from dnas.engine.data import DataConfig, SearchData, load_datasets
@@ -421,7 +421,7 @@ def train(
     """
     if evaluation is not None and evaluation not in EVALUATIONS:
         raise DnasError(f"unknown evaluation {evaluation!r}{did_you_mean(evaluation, EVALUATIONS)}; choose one of: {', '.join(EVALUATIONS)}")
-    if evaluation == "pruned" or (evaluation is None and isinstance(genotype, (str, Path)) and (Path(genotype) / "pruned.yaml").is_file()):
+    if evaluation == "pruned" or (evaluation is None and isinstance(genotype, (str, Path)) and is_file(Path(genotype) / "pruned.yaml")):
         return _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log)
     kind = evaluation or evaluation_of(genotype)
     kw = dict(train_config=train_config, space_config=space_config, data_config=data_config, seed=seed, device=device, out=out, log=log)
@@ -444,8 +444,8 @@ def _finetune(genotype, data, train_config, space_config, data_config, seed, dev
 
     if isinstance(genotype, Genotype):
         raise DnasError("fine-tuning a pruned model needs the folder dnas prune wrote; pass it (or its genotype.yaml), not a Genotype")
-    folder = Path(genotype) if Path(genotype).is_dir() else Path(genotype).parent
-    if not (folder / "pruned.yaml").is_file():
+    folder = Path(genotype) if is_dir(genotype) else Path(genotype).parent
+    if not is_file(folder / "pruned.yaml"):
         raise DnasError(f"'{genotype}' is a pruning genotype without its pruned model; pass the --out folder of dnas prune "
                         f"(pruned.yaml + model.safetensors) or export one with dnas prune --keep-blocks")
     if space_config:

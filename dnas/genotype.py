@@ -151,11 +151,37 @@ def parse_genotype_text(text: str, source: str) -> Genotype:
     return Genotype.from_dict(data, source)
 
 
+def _is_dnas_genotype(text: str) -> bool:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(data, dict) and "choices" in data
+
+
+def genotype_label(path: str | Path) -> str:
+    """A short name for a genotype argument, for a run folder: the file's stem, NAME of FILE:NAME,
+    ``darts-genotype`` for a Genotype(...) text."""
+    from dnas._io import is_file
+    from dnas.darts_format import looks_like_darts
+
+    text = str(path)
+    if is_file(text):
+        return Path(text).stem
+    if looks_like_darts(text):
+        return "darts-genotype"
+    head, sep, tail = text.rpartition(":")
+    return tail if sep and is_file(head) else Path(text).stem
+
+
 def load_genotype(path: str | Path, validate: bool = True) -> Genotype:
-    """Read a genotype file (YAML or JSON), or a genotype shipped with dnas by name (``resnet18``).
+    """Read a genotype file (YAML or JSON), a genotype shipped with dnas by name (``resnet18``), or
+    a cell genotype as the DARTS code writes it (:mod:`dnas.darts_format`).
 
     Args:
-        path: a ``.yaml``/``.yml``/``.json`` file, or the name of a shipped genotype (``dnas list``).
+        path: a ``.yaml``/``.yml``/``.json`` file; the name of a shipped genotype (``dnas list``);
+            a file holding ``Genotype(normal=..., ...)`` (a ``genotypes.py``, a search log), with
+            ``FILE:NAME``, ``FILE:N`` or ``FILE:last`` to pick one of several; or that text itself.
         validate: check it against its space: the space must be registered and every decision
             present with options the space has.
 
@@ -166,19 +192,33 @@ def load_genotype(path: str | Path, validate: bool = True) -> Genotype:
         DnasError: no such file or shipped genotype, unreadable or malformed content, another
             format version, or (with ``validate``) a genotype that does not fit its space.
     """
+    from dnas._io import is_file
+    from dnas.darts_format import looks_like_darts, read_darts_text
     from dnas.genotypes import builtin_genotype_path
 
-    p = Path(path)
-    if not p.exists():
+    p, select = Path(path), None
+    if looks_like_darts(str(path)) and not is_file(p):  # the text itself, pasted from a DARTS log
+        g = read_darts_text(str(path), "the Genotype(...) given")
+        if validate:
+            validate_genotype(g, source="the Genotype(...) given")
+        return g
+    if not is_file(p):
+        head, sep, tail = str(path).rpartition(":")
         builtin = builtin_genotype_path(str(path))
-        if builtin is None:
+        if sep and head and tail and is_file(Path(head)):  # FILE:NAME, one of the genotypes in a DARTS-style file
+            p, select = Path(head), tail
+        elif builtin is None:
             raise DnasError(f"genotype file '{path}' not found (and no built-in genotype has that name)")
-        p = builtin
+        else:
+            p = builtin
     try:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise DnasError(f"cannot read genotype file '{p}': {e}") from None
-    g = parse_genotype_text(text, str(p))
+    if select is not None or (looks_like_darts(text) and not _is_dnas_genotype(text)):
+        g = read_darts_text(text, str(p), select)
+    else:
+        g = parse_genotype_text(text, str(p))
     if validate:
         validate_genotype(g, source=str(p))
     return g

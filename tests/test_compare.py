@@ -192,3 +192,11 @@ def test_the_demo_twice_gives_the_same_figures(tmp_path):
 def test_a_zero_difference_reads_plus_zero():
     assert verdict({"mean": -1e-14, "ci95": [-0.75, 0.75], "welch_p": 1.0, "mannwhitney_p": 1.0}, 4, 8, "training").startswith(
         "searched − random = +0.00 pts, 95 % CI [-0.75, +0.75]")
+
+
+def test_eval_set_takes_the_space_prefix_that_set_takes():
+    from dnas.cli.compare import _eval_space
+
+    assert _eval_space(["space.C=16", "layers=3", "ops=darts-o"]) == {"C": 16, "layers": 3, "ops": "darts-o"}
+    with pytest.raises(DnasError, match="--eval-set expects key=value"):
+        _eval_space(["space.C"])

@@ -36,7 +36,7 @@ def add(sub) -> None:
     c.add_argument("--max-tries", type=int, help="random genotypes drawn per searched genotype before giving up (default 2000)")
     c.add_argument("--unit", choices=("training", "genotype"), help="an observation: one trained network (default) or a genotype's mean over seeds")
     c.add_argument("--sample-seed", type=int, help="seed of the random-genotype sampler (default 0)")
-    c.add_argument("--eval-set", action="append", metavar="KEY=VALUE", help="space option for training, e.g. C=16 (repeatable)")
+    c.add_argument("--eval-set", action="append", metavar="KEY=VALUE", help="space option for training, e.g. C=16 or space.C=16 (repeatable)")
     c.add_argument("--workers", type=int, help="parallel processes running the searches and trainings (default 1)")
     c.add_argument("--threads", type=int, help="torch threads per unit (default: CPUs / workers)")
     c.add_argument("--out", help="compare folder (default runs/compare-<time>)")
@@ -54,7 +54,8 @@ def _eval_space(items: list[str]) -> dict:
         if "=" not in item:
             raise DnasError(f"--eval-set expects key=value (e.g. C=16), got '{item}'")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        k = k.strip()
+        out[k[len("space."):] if k.startswith("space.") else k] = yaml.safe_load(v)  # space.C=16 as with --set
     return out
 
 

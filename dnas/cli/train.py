@@ -9,7 +9,7 @@ from dnas.errors import DnasError
 
 def add(sub) -> None:
     t = sub.add_parser("train", help="evaluate a genotype: the evaluation its space declares (supervised, SSL, pruned fine-tuning)")
-    t.add_argument("--genotype", help="genotype YAML/JSON or a shipped genotype name; its space picks the evaluation")
+    t.add_argument("--genotype", help="genotype YAML/JSON, a shipped genotype name, or a DARTS-code Genotype(...) (FILE, FILE:NAME, FILE:last); its space picks the evaluation")
     t.add_argument("--pruned", metavar="DIR", help="fine-tune the last kept block + head of a `dnas prune` model (explicit)")
     t.add_argument("--random-baseline", type=int, metavar="R", help="with --pruned: fine-tune R random prunings of the same budget the same way and compare")
     t.add_argument("--data", default="digits")
@@ -28,7 +28,9 @@ def add(sub) -> None:
 def run(args) -> int:
     import json
 
+    from dnas._io import is_dir, is_file
     from dnas.api import evaluation_of, parse_set, train
+    from dnas.genotype import genotype_label
 
     if args.pruned:  # explicit override: fine-tune this pruned-model folder
         return run_finetune_pruned(args)
@@ -45,12 +47,12 @@ def run(args) -> int:
 
     dcfg = data_flags(args, sets.get("data", {}))
     # the genotype's space picks the evaluation (supervised, ssl, pruned); --ssl forces SSL
-    kind = "ssl" if args.ssl else ("pruned" if (Path(args.genotype) / "pruned.yaml").is_file() else evaluation_of(args.genotype))
+    kind = "ssl" if args.ssl else ("pruned" if is_file(Path(args.genotype) / "pruned.yaml") else evaluation_of(args.genotype))
     if kind == "pruned":
-        folder = Path(args.genotype) if Path(args.genotype).is_dir() else Path(args.genotype).parent
+        folder = Path(args.genotype) if is_dir(args.genotype) else Path(args.genotype).parent
         out = args.out or str(folder.with_name(folder.name + "-finetuned"))
     else:
-        out = args.out or str(Path("runs") / (("ssl-" if kind == "ssl" else "train-") + Path(args.genotype).stem))
+        out = args.out or str(Path("runs") / (("ssl-" if kind == "ssl" else "train-") + genotype_label(args.genotype)))
     result = train(
         args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
         seed=args.seed or 0, device=args.device or "cpu", out=out, evaluation=kind,

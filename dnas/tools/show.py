@@ -13,8 +13,10 @@ _EDGE = re.compile(r"^(?P<cell>.+)\.node(?P<node>\d+)\.edge(?P<src>\d+)$")
 
 
 def _target_genotype(target: str) -> tuple[Genotype, Path | None]:
+    from dnas._io import is_dir
+
     p = Path(target)
-    if p.is_dir():
+    if is_dir(target):
         g = p / "genotype.yaml"
         if not g.is_file():
             raise DnasError(f"run folder '{p}' has no genotype.yaml yet (search still running or interrupted?)")

@@ -1,0 +1,152 @@
+"""Cell genotypes written the way the DARTS code writes them, read into dnas genotypes.
+
+The DARTS code (Liu et al., 2019, ``cnn/genotypes.py``) and its forks print and store a cell as::
+
+    Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ...], normal_concat=range(2, 6),
+             reduce=[('max_pool_3x3', 0), ...], reduce_concat=[2, 3, 4, 5])
+
+two ``(op, input)`` pairs per intermediate node, node after node; input 0 and 1 are the two cell
+inputs, input 2 + k is node k. That text is parsed with :mod:`ast`, never executed: only lists and
+tuples of literals and ``range(a, b)`` are accepted. It becomes a genotype of the ``darts`` space
+(with ``ops: darts-o``, D-DARTS' S_o, if an op is only there) with one decision per edge,
+``normal.node{k}.edge{input}``, listing the ops kept on it.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any
+
+from dnas.errors import DnasError
+from dnas.genotype import Genotype
+
+FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
+_ASSIGNED = re.compile(r"([A-Za-z_][A-Za-z_0-9]*)\s*=\s*$")
+
+
+def looks_like_darts(text: str) -> bool:
+    """Whether ``text`` holds a ``Genotype(...)`` call of the DARTS code's form."""
+    return "Genotype(" in text
+
+
+def find_genotypes(text: str) -> list[tuple[str | None, str]]:
+    """Every ``Genotype(...)`` call in ``text`` (a Python file, a training log, a pasted line) as
+    ``(name, call text)``; ``name`` is the variable it is assigned to (``DARTS_V2 = Genotype(...)``)."""
+    found = []
+    for m in re.finditer(r"\bGenotype\s*\(", text):
+        depth, end = 0, None
+        for i in range(m.end() - 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            if depth == 0:
+                end = i + 1
+                break
+        if end is None:
+            continue  # unbalanced: a truncated log line
+        name = _ASSIGNED.search(text[: m.start()].rsplit("\n", 1)[-1])
+        found.append((name.group(1) if name else None, text[m.start():end]))
+    return found
+
+
+def _literal(node: ast.AST, what: str, source: str) -> Any:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("range", "list") and not node.keywords:
+        args = [_literal(a, what, source) for a in node.args]
+        if node.func.id == "list" and len(args) == 1:
+            return list(args[0])
+        if node.func.id == "range" and all(isinstance(a, int) for a in args) and 1 <= len(args) <= 3:
+            return list(range(*args))
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise DnasError(f"{source}: {what} is not a literal (lists of ('op', input) pairs and range(a, b) only)") from None
+
+
+def parse_darts_call(call: str, source: str) -> dict[str, Any]:
+    """``{"normal": [(op, input), ...], "normal_concat": [...], "reduce": ..., "reduce_concat": ...}``."""
+    try:
+        node = ast.parse(call.strip(), mode="eval").body
+    except SyntaxError as e:
+        raise DnasError(f"{source}: not a readable Genotype(...) ({e.msg})") from None
+    if not isinstance(node, ast.Call):
+        raise DnasError(f"{source}: expected Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)")
+    if len(node.args) > len(FIELDS):
+        raise DnasError(f"{source}: Genotype(...) takes at most {len(FIELDS)} fields ({', '.join(FIELDS)})")
+    values = {f: _literal(a, f, source) for f, a in zip(FIELDS, node.args)}
+    for kw in node.keywords:
+        if kw.arg not in FIELDS:
+            raise DnasError(f"{source}: unknown Genotype field {kw.arg!r}; the DARTS fields are {', '.join(FIELDS)}")
+        values[kw.arg] = _literal(kw.value, kw.arg, source)
+    missing = [f for f in FIELDS if f not in values]
+    if missing:
+        raise DnasError(f"{source}: Genotype(...) lacks {', '.join(missing)}")
+    return values
+
+
+def to_genotype(values: dict[str, Any], source: str) -> Genotype:
+    """The dnas ``darts`` genotype of a parsed DARTS ``Genotype``."""
+    from dnas.spaces.ops import CNN_OP_SETS
+
+    choices: dict[str, list[str]] = {}
+    used: set[str] = set()
+    for key in ("normal", "reduce"):
+        pairs = values[key]
+        if not isinstance(pairs, (list, tuple)) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int) for p in pairs
+        ):
+            raise DnasError(f"{source}: {key} must list ('op', input) pairs, e.g. [('sep_conv_3x3', 0), ...]")
+        if not pairs or len(pairs) % 2:
+            raise DnasError(f"{source}: {key} has {len(pairs)} pairs; a DARTS cell has two per node")
+    nodes = len(values["normal"]) // 2
+    if len(values["reduce"]) // 2 != nodes:
+        raise DnasError(f"{source}: normal has {nodes} nodes and reduce {len(values['reduce']) // 2}; both cells need the same number")
+    for key in ("normal", "reduce"):
+        pairs, n = values[key], nodes
+        concat = values[f"{key}_concat"]
+        if list(concat) != list(range(2, 2 + n)):
+            raise DnasError(f"{source}: {key}_concat is {list(concat)}, but a dnas cell outputs every node "
+                            f"({list(range(2, 2 + n))}); this genotype is not in the DARTS cell space")
+        for k in range(n):
+            for j in range(2 + k):
+                choices.setdefault(f"{key}.node{k}.edge{j}", [])
+        for i, (op, j) in enumerate(pairs):
+            k = i // 2
+            if not 0 <= j < 2 + k:
+                raise DnasError(f"{source}: {key} pair {i} ({op!r}, {j}) feeds node {k} from input {j}; "
+                                f"node {k} can take inputs 0 to {1 + k}")
+            edge = choices[f"{key}.node{k}.edge{j}"]
+            if op not in edge:
+                edge.append(op)
+            used.add(op)
+    ops = next((name for name in ("darts", "darts-o") if used <= set(CNN_OP_SETS[name])), None)
+    if ops is None:
+        unknown = sorted(used - set(CNN_OP_SETS["darts-o"]))
+        raise DnasError(f"{source}: op(s) {', '.join(unknown)} are not in the DARTS op sets; dnas has "
+                        f"{', '.join(sorted(set(CNN_OP_SETS['darts-o']) - {'none'}))}")
+    return Genotype(space="darts", choices=choices, config={"nodes": nodes, "ops": ops})
+
+
+def read_darts_text(text: str, source: str, select: str | None = None) -> Genotype:
+    """The genotype in ``text`` (see module doc); ``select`` picks one of several: the variable
+    name, a 1-based position, or ``last`` (a search log prints one per epoch)."""
+    found = find_genotypes(text)
+    if not found:
+        raise DnasError(f"{source}: no complete Genotype(...) in it")
+    counts = {n: sum(m == n for m, _ in found) for n, _ in found}
+    names = [n if counts[n] == 1 else None for n, _ in found]  # a log repeats "genotype = ...": by position then
+    if select is None:
+        if len(found) > 1:
+            label = ", ".join(n or f"#{i + 1}" for i, n in enumerate(names[:8])) + (", ..." if len(found) > 8 else "")
+            named = f"{source}:NAME, " if any(names) else ""
+            raise DnasError(f"{source}: holds {len(found)} genotypes ({label}); pick one as {named}{source}:N (1-based) "
+                            f"or {source}:last")
+        pick = found[0]
+    elif select == "last":
+        pick = found[-1]
+    elif select.isdigit() and 1 <= int(select) <= len(found):
+        pick = found[int(select) - 1]
+    elif select in names:
+        pick = found[names.index(select)]
+    else:
+        known = ", ".join(n for n in names if n) or "none named"
+        raise DnasError(f"{source}: no genotype {select!r} (named: {known}; or a position 1 to {len(found)}, or last)")
+    label = f"{source}:{select}" if select else source
+    return to_genotype(parse_darts_call(pick[1], label), label)
