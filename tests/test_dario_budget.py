@@ -214,7 +214,9 @@ def test_checkpoint_at_another_resolution_loads_with_resampled_position_embeddin
     lambda sd: {"model": sd, "epoch": 1600},  # the MAE release
     lambda sd: {"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 3},  # saved from DDP
     lambda sd: {"model_ema": sd, "optimizer": {}},  # an EMA training checkpoint
-], ids=["mae-release", "ddp-module-prefix", "model-ema"])
+    lambda sd: {"state_dict": {"model." + k: v for k, v in sd.items()}, "pytorch-lightning_version": "2.4.0"},  # Lightning
+    lambda sd: {"teacher": {"module.backbone." + k: v for k, v in sd.items()}, "epoch": 100},  # DINO-style, nested
+], ids=["mae-release", "ddp-module-prefix", "model-ema", "lightning-model-prefix", "nested-teacher"])
 def test_checkpoints_saved_other_ways_load_the_same_weights(tmp_path, wrap):
     src = build_model(dnas.create_space("dario", **TINY).config, load=False)
     torch.save(wrap(src.state_dict()), tmp_path / "ckpt.pth")
@@ -222,6 +224,33 @@ def test_checkpoints_saved_other_ways_load_the_same_weights(tmp_path, wrap):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), src.eval()(x))
+
+
+@pytest.mark.parametrize("timm_model", [True, False], ids=["timm", "factory"])
+def test_a_file_holding_the_model_twice_asks_for_the_prefix_and_loads_the_one_named(tmp_path, timm_model):
+    src = build_model(dnas.create_space("dario", **TINY).config, load=False)
+    sd = src.state_dict()
+    torch.save({**{"student.backbone." + k: v * 2 for k, v in sd.items()}, **{"teacher.backbone." + k: v for k, v in sd.items()}},
+               tmp_path / "both.pth")
+    spec = TINY if timm_model else {"model": "timm:create_model", "model_kwargs": {"model_name": "vit_tiny_patch16_224", **KW}}
+    with pytest.raises(DnasError, match=r"hold the model 2 times, under student.backbone., teacher.backbone.; pick one with "
+                                        r"--weights-prefix"):
+        build_model(dnas.create_space("dario", **spec, weights=str(tmp_path / "both.pth")).config)
+    model = build_model(dnas.create_space("dario", **spec, weights=str(tmp_path / "both.pth"), weights_prefix="teacher.backbone.").config)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), src.eval()(x))  # the teacher's tensors, not the student's (2x)
+    with pytest.raises(DnasError, match=r"no tensor of weights .* is under the prefix 'ema.'"):
+        build_model(dnas.create_space("dario", **spec, weights=str(tmp_path / "both.pth"), weights_prefix="ema.").config)
+    if timm_model:  # the flag reaches the loader; a prefix without a file is refused
+        from dnas.cli import main
+
+        args = ["prune", "--model", "vit_tiny_patch16_224", *[f"--model-arg={k}={v}" for k, v in KW.items()], "--keep-blocks",
+                "0,3", "--bench-batch", "1", "--no-progress", "--weights", str(tmp_path / "both.pth")]
+        assert main(args + ["--weights-prefix", "teacher.backbone.", "--out", str(tmp_path / "p")]) == 0
+        pruned = dnas.load_pruned(tmp_path / "p")
+        assert torch.equal(pruned.blocks[1].mlp.fc1.weight, src.blocks[3].mlp.fc1.weight)
+        assert main(args[:-2] + ["--weights-prefix", "teacher.", "--out", str(tmp_path / "q")]) == 2
 
 
 def test_weights_that_do_not_fit_are_one_line_naming_tensors_and_shapes(tmp_path):

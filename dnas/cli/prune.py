@@ -8,6 +8,8 @@ def add(sub) -> None:
     pr = sub.add_parser("prune", help="DARIO: prune a pretrained ViT without data, export the smaller model")
     pr.add_argument("--model", default="mae-vit-base", help="mae-vit-base, mobilevit-s, a timm ViT/DeiT/EVA name, hf:LOCAL_DIR (transformers) or package.module:factory")
     pr.add_argument("--weights", help="safetensors or state-dict file (else a random init is pruned, with a warning)")
+    pr.add_argument("--weights-prefix", metavar="PREFIX", help="the model's tensors in --weights are under this prefix, "
+                    "e.g. teacher.backbone. (default: found where the names do not fit)")
     pr.add_argument("--pretrained", action="store_true", help="timm hub weights (needs the hub or its cache)")
     pr.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model constructor option, e.g. img_size=224 (repeatable)")
     pr.add_argument("--blocks", metavar="DOTTED.PATH", help="the ModuleList/Sequential of blocks (non-timm models)")
@@ -63,7 +65,7 @@ def run(args) -> int:
     if args.compare_calibration and not args.eval_data:
         raise DnasError("--compare-calibration compares on labelled data: add --eval-data D")
     quality = {"random": args.random, "eval_size": args.eval_size, "compare_calibration": args.compare_calibration, "seed": args.seed}
-    report = prune(args.model, out=args.out, weights=args.weights, pretrained=args.pretrained, blocks=args.blocks, model_kwargs=kwargs,
+    report = prune(args.model, out=args.out, weights=args.weights, weights_prefix=args.weights_prefix, pretrained=args.pretrained, blocks=args.blocks, model_kwargs=kwargs,
                    granularity=args.granularity, proxy=args.proxy, threshold=args.threshold, iters=args.iters,
                    warm_start=args.warm_start, keep_blocks=keep, budget=args.budget, input_size=size, seq_len=args.seq_len,
                    bench_batch=args.bench_batch, seed=args.seed, progress=not args.no_progress, strategy_config=strat or None,

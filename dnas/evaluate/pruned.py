@@ -34,12 +34,14 @@ def save_pruned(model: nn.Module, space_cfg: dict[str, Any], keep_blocks: list[i
     from dnas._io import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
-    cfg = {k: v for k, v in space_cfg.items() if k not in ("name", "weights", "pretrained")}
+    cfg = {k: v for k, v in space_cfg.items() if k not in ("name", "weights", "weights_prefix", "pretrained")}
     meta = {"format": FORMAT, "space": cfg, "keep_blocks": list(keep_blocks),
             "keep_heads": {int(k): list(v) for k, v in keep_heads.items()}}
     if "weights" in space_cfg or "pretrained" in space_cfg:  # the unpruned model, for random baselines of the same budget
         w = space_cfg.get("weights")
         meta["source"] = {"weights": str(Path(w).resolve()) if w else None, "pretrained": bool(space_cfg.get("pretrained"))}
+        if w and space_cfg.get("weights_prefix"):
+            meta["source"]["weights_prefix"] = space_cfg["weights_prefix"]
     _save_model(model, out / "model.safetensors")
     atomic_write_text(out / "pruned.yaml", yaml.safe_dump(meta, sort_keys=False))
 

@@ -46,6 +46,7 @@ class DarioConfig:
     model: str = "mae-vit-base"  # alias, timm name, or "package.module:factory"
     model_kwargs: dict = field(default_factory=dict)  # passed to timm.create_model / the factory
     weights: str | None = None  # safetensors or a state dict (loaded with weights_only=True)
+    weights_prefix: str | None = None  # the model's tensors in the file are under this prefix (e.g. teacher.backbone.); None: found
     pretrained: bool = False  # timm hub weights: only when asked (needs network or a cache)
     blocks: str | None = None  # dotted path of the blocks' ModuleList/Sequential (non-timm models)
     granularity: Literal["block", "head", "both"] = "block"
@@ -55,6 +56,8 @@ class DarioConfig:
     def check(self):
         if self.weights is not None and self.pretrained:
             return "give weights=FILE or pretrained=True, not both"
+        if self.weights_prefix is not None and self.weights is None:
+            return "weights_prefix (--weights-prefix) applies to a weights file: give weights=FILE (--weights)"
         if self.input_size is not None and len(self.input_size) != 3:
             return "input_size must be [C, H, W] (--input-size C,H,W)"
         if self.seq_len is not None and self.seq_len < 1:
@@ -88,9 +91,54 @@ def load_weights_file(path: str) -> dict[str, torch.Tensor]:
     for key in ("model", "state_dict", "module"):  # common checkpoint wrappers (MAE: {"model": ...})
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+    sd = flat_tensors(sd) if isinstance(sd, dict) else {}
+    if not sd:
         raise DnasError(f"weights file '{path}' holds no state dict of tensors")
     return sd
+
+
+def flat_tensors(d: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors of a nested checkpoint dict under dotted names (DINO's ``{"teacher": {...}}`` gives
+    ``teacher.backbone...``); other values (epoch, arguments) are left out."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, torch.Tensor):
+            out[prefix + str(k)] = v
+        elif isinstance(v, dict):
+            out.update(flat_tensors(v, f"{prefix}{k}."))
+    return out
+
+
+def unwrap_prefix(sd: dict[str, torch.Tensor], own: list[str], path: str, prefix: str | None = None) -> dict[str, torch.Tensor]:
+    """``sd`` with the prefix around the model's tensor names removed: a training framework's wrapper
+    (Lightning's ``model.``, a ``backbone.``, DINO's ``teacher.backbone.``). ``prefix`` names it; else
+    it is the one under which the file holds the most of the model's tensor names, used where the
+    names do not already fit (fewer than half of ``own`` in the file). Two equally good prefixes
+    (DINO keeps a student and a teacher) are one line asking for ``--weights-prefix``."""
+    if prefix is not None:
+        sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if not sub:
+            raise DnasError(f"no tensor of weights '{path}' is under the prefix '{prefix}' (--weights-prefix); "
+                            f"the file's names start like {next(iter(sd), '(none)')}")
+        return sub
+    names = set(own)
+    if sum(k in names for k in sd) * 2 >= len(names):
+        return sd
+    counts: dict[str, int] = {}
+    for k in sd:
+        parts = k.split(".")
+        for i in range(1, len(parts)):
+            p = ".".join(parts[:i]) + "."
+            if k[len(p):] in names:
+                counts[p] = counts.get(p, 0) + 1
+    best = max(counts.values(), default=0)
+    if best * 2 < len(names):
+        return sd
+    tops = sorted(p for p, c in counts.items() if c == best)
+    if len(tops) > 1:
+        raise DnasError(f"weights '{path}' hold the model {len(tops)} times, under {', '.join(tops)}; pick one with "
+                        f"--weights-prefix (space.weights_prefix)")
+    return {k[len(tops[0]):]: v for k, v in sd.items() if k.startswith(tops[0])}
 
 
 def _shape(t) -> str:
@@ -116,6 +164,12 @@ def _misfit_error(path: str, name: str, bad: list[str], missing: list[str], unex
                      f"check the model name and its options (--model-arg)")
 
 
+def _timm_load_error(path: str, name: str, error: BaseException) -> DnasError:
+    if isinstance(error, RuntimeError):
+        return _timm_error(path, name, error)
+    return DnasError(f"cannot load weights '{path}' into '{name}': {unreadable_because(path, error)}")
+
+
 def _timm_error(path: str, name: str, error: BaseException) -> DnasError:
     """One line from torch's multi-line load_state_dict error raised inside timm's loader."""
     msg = str(error)
@@ -131,9 +185,9 @@ def _timm_error(path: str, name: str, error: BaseException) -> DnasError:
     return _misfit_error(path, name, bad, keys("Missing"), keys("Unexpected"))
 
 
-def _load_into(model: nn.Module, path: str, name: str) -> None:
+def _load_into(model: nn.Module, path: str, name: str, prefix: str | None = None) -> None:
     """A weights file into a non-timm model: shapes that differ or no matching tensor are one line."""
-    sd = load_weights_file(path)
+    sd = unwrap_prefix(load_weights_file(path), list(model.state_dict()), path, prefix)
     bad, missing, unexpected = _mismatch(model, sd)
     if bad or len(missing) == len(model.state_dict()):
         raise _misfit_error(path, name, bad, missing, unexpected)
@@ -194,7 +248,7 @@ def build_model(cfg: DarioConfig, load: bool = True) -> nn.Module:
     if name.startswith("hf:"):
         model = _hf_model(name[3:], load, cfg.model_kwargs)
         if load and cfg.weights:
-            _load_into(model, cfg.weights, name)
+            _load_into(model, cfg.weights, name, cfg.weights_prefix)
         return model.eval()
     if ":" in name:  # package.module:factory (imported like a plugin; never eval)
         mod, _, fn = name.partition(":")
@@ -218,29 +272,52 @@ def build_model(cfg: DarioConfig, load: bool = True) -> nn.Module:
             if "num_classes" in kw:  # the file's head has the model's classes: keep it (timm drops it otherwise)
                 overlay["num_classes"] = kw["num_classes"]
             kw["pretrained_cfg_overlay"] = {**kw.get("pretrained_cfg_overlay", {}), **overlay}
+        if from_file and cfg.weights_prefix is not None:  # timm's loader, on the tensors under the prefix
+            kw["pretrained_cfg_overlay"]["state_dict"] = _timm_state_dict(timm, name, cfg, kw)
         try:
             model = timm.create_model(name, pretrained=from_file or (load and cfg.pretrained), **kw)
         except TypeError as e:
             raise DnasError(f"model '{name}' does not take these model_kwargs ({e})") from None
-        except RuntimeError as e:
-            if from_file:
-                raise _timm_error(cfg.weights, name, e) from None
-            raise
         except Exception as e:
-            if from_file:
-                raise DnasError(f"cannot load weights '{cfg.weights}' into '{name}': {unreadable_because(cfg.weights, e)}") from None
-            if load and cfg.pretrained:
-                raise DnasError(f"cannot fetch pretrained weights for '{name}' ({str(e).splitlines()[0][:120]}); "
-                                f"download them and pass weights=FILE") from None
-            raise
+            if not from_file:
+                if load and cfg.pretrained:
+                    raise DnasError(f"cannot fetch pretrained weights for '{name}' ({str(e).splitlines()[0][:120]}); "
+                                    f"download them and pass weights=FILE") from None
+                raise
+            # the names may sit under a wrapper's prefix (Lightning's model., a backbone.): timm's loader again on them
+            sd = None if "state_dict" in kw["pretrained_cfg_overlay"] else _timm_state_dict(timm, name, cfg, kw)
+            if sd is None:
+                raise _timm_load_error(cfg.weights, name, e) from None
+            kw["pretrained_cfg_overlay"]["state_dict"] = sd
+            try:
+                model = timm.create_model(name, pretrained=True, **kw)
+            except Exception as e2:
+                raise _timm_load_error(cfg.weights, name, e2) from None
     if load and cfg.weights and not is_timm(cfg):
-        _load_into(model, cfg.weights, name)
+        _load_into(model, cfg.weights, name, cfg.weights_prefix)
     elif load and not cfg.weights and not cfg.pretrained:
         warnings.warn(
             f"pruning a randomly initialised '{name}': no weights=FILE (--weights) and no pretrained=True; "
             f"the result says nothing about a trained model", stacklevel=2
         )
     return model.eval()
+
+
+def _timm_state_dict(timm, name: str, cfg: DarioConfig, kw: dict) -> dict[str, torch.Tensor] | None:
+    """The file's tensors as timm reads them (its checkpoint keys, ``module.`` dropped), under the
+    prefix around the model's names removed; None where no prefix explains the names."""
+    from timm.models import load_state_dict
+
+    plain = {k: v for k, v in kw.items() if k != "pretrained_cfg_overlay"}
+    with torch.device("meta"):
+        own = list(timm.create_model(name, pretrained=False, **plain).state_dict())
+    try:
+        sd = load_state_dict(cfg.weights)
+    except Exception as e:
+        raise DnasError(f"cannot load weights '{cfg.weights}' into '{name}': {unreadable_because(cfg.weights, e)}") from None
+    flat = flat_tensors(sd)
+    out = unwrap_prefix(flat, own, cfg.weights, cfg.weights_prefix)
+    return out if out is not flat or cfg.weights_prefix is not None else None
 
 
 def find_blocks(model: nn.Module, path: str | None) -> list[tuple[str, nn.Module]]:

@@ -288,6 +288,7 @@ def prune(
     pretrained: bool = False,
     blocks: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    weights_prefix: str | None = None,
     granularity: str = "block",
     proxy: str = "var",
     threshold: float = 0.65,
@@ -315,12 +316,14 @@ def prune(
         model: ``mae-vit-base``, ``mobilevit-s``, a timm name, ``hf:LOCAL_DIR`` or ``package.module:factory``.
         out: folder for the pruned model, α, plot and report.
         weights: a checkpoint (timm models: through timm's loader, position embeddings resampled).
+        weights_prefix: the model's tensors in ``weights`` are under this prefix (``teacher.backbone.``);
+            None: where the names do not fit, the prefix under which the file holds them.
         budget: ``blocks=K``, ``heads=K``, ``params=FRACTION`` or ``speedup=FACTOR`` (see
             :func:`keep_for_budget`); None keeps the gates with σ(α) ≥ ``threshold`` (0.65, the thesis').
         input_size: (C, H, W) of the batch of ones where the model does not tell.
         seq_len: tokens of a text encoder's constant ``inputs_embeds``.
         keep_blocks: skip the search and keep these blocks.
-        space: a ``dario`` SearchSpace object; its configuration replaces model, weights, blocks,
+        space: a ``dario`` SearchSpace object; its configuration replaces model, weights, weights_prefix, blocks,
             granularity, input_size and seq_len.
         strategy: a registered strategy name or a Strategy object (its name and configuration are
             used; ``strategy_config`` entries override them).
@@ -358,6 +361,7 @@ def prune(
             space_cfg["granularity"] = "block"
     else:
         space_cfg = {"model": model, "model_kwargs": dict(model_kwargs or {}), "weights": weights, "pretrained": pretrained,
+                     "weights_prefix": weights_prefix,
                      "blocks": blocks, "granularity": "block" if keep_blocks is not None else granularity,
                      "input_size": list(input_size) if input_size else None, "seq_len": seq_len}
     if isinstance(strategy, str):
