@@ -78,3 +78,38 @@ def test_the_api_quickstart_runs_as_printed(tmp_path, page):
     p = run([sys.executable, "-c", code], tmp_path, timeout=900)
     assert "space: darts" in p.stdout and (tmp_path / "runs" / "api" / "genotype.yaml").is_file()
     assert float(p.stdout.strip().splitlines()[-1].split()[0]) > 0.5  # digits after 5 epochs: well above chance
+
+
+def doc_commands() -> list[tuple[str, str]]:
+    """Every ``dnas ...`` line of a code block in the README and docs/ (continuations joined, comments cut)."""
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                m = re.match(r"^\s*(?:PYTHONPATH=\S+ )?(dnas .*)$", line)
+                if m:
+                    found.append((str(page.relative_to(ROOT)), m.group(1).split(" #")[0].strip()))
+    return found
+
+
+def test_every_command_in_the_manual_parses_and_names_registered_spaces_and_strategies():
+    import shlex
+
+    from dnas.cli import build_parser
+    from dnas.registry import SPACES, STRATEGIES
+
+    checked = 0
+    for page, cmd in doc_commands():
+        argv = shlex.split(cmd)[1:]
+        if any("..." in a or "…" in a or a.startswith("[") for a in argv) or "--plugin" in argv:
+            continue  # a sketch (`dnas search ...`, `[--download]`) or a user's plugin
+        try:
+            args, rest = build_parser().parse_known_args(argv)
+        except SystemExit:
+            pytest.fail(f"{page}: `{cmd}` does not parse (dnas {argv[0]} --help)")
+        assert not rest or args.command == "bench", f"{page}: `{cmd}`: unknown arguments {rest}"
+        for flag, registry in (("space", SPACES), ("strategy", STRATEGIES)):
+            value = getattr(args, flag, None)
+            assert value is None or value in registry.names(), f"{page}: `{cmd}`: no {flag} named {value!r}"
+        checked += 1
+    assert checked >= 50  # the manual is full of commands: an extraction that finds few has broken
