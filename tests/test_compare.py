@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import dnas
@@ -200,3 +201,21 @@ def test_eval_set_takes_the_space_prefix_that_set_takes():
     assert _eval_space(["space.C=16", "layers=3", "ops=darts-o"]) == {"C": 16, "layers": 3, "ops": "darts-o"}
     with pytest.raises(DnasError, match="--eval-set expects key=value"):
         _eval_space(["space.C"])
+
+
+def test_compare_on_an_ssl_space_trains_with_its_ssl_recipe_and_refuses_a_pruning_space(tmp_path):
+    """NASiam genotypes are judged by SSL pretraining + linear evaluation; the recipe takes its options."""
+    from dnas.registry import create_space
+
+    space = create_space("nasiam-mlp", **create_space("nasiam-mlp").tiny_config)
+    g = space.random_genotype(random.Random(1))
+    g.save(tmp_path / "g.yaml")
+    cfg = {"data": {"name": "digits", "batch_size": 128}, "train": {"epochs": 1, "batch_size": 128, "linear_epochs": 2}}
+    r = dnas.compare(cfg, genotypes=[tmp_path / "g.yaml"], out=tmp_path / "c", log=lambda *_: None,
+                     random=1, train_seeds=1, threads=1, tolerance=0.5)
+    saved = yaml.safe_load((tmp_path / "c" / "compare.yaml").read_text())
+    assert saved["config"]["train"]["linear_epochs"] == 2 and "knn_k" in saved["config"]["train"]  # SSLTrainConfig
+    metrics = json.loads((tmp_path / "c" / "trainings" / "searched-0" / "seed-0" / "metrics.json").read_text())
+    assert "knn_top1" in metrics and r["genotypes"][0]["top1"] == [pytest.approx(100 * metrics["top1"], abs=1e-3)]
+    with pytest.raises(DnasError, match="dnas compare trains genotypes from scratch; .* dnas prune --eval-data"):
+        dnas.compare({"space": {"name": "dario"}, "strategy": {"name": "proxy"}}, out=tmp_path / "d", log=lambda *_: None)

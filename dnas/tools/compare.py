@@ -434,9 +434,8 @@ def compare(
             cfg = resolve(cfg).config  # validate now, and record every default
         from dnas.config import config_dict
         from dnas.engine.data import DataConfig
-        from dnas.evaluate.supervised import TrainConfig
 
-        cfg["train"] = config_dict(make_config(TrainConfig, dict(cfg.get("train") or {}), "train"))
+        cfg["train"] = config_dict(make_config(_train_config_class(given, cfg), dict(cfg.get("train") or {}), "train"))
         cfg["data"] = config_dict(make_config(DataConfig, dict(cfg["data"]), "data"))
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "compare.yaml", yaml.safe_dump({"options": asdict(opts), "config": cfg, "genotypes": given}, sort_keys=False))
@@ -444,6 +443,27 @@ def compare(
     t0 = time.perf_counter()
     with Run(folder, progress=False):  # the lock: two compares never interleave in one folder
         return _compare(folder, cfg, given, opts, threads, list(plugins), log, t0)
+
+
+def _train_config_class(given: list[str] | None, cfg: dict[str, Any]):
+    """The training recipe's options, by the evaluation the space declares: supervised training or
+    SSL pretraining + linear evaluation (NASiam). A pruning space is refused: its genotypes are not
+    trained from scratch."""
+    from dnas.genotype import load_genotype
+    from dnas.registry import SPACES
+
+    name = load_genotype(given[0], validate=False).space if given else cfg["space"]["name"]
+    evaluation = SPACES.get(name).evaluation
+    if evaluation == "pruned":
+        raise DnasError(f"dnas compare trains genotypes from scratch; a pruning of space '{name}' is compared with random "
+                        f"prunings of the same budget by dnas prune --eval-data D --random R")
+    if evaluation == "ssl":
+        from dnas.evaluate.ssl import SSLTrainConfig
+
+        return SSLTrainConfig
+    from dnas.evaluate.supervised import TrainConfig
+
+    return TrainConfig
 
 
 def _compare(folder: Path, cfg: dict[str, Any], given: list[str] | None, opts: CompareConfig, threads: int,
