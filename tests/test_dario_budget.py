@@ -354,6 +354,20 @@ def test_torchvision_vit_takes_its_input_size_and_its_own_state_dict(tmp_path):
               granularity="head", iters=1, warm_start=1, out=tmp_path / "h", **QUIET)
 
 
+def test_stages_that_change_the_shape_are_refused_and_their_blocks_gate(tmp_path):
+    """A hierarchical model (Swin): its stages are no gateable blocks; the blocks inside each are,
+    given as comma-separated containers."""
+    with pytest.raises(DnasError, match=r"block 0 \(_Stage\) maps a \[1, 1, 1, 4\] input to \[1, 1, 1, 8\]: a block gate .* "
+                                        r"\(here: --blocks layers.0.blocks,layers.1.blocks\)"):
+        dnas.create_space("dario", model="dario_toy:staged", blocks="layers", input_size=[1, 1, 4]).supernet(None)
+    rep = prune("dario_toy:staged", blocks="layers.0.blocks,layers.1.blocks", input_size=[1, 1, 4], budget="blocks=3",
+                iters=1, warm_start=2, out=tmp_path / "p", **QUIET)
+    assert rep["blocks_total"] == 4 and len(rep["blocks_kept"]) == 3
+    pruned = dnas.load_pruned(tmp_path / "p")
+    assert [len(s.blocks) for s in pruned.layers] == [sum(b < 2 for b in rep["blocks_kept"]), sum(b >= 2 for b in rep["blocks_kept"])]
+    assert pruned(torch.ones(1, 1, 1, 4)).shape == (1, 1, 1, 16)
+
+
 def test_hf_without_transformers_is_one_line(monkeypatch, tmp_path):
     import builtins
 

@@ -321,15 +321,19 @@ def _timm_state_dict(timm, name: str, cfg: DarioConfig, kw: dict) -> dict[str, t
 
 
 def find_blocks(model: nn.Module, path: str | None) -> list[tuple[str, nn.Module]]:
-    """The containers holding the transformer blocks, as (dotted path, container), in forward order."""
+    """The containers holding the transformer blocks, as (dotted path, container), in forward order.
+    ``path`` names one, or several separated by commas (a hierarchical model's stages)."""
     if path:
-        try:
-            c = model.get_submodule(path)
-        except AttributeError:
-            raise DnasError(f"model has no submodule '{path}' (blocks=...); give the dotted path of its blocks") from None
-        if not isinstance(c, (nn.ModuleList, nn.Sequential)):
-            raise DnasError(f"'{path}' is a {type(c).__name__}, not an nn.ModuleList/nn.Sequential of blocks")
-        return [(path, c)]
+        found = []
+        for one in (p.strip() for p in path.split(",")):
+            try:
+                c = model.get_submodule(one)
+            except AttributeError:
+                raise DnasError(f"model has no submodule '{one}' (blocks=...); give the dotted path of its blocks") from None
+            if not isinstance(c, (nn.ModuleList, nn.Sequential)):
+                raise DnasError(f"'{one}' is a {type(c).__name__}, not an nn.ModuleList/nn.Sequential of blocks")
+            found.append((one, c))
+        return found
     if isinstance(getattr(model, "blocks", None), (nn.ModuleList, nn.Sequential)):  # timm ViT, DeiT, EVA
         return [("blocks", model.blocks)]
     for known in ("encoder.layer", "encoder.layers", "layers"):  # transformers BERT/RoBERTa/ViT, decoder stacks
@@ -442,6 +446,39 @@ class DarioSupernet(Supernet):
                 a = _attention(b)
                 self._hooks.append(a.proj.register_forward_pre_hook(self._head_hook(start, a.num_heads, _head_dim(a))))
                 start += a.num_heads
+        if cfg.granularity in ("block", "both"):
+            self._check_blocks_keep_shape()
+
+    def _check_blocks_keep_shape(self) -> None:
+        """A block gate mixes a block's output with its input (eq. 6.1), so a gated block must keep the
+        hidden state's shape; a stage that downsamples (Swin, a CNN) is one line naming what to gate."""
+        shapes: dict[int, tuple] = {}
+
+        def probe(i):
+            def hook(module, args, kwargs, output):
+                h_in = args[0] if args else kwargs.get("hidden_states")
+                h = output[0] if isinstance(output, tuple) else output
+                if isinstance(h_in, torch.Tensor) and isinstance(h, torch.Tensor):
+                    shapes.setdefault(i, (tuple(h_in.shape), tuple(h.shape)))
+            return hook
+
+        handles = [b.register_forward_hook(probe(i), with_kwargs=True) for i, b in enumerate(self.block_list)]
+        try:
+            with torch.no_grad():
+                call_model(self.model, self.data_free_input(1))
+        finally:
+            for h in handles:
+                h.remove()
+        bad = [(i, a, b) for i, (a, b) in sorted(shapes.items()) if a != b]
+        if bad:
+            i, a, b = bad[0]
+            inner = [f"{path}.{k}.{name}" for path, c in find_blocks(self.model, self.space.config.blocks)
+                     for k, blk in enumerate(c) for name, m in blk.named_children()
+                     if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) > 1]
+            hint = f" (here: --blocks {','.join(inner)})" if inner else ""
+            raise DnasError(f"block {i} ({type(self.block_list[i]).__name__}) maps a {list(a)} input to {list(b)}: a block gate "
+                            f"mixes a block's output with its input, so each gated block must keep the shape; give "
+                            f"--blocks the containers of shape-keeping blocks, comma-separated{hint}")
 
     def _block_hook(self, i: int):
         def hook(module, args, kwargs, output):

@@ -35,3 +35,34 @@ def blind(width: int = 2) -> Toy:
     """A model whose output does not depend on its blocks: no proxy can rank its gates."""
     torch.manual_seed(1)
     return _Blind(width)
+
+
+class _Stage(nn.Module):
+    """Two width-keeping blocks, then a downsample that doubles the width (a Swin or CNN stage)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.GELU()) for _ in range(2))
+        self.down = nn.Linear(width, 2 * width)
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return self.down(x)
+
+
+class Staged(nn.Module):
+    def __init__(self, width: int = 4):
+        super().__init__()
+        self.layers = nn.ModuleList([_Stage(width), _Stage(2 * width)])
+
+    def forward(self, x):
+        for s in self.layers:
+            x = s(x)
+        return x
+
+
+def staged(width: int = 4) -> Staged:
+    """A hierarchical model: its stages change the hidden width, the blocks inside them keep it."""
+    torch.manual_seed(1)
+    return Staged(width)
