@@ -160,13 +160,14 @@ def test_cli_budget_and_input_options(tmp_path, capsys):
     assert "--input-size takes C,H,W" in err and "unknown budget 'size'" in err
 
 
-@pytest.mark.parametrize("budget,says", [
-    ("blocks=9", "budget blocks=9: the model has 4 gated blocks"),
-    ("heads=13", "budget heads=13: the model keeps 12 gated heads"),
-    ("blocks=1,heads=4", "budget heads=4: the model keeps 3 gated heads"),
-    ("params=0.001", "budget params=0.001: even with every gate closed"),
+@pytest.mark.parametrize("budget,says,granularity", [
+    ("blocks=9", "budget blocks=9: the model has 4 gated blocks", "both"),
+    ("heads=13", "budget heads=13: the kept blocks hold 12 gated heads", "both"),
+    ("blocks=1,heads=4", "budget heads=4: the kept blocks hold 3 gated heads", "both"),
+    ("params=0.001", "budget params=0.001: even with every gate closed", "both"),
+    ("heads=4", "budget heads=4 needs head gates; use granularity head or both", "block"),
 ])
-def test_impossible_budget_fails_before_the_search_and_writes_nothing(tmp_path, monkeypatch, budget, says):
+def test_impossible_budget_fails_before_the_search_and_writes_nothing(tmp_path, monkeypatch, budget, says, granularity):
     import dnas.api
 
     def no_search(*a, **k):
@@ -174,7 +175,7 @@ def test_impossible_budget_fails_before_the_search_and_writes_nothing(tmp_path, 
 
     monkeypatch.setattr(dnas.api, "search", no_search)
     with pytest.raises(DnasError, match=says.replace("(", r"\(")):
-        prune(**TINY, granularity="both", out=tmp_path / "p", budget=budget, iters=1, warm_start=1, **QUIET)
+        prune(**TINY, granularity=granularity, out=tmp_path / "p", budget=budget, iters=1, warm_start=1, **QUIET)
     assert not (tmp_path / "p").exists()
 
 

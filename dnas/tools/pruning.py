@@ -197,8 +197,10 @@ def keep_for_budget(scores: dict[str, float], budget: str | dict[str, float], in
     if "heads" in b:  # K heads left in the model: ranked among the heads of the kept blocks
         k = int(b["heads"])
         live = [h for h in heads if not blocks or h.split(".")[0] in keep]
-        if not heads or k > len(live):
-            raise DnasError(f"budget heads={k}: the model keeps {len(live)} gated heads; use granularity head or both, or keep more blocks")
+        if not heads:
+            raise DnasError(f"budget heads={k} needs head gates; use granularity head or both (--granularity)")
+        if k > len(live):
+            raise DnasError(f"budget heads={k}: the kept blocks hold {len(live)} gated heads; keep more blocks or ask fewer heads")
         keep = (keep - set(heads)) | set(_ranked(scores, live)[:k])
     if "params" in b:
         keep = set(scores)
