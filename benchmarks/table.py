@@ -117,10 +117,15 @@ Options that trade something:
   - Steady state, 8 interleaved rounds (the table below): order 1 0.97×, order 2 1.00× the eager
     step. Two earlier runs of 3 rounds gave 1.38×/1.27× (warm cache, another VM of the same kind)
     and 1.06×/1.02×.
-  - So on the CPU, at this size, compiling costs two to three minutes and gives the step no
-    measurable speed. A likely reason, not measured apart: inside a compiled edge the lean
-    convolutions step aside, so the compiled step loses their depthwise input gradient, the eager
-    step's largest CPU gain. `compile` is meant for GPUs; `benchmarks/gpu.sh` measures it there.
+  - At the DARTS CIFAR search config (8 cells, C = 16, batch 64, 32×32; `vm-cpu-full.json`, order
+    1, 3 rounds) the compiled step is slower: 17.7 s against 10.6 s eager, **0.58×**, after a
+    169 s compile (11 graphs, no graph break).
+  - So on the CPU compiling costs about three minutes and does not make the step faster: no
+    measurable speed at the small size, 0.58× at the paper's. Not the lean depthwise gradient:
+    switched off in eager, the quick step moved by under 8 % (0.53 s vs 0.49 s order 1, 1.39 s vs
+    1.42 s order 2), so that is not what the compiled step lacks; why inductor's code is slower
+    here was not measured apart. dnas warns when `compile` is turned on for the CPU. `compile` is
+    meant for GPUs; `benchmarks/gpu.sh` measures it there.
   - The `shapley` α step is refused with `compile: true` on the CPU. Inductor fails on its pass
     tree's graphs ("Cannot convert expression to float", symbolic shapes).
 
@@ -195,7 +200,8 @@ CONTEXT = {
     "vm-cpu-full.json": (
         "The DARTS CIFAR search config (8 cells, C = 16, batch 64, 32×32) on the same VM, idle, 2 threads, "
         "2026-12-02 09:17–09:43 UTC at commit 81653aa: the reference and dnas, orders 1 and 2, 3 interleaved "
-        "rounds after a warm-up round, memory from 2 steps in a fresh process per case (1565 s in all)."
+        "rounds after a warm-up round, memory from 2 steps in a fresh process per case (1565 s in all). "
+        "The `compile` record: order 1 only, 15:16–15:20 UTC at commit b86a567, the VM running tests at nice 5 meanwhile."
     ),
 }
 
