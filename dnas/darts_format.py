@@ -99,15 +99,14 @@ def to_genotype(values: dict[str, Any], source: str) -> Genotype:
     if len(values["reduce"]) // 2 != nodes:
         raise DnasError(f"{source}: normal has {nodes} nodes and reduce {len(values['reduce']) // 2}; both cells need the same number")
     for key in ("normal", "reduce"):
-        pairs, n = values[key], nodes
         concat = values[f"{key}_concat"]
-        if list(concat) != list(range(2, 2 + n)):
-            raise DnasError(f"{source}: {key}_concat is {list(concat)}, but a dnas cell outputs every node "
-                            f"({list(range(2, 2 + n))}); this genotype is not in the DARTS cell space")
-        for k in range(n):
+        if not isinstance(concat, (list, tuple)) or list(concat) != list(range(2, 2 + nodes)):
+            raise DnasError(f"{source}: {key}_concat is {concat!r}, but a dnas cell outputs every node "
+                            f"({list(range(2, 2 + nodes))}); this genotype is not in the DARTS cell space")
+        for k in range(nodes):
             for j in range(2 + k):
                 choices.setdefault(f"{key}.node{k}.edge{j}", [])
-        for i, (op, j) in enumerate(pairs):
+        for i, (op, j) in enumerate(values[key]):
             k = i // 2
             if not 0 <= j < 2 + k:
                 raise DnasError(f"{source}: {key} pair {i} ({op!r}, {j}) feeds node {k} from input {j}; "

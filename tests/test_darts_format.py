@@ -59,6 +59,7 @@ def test_a_genotypes_file_a_log_and_the_pasted_text(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     (CELL.replace("normal_concat=range(2, 6)", "normal_concat=[4, 5]"), r"normal_concat is \[4, 5\], but a dnas cell outputs every node"),
+    (CELL.replace("normal_concat=range(2, 6)", "normal_concat=4"), r"normal_concat is 4, but a dnas cell outputs every node"),
     (CELL.replace("('dil_conv_3x3', 2)", "('sep_conv_7x7', 2)"), r"op\(s\) sep_conv_7x7 are not in the DARTS op sets"),
     (CELL.replace("('dil_conv_3x3', 2)", "('dil_conv_3x3', 3)"), r"pair 3 \('dil_conv_3x3', 3\) feeds node 1 from input 3; node 1 can take inputs 0 to 2"),
     (CELL.replace("('skip_connect', 3)]", "]"), r"normal has 7 pairs; a DARTS cell has two per node"),
