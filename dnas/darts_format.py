@@ -6,7 +6,8 @@ The DARTS code (Liu et al., 2019, ``cnn/genotypes.py``) and its forks print and 
              reduce=[('max_pool_3x3', 0), ...], reduce_concat=[2, 3, 4, 5])
 
 two ``(op, input)`` pairs per intermediate node, node after node; input 0 and 1 are the two cell
-inputs, input 2 + k is node k. That text is parsed with :mod:`ast`, never executed: only lists and
+inputs, input 2 + k is node k. FairDARTS' sparse cells list ``(op, to, input)`` triples instead, any
+number per node, ``to`` = 2 + k for node k. That text is parsed with :mod:`ast`, never executed: only lists and
 tuples of literals and ``range(a, b)`` are accepted. It becomes a genotype of the ``darts`` space
 (with ``ops: darts-o``, D-DARTS' S_o, if an op is only there) with one decision per edge,
 ``normal.node{k}.edge{input}``, listing the ops kept on it.
@@ -81,23 +82,36 @@ def parse_darts_call(call: str, source: str) -> dict[str, Any]:
     return values
 
 
+def _edges(entries: Any, key: str, source: str) -> list[tuple[tuple, tuple[str, int, int]]]:
+    """(entry as written, (op, node, input)) for DARTS pairs (two per node, in order) or FairDARTS triples."""
+    ok = isinstance(entries, (list, tuple)) and all(
+        isinstance(e, (list, tuple)) and len(e) in (2, 3) and isinstance(e[0], str) and all(isinstance(v, int) for v in e[1:])
+        for e in entries)
+    if not ok or len({len(e) for e in entries}) > 1:
+        raise DnasError(f"{source}: {key} must list ('op', input) pairs, e.g. [('sep_conv_3x3', 0), ...], "
+                        f"or FairDARTS' ('op', to, input) triples")
+    if entries and len(entries[0]) == 3:
+        return [(tuple(e), (e[0], e[1] - 2, e[2])) for e in entries]
+    return [(tuple(e), (e[0], i // 2, e[1])) for i, e in enumerate(entries)]
+
+
 def to_genotype(values: dict[str, Any], source: str) -> Genotype:
     """The dnas ``darts`` genotype of a parsed DARTS ``Genotype``."""
     from dnas.spaces.ops import CNN_OP_SETS
 
     choices: dict[str, list[str]] = {}
     used: set[str] = set()
-    for key in ("normal", "reduce"):
-        pairs = values[key]
-        if not isinstance(pairs, (list, tuple)) or not all(
-            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int) for p in pairs
-        ):
-            raise DnasError(f"{source}: {key} must list ('op', input) pairs, e.g. [('sep_conv_3x3', 0), ...]")
-        if not pairs or len(pairs) % 2:
-            raise DnasError(f"{source}: {key} has {len(pairs)} pairs; a DARTS cell has two per node")
-    nodes = len(values["normal"]) // 2
-    if len(values["reduce"]) // 2 != nodes:
-        raise DnasError(f"{source}: normal has {nodes} nodes and reduce {len(values['reduce']) // 2}; both cells need the same number")
+    edges = {key: _edges(values[key], key, source) for key in ("normal", "reduce")}
+    if all(len(e[0]) == 3 for e in edges["normal"] + edges["reduce"]):  # FairDARTS: nodes from the concat
+        concat = values["normal_concat"]
+        nodes = len(concat) if isinstance(concat, (list, tuple)) else 0
+    else:
+        for key, e in edges.items():
+            if not e or len(e) % 2:
+                raise DnasError(f"{source}: {key} has {len(e)} pairs; a DARTS cell has two per node")
+        nodes = len(edges["normal"]) // 2
+        if len(edges["reduce"]) // 2 != nodes:
+            raise DnasError(f"{source}: normal has {nodes} nodes and reduce {len(edges['reduce']) // 2}; both cells need the same number")
     for key in ("normal", "reduce"):
         concat = values[f"{key}_concat"]
         if not isinstance(concat, (list, tuple)) or list(concat) != list(range(2, 2 + nodes)):
@@ -106,11 +120,10 @@ def to_genotype(values: dict[str, Any], source: str) -> Genotype:
         for k in range(nodes):
             for j in range(2 + k):
                 choices.setdefault(f"{key}.node{k}.edge{j}", [])
-        for i, (op, j) in enumerate(values[key]):
-            k = i // 2
-            if not 0 <= j < 2 + k:
-                raise DnasError(f"{source}: {key} pair {i} ({op!r}, {j}) feeds node {k} from input {j}; "
-                                f"node {k} can take inputs 0 to {1 + k}")
+        for entry, (op, k, j) in edges[key]:
+            if not 0 <= k < nodes or not 0 <= j < 2 + k:
+                raise DnasError(f"{source}: {key} entry {entry} feeds node {k} from input {j}; a cell of {nodes} nodes "
+                                f"has nodes 0 to {nodes - 1}, and node k takes inputs 0 to k + 1")
             edge = choices[f"{key}.node{k}.edge{j}"]
             if op not in edge:
                 edge.append(op)

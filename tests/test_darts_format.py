@@ -15,6 +15,23 @@ CELL = ("Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_conne
         "('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)], reduce_concat=[2, 3, 4, 5])")
 
 
+# FairDARTS' sparse cells: (op, to, input) triples, any number per node (to = 2 + node)
+SPARSE = ("Genotype(normal=[('sep_conv_3x3', 2, 0), ('sep_conv_3x3', 2, 1), ('dil_conv_3x3', 3, 1), ('skip_connect', 4, 3), "
+          "('sep_conv_5x5', 5, 1), ('max_pool_3x3', 5, 4), ('dil_conv_5x5', 5, 0)], normal_concat=range(2, 6), "
+          "reduce=[('max_pool_3x3', 2, 0), ('avg_pool_3x3', 3, 1), ('skip_connect', 4, 2), ('sep_conv_3x3', 5, 1)], "
+          "reduce_concat=range(2, 6))")
+
+
+def test_fairdarts_triples_give_each_node_its_own_edges():
+    g = load_genotype(SPARSE)
+    c = g.choices
+    assert dict(g.config) == {"nodes": 4, "ops": "darts"}
+    assert c["normal.node0.edge0"] == c["normal.node0.edge1"] == ("sep_conv_3x3",)
+    assert c["normal.node1.edge1"] == ("dil_conv_3x3",) and c["normal.node2.edge3"] == ("skip_connect",)
+    assert [c[f"normal.node3.edge{j}"] for j in range(5)] == [("dil_conv_5x5",), ("sep_conv_5x5",), (), (), ("max_pool_3x3",)]
+    assert sum(len(v) for v in c.values()) == 7 + 4  # one op per triple
+
+
 def test_the_pairs_become_one_decision_per_edge(tmp_path):
     (tmp_path / "g.txt").write_text(CELL + "\n")
     g = load_genotype(tmp_path / "g.txt")
@@ -61,7 +78,11 @@ def test_a_genotypes_file_a_log_and_the_pasted_text(tmp_path):
     (CELL.replace("normal_concat=range(2, 6)", "normal_concat=[4, 5]"), r"normal_concat is \[4, 5\], but a dnas cell outputs every node"),
     (CELL.replace("normal_concat=range(2, 6)", "normal_concat=4"), r"normal_concat is 4, but a dnas cell outputs every node"),
     (CELL.replace("('dil_conv_3x3', 2)", "('sep_conv_7x7', 2)"), r"op\(s\) sep_conv_7x7 are not in the DARTS op sets"),
-    (CELL.replace("('dil_conv_3x3', 2)", "('dil_conv_3x3', 3)"), r"pair 3 \('dil_conv_3x3', 3\) feeds node 1 from input 3; node 1 can take inputs 0 to 2"),
+    (CELL.replace("('dil_conv_3x3', 2)", "('dil_conv_3x3', 3)"), r"normal entry \('dil_conv_3x3', 3\) feeds node 1 from input 3; a cell "
+                                                                 r"of 4 nodes has nodes 0 to 3, and node k takes inputs 0 to k \+ 1"),
+    (SPARSE.replace("('skip_connect', 4, 3)", "('skip_connect', 4, 4)"), r"entry \('skip_connect', 4, 4\) feeds node 2 from input 4"),
+    (SPARSE.replace("('dil_conv_3x3', 3, 1)", "('dil_conv_3x3', 2, 1)"), r"node 'normal.node1' has no incoming op"),
+    (CELL.replace("('dil_conv_3x3', 2)", "('dil_conv_3x3', 2, 0)"), r"must list \('op', input\) pairs, .* or FairDARTS' \('op', to, input\)"),
     (CELL.replace("('skip_connect', 3)]", "]"), r"normal has 7 pairs; a DARTS cell has two per node"),
     (CELL.replace("('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ", "", 1), r"normal has 3 nodes and reduce 4"),
     (CELL.replace("('dil_conv_3x3', 2)", "('none', 2)"), r"keeps the 'none' op"),
