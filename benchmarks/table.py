@@ -89,7 +89,9 @@ is tested against the plain computation):
   from Σ_j L_j: optimizer k weights ∇_k L and ∇_k Σ_j L_j by its own two scalars, so no single
   cotangent can carry both, and with batch statistics in every cell a doubled batch cannot
   either. On the quick config (5 cells) that floor measured 3.2–3.3× a FairDARTS α step in two
-  runs, and the step 3.5–3.6×; it grows with n (about n/2 + 1 for equal cells).
+  runs, and the step 3.5–3.6×; it grows with n (about n/2 + 1 for equal cells): at the DARTS
+  search net (8 cells, C = 16, batch 32) the floor is 4.36× and the step 4.96×, against 9.23× for
+  n + 1 separate passes, at 1.02× FairDARTS' memory (`vm-cpu-full.json`).
 
 Options that trade something:
 
@@ -201,7 +203,8 @@ CONTEXT = {
         "The DARTS CIFAR search config (8 cells, C = 16, batch 64, 32×32) on the same VM, idle, 2 threads, "
         "2026-12-02 09:17–09:43 UTC at commit 81653aa: the reference and dnas, orders 1 and 2, 3 interleaved "
         "rounds after a warm-up round, memory from 2 steps in a fresh process per case (1565 s in all). "
-        "The `compile` record: order 1 only, 15:16–15:20 UTC at commit b86a567, the VM running tests at nice 5 meanwhile."
+        "The `compile` record: order 1 only, 15:16–15:20 UTC at commit b86a567; the `shapley` records: "
+        "15:27–15:38 UTC at commit 65213c1 (batch 32, 2 rounds); the VM ran tests at nice 5–10 during both."
     ),
 }
 
