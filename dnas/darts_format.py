@@ -97,7 +97,9 @@ def _edges(entries: Any, key: str, source: str) -> list[tuple[tuple, tuple[str, 
 
 def to_genotype(values: dict[str, Any], source: str) -> Genotype:
     """The dnas ``darts`` genotype of a parsed DARTS ``Genotype``."""
-    from dnas.spaces.ops import CNN_OP_SETS
+    from dnas.registry import create_space
+
+    op_sets = {name: set(create_space("darts", ops=name).op_names) for name in ("darts", "darts-o")}
 
     choices: dict[str, list[str]] = {}
     used: set[str] = set()
@@ -128,11 +130,11 @@ def to_genotype(values: dict[str, Any], source: str) -> Genotype:
             if op not in edge:
                 edge.append(op)
             used.add(op)
-    ops = next((name for name in ("darts", "darts-o") if used <= set(CNN_OP_SETS[name])), None)
+    ops = next((name for name, names in op_sets.items() if used <= names), None)
     if ops is None:
-        unknown = sorted(used - set(CNN_OP_SETS["darts-o"]))
+        unknown = sorted(used - op_sets["darts-o"])
         raise DnasError(f"{source}: op(s) {', '.join(unknown)} are not in the DARTS op sets; dnas has "
-                        f"{', '.join(sorted(set(CNN_OP_SETS['darts-o']) - {'none'}))}")
+                        f"{', '.join(sorted(op_sets['darts-o'] - {'none'}))}")
     return Genotype(space="darts", choices=choices, config={"nodes": nodes, "ops": ops})
 
 

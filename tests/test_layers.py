@@ -20,7 +20,7 @@ import pytest
 import dnas
 
 ROOT = Path(dnas.__file__).resolve().parent.parent
-NOUNS = ("errors", "registry", "config", "_io", "genotype", "space", "supernet", "strategy", "parsers", "genotypes")
+NOUNS = ("errors", "registry", "config", "_io", "genotype", "darts_format", "space", "supernet", "strategy", "parsers", "genotypes")
 UPPER = {
     "nouns": ("engine", "spaces", "strategies", "evaluate", "tools", "testing", "api", "cli"),
     "engine": ("spaces", "strategies", "evaluate", "tools", "testing", "api", "cli"),
