@@ -125,15 +125,30 @@ def _imagefolder(path: str, size: int = 32) -> Datasets:
     if not root.is_dir():
         raise DnasError(f"image folder '{root}' not found; expected class sub-folders (or train/ and val/ inside)")
     tf = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
+
+    def folder(p: Path) -> ImageFolder:
+        try:
+            return ImageFolder(p, tf)
+        except (FileNotFoundError, OSError) as e:  # no class sub-folders, or no image in them
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DnasError(f"image folder '{p}': {first}; expected one sub-folder of images per class") from None
+
     if (root / "train").is_dir():
-        train, test = ImageFolder(root / "train", tf), ImageFolder(root / ("val" if (root / "val").is_dir() else "test"), tf)
+        held = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
+        if held is None:
+            raise DnasError(f"image folder '{root}' has train/ but neither val/ nor test/ beside it")
+        train, test = folder(root / "train"), folder(held)
+        if test.classes != train.classes:
+            raise DnasError(f"image folder '{root}': train/ and {held.name}/ hold other classes "
+                            f"({', '.join(train.classes)} vs {', '.join(test.classes)}); give both the same class sub-folders")
+        classes = train.classes
     else:
-        full = ImageFolder(root, tf)
+        full = folder(root)
         perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(0)).tolist()
         n_test = len(full) // 5
         train, test = Subset(full, perm[n_test:]), Subset(full, perm[:n_test])
-        train.classes = full.classes
-    return Datasets(train, test, Task((3, size, size), len(getattr(train, "classes", full.classes))))
+        train.classes = classes = full.classes
+    return Datasets(train, test, Task((3, size, size), len(classes)))
 
 
 def synthetic_regression_dataset(fn: Callable[[torch.Tensor], torch.Tensor] | None = None, in_dim: int = 1,
