@@ -23,7 +23,7 @@ def _search(out, epochs=2, extra=()):
     return main(["search", *TINY, "--epochs", str(epochs), "--out", str(out), *extra])
 
 
-def test_cli_search_show_train(tmp_path, capsys):
+def test_cli_search_show_train(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert _search(run) == 0
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -62,6 +62,18 @@ def test_cli_search_show_train(tmp_path, capsys):
     state = load_file(str(out / "model.safetensors"))
     assert any(k.startswith("cells.0.") for k in state)
     assert dnas.load_genotype(out / "genotype.yaml") == g
+
+    # a second training never overwrites the first: --out refuses, the default name moves on
+    before = (out / "model.safetensors").read_bytes()
+    again = ["train", "--genotype", str(run / "genotype.yaml"), "--data", "synthetic", "--epochs", "1", "--set", "train.batch_size=32"]
+    assert main(again + ["--out", str(out)]) == 2
+    assert "already holds a finished training (metrics.json); choose another --out" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == before
+    monkeypatch.chdir(tmp_path)
+    assert main(again) == 0 and main(again) == 0
+    assert (tmp_path / "runs" / "train-genotype" / "metrics.json").is_file()
+    assert (tmp_path / "runs" / "train-genotype-2" / "metrics.json").is_file()
+    assert "written to runs/train-genotype-2" in capsys.readouterr().out
 
 
 def test_resume_is_bitwise_identical(tmp_path, monkeypatch):

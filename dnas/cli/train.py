@@ -50,9 +50,9 @@ def run(args) -> int:
     kind = "ssl" if args.ssl else ("pruned" if is_file(Path(args.genotype) / "pruned.yaml") else evaluation_of(args.genotype))
     if kind == "pruned":
         folder = Path(args.genotype) if is_dir(args.genotype) else Path(args.genotype).parent
-        out = args.out or str(folder.with_name(folder.name + "-finetuned"))
+        out = _out(args.out, folder.with_name(folder.name + "-finetuned"))
     else:
-        out = args.out or str(Path("runs") / (("ssl-" if kind == "ssl" else "train-") + genotype_label(args.genotype)))
+        out = _out(args.out, Path("runs") / (("ssl-" if kind == "ssl" else "train-") + genotype_label(args.genotype)))
     result = train(
         args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
         seed=args.seed or 0, device=args.device or "cpu", out=out, evaluation=kind,
@@ -67,7 +67,7 @@ def run_finetune_pruned(args) -> int:
 
     from dnas.tools.pruning import finetune_pruned
 
-    out = args.out or str(Path(args.pruned).with_name(Path(args.pruned).name + "-finetuned"))
+    out = _out(args.out, Path(args.pruned).with_name(Path(args.pruned).name + "-finetuned"))
     dcfg = {"data_dir": args.data_dir, "download": True} if args.download else ({"data_dir": args.data_dir} if args.data_dir else None)
     if args.random_baseline:
         from dnas.tools.prune_quality import finetune_random_baseline
@@ -79,3 +79,25 @@ def run_finetune_pruned(args) -> int:
     result = finetune_pruned(args.pruned, args.data, epochs=args.epochs or 1, out=out, device=args.device or "cpu", data_config=dcfg)
     print(json.dumps(result))
     return 0
+
+
+#: what a finished training leaves in its folder
+_RESULTS = ("metrics.json", "finetune.json", "baseline.json", "model.safetensors")
+
+
+def _out(given: str | None, default: Path) -> str:
+    """The training's folder: ``--out`` unless it holds a finished training (refused: its results
+    would be overwritten), else the default name, or default-2, -3, ... where that one holds one."""
+    def taken(p: Path) -> bool:
+        return any((p / name).exists() for name in _RESULTS)
+
+    if given is not None:
+        if taken(Path(given)):
+            raise DnasError(f"'{given}' already holds a finished training ({next(n for n in _RESULTS if (Path(given) / n).exists())}); "
+                            f"choose another --out")
+        return given
+    out, k = default, 1
+    while taken(out):
+        k += 1
+        out = default.with_name(f"{default.name}-{k}")
+    return str(out)
