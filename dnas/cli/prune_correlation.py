@@ -6,6 +6,8 @@ def add(sub) -> None:
     c = sub.add_parser("prune-correlation", help="DARIO: Spearman/Pearson correlation of a proxy with accuracy over random prunings")
     c.add_argument("--model", default="mae-vit-base", help="as dnas prune --model")
     c.add_argument("--weights", help="safetensors or state-dict file (else a random init, with a warning)")
+    c.add_argument("--weights-prefix", metavar="PREFIX", help="the model's tensors in --weights are under this prefix, "
+                   "e.g. teacher.backbone. (default: found where the names do not fit)")
     c.add_argument("--pretrained", action="store_true", help="timm hub weights (needs the hub or its cache)")
     c.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model constructor option (repeatable)")
     c.add_argument("--blocks", metavar="DOTTED.PATH", help="the ModuleList/Sequential of blocks (non-timm models)")
@@ -31,8 +33,8 @@ def run(args) -> int:
     from dnas.tools.prune_quality import proxy_correlation
 
     kwargs = {k: v for item in args.model_arg or [] for k, v in parse_set([f"m.{item}"])["m"].items()}
-    space = {"model_kwargs": kwargs, "weights": args.weights, "pretrained": args.pretrained, "blocks": args.blocks,
-             "granularity": args.granularity}
+    space = {"model_kwargs": kwargs, "weights": args.weights, "weights_prefix": args.weights_prefix, "pretrained": args.pretrained,
+             "blocks": args.blocks, "granularity": args.granularity}
     strat = {"proxy": args.proxy}
     if args.calibration:
         strat["terms"] = {"calibration": {"data": args.calibration, "size": args.calibration_size}}
