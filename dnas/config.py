@@ -35,6 +35,16 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return True
 
 
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list", dict: "a mapping",
+          tuple: "a list", type(None): "null"}
+
+
+def _describe(tp) -> str:
+    """A type as the message says it: ``int | None`` -> "an integer or null"."""
+    args = [a for a in typing.get_args(tp)] if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
+    return " or ".join(_NAMES.get(typing.get_origin(a) or a, f"a {getattr(a, '__name__', a)}") for a in args)
+
+
 def make_config(cls: type, values: dict[str, Any], where: str):
     """Instantiate dataclass ``cls`` from ``values``; unknown keys and wrong types fail in one line.
 
@@ -50,7 +60,7 @@ def make_config(cls: type, values: dict[str, Any], where: str):
             )
         if not _type_ok(value, hints[key]):
             allowed = typing.get_args(hints[key]) if typing.get_origin(hints[key]) is typing.Literal else None
-            what = f"one of {', '.join(map(repr, allowed))}" if allowed else f"a {getattr(hints[key], '__name__', hints[key])}"
+            what = f"one of {', '.join(map(repr, allowed))}" if allowed else _describe(hints[key])
             raise DnasError(f"option {key!r} of {where} must be {what}, got {value!r}")
     cfg = cls(**{k: (float(v) if hints[k] is float and isinstance(v, int) else v) for k, v in values.items()})
     check = getattr(cfg, "check", None)

@@ -52,7 +52,7 @@ def _write(tmp_path, data, name="g.yaml"):
         (lambda d: d.pop("choices"), "missing key(s) choices"),
         (lambda d: d.update(extra=1), "unknown key(s) 'extra'"),
         (lambda d: d["choices"].update({"normal.node0.edge0": [3]}), "must list option names"),
-        (lambda d: d["config"].update(layers="three"), "option 'layers' of space 'darts' must be a int"),
+        (lambda d: d["config"].update(layers="three"), "option 'layers' of space 'darts' must be an integer"),
         (lambda d: [d["choices"].update({f"normal.node1.edge{j}": []}) for j in range(3)], "has no incoming op"),
     ],
 )

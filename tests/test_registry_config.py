@@ -1,3 +1,4 @@
+import re
 import warnings
 
 import pytest
@@ -71,3 +72,30 @@ def test_darts_defaults_follow_formulas():
     assert (c.a_lr, tuple(c.a_betas), c.a_weight_decay) == (3e-4, (0.5, 0.999), 1e-3)
     s = dnas.create_space("darts").config
     assert (s.C, s.layers, s.nodes) == (16, 8, 4)
+
+
+@pytest.mark.parametrize("value, says", [
+    ({"epochs": "abc"}, "option 'epochs' of strategy 'darts' must be an integer, got 'abc'"),
+    ({"w_lr": "fast"}, "option 'w_lr' of strategy 'darts' must be a number, got 'fast'"),
+    ({"order": 1.5}, "must be one of 1, 2, got 1.5"),
+])
+def test_a_wrong_type_is_named_in_words(value, says):
+    with pytest.raises(DnasError, match=re.escape(says)):
+        dnas.create_strategy("darts", **value)
+
+
+@pytest.mark.parametrize("name, says", [
+    ("mps", "device 'mps' was asked for but this torch has no usable MPS"),
+    ("cuda:3", "device 'cuda:3' was asked for but no GPU is visible"),
+    ("gpu", "unknown device 'gpu'; use cpu, cuda, cuda:N, mps or auto"),
+    ("meta", "device 'meta' is not one dnas runs on"),
+])
+def test_a_device_this_machine_lacks_is_one_line(name, says):
+    import torch
+
+    from dnas.engine.distributed import resolve_device
+
+    if torch.cuda.is_available() or (name == "mps" and torch.backends.mps.is_available()):
+        pytest.skip("this machine has the device")
+    with pytest.raises(DnasError, match=re.escape(says)):
+        resolve_device(name)

@@ -77,13 +77,20 @@ def shard(batch_indices: list[int]) -> list[int]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """The device a run config names: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU if one is visible)."""
+    """The device a run config names: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (a GPU if one is visible)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise DnasError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+        raise DnasError(f"unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DnasError("device 'cuda' was asked for but no GPU is visible; use --device cpu")
+        raise DnasError(f"device {name!r} was asked for but no GPU is visible; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DnasError(f"device {name!r} was asked for but only {torch.cuda.device_count()} GPU(s) are visible "
+                        f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DnasError(f"device {name!r} was asked for but this torch has no usable MPS (Apple GPU); use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise DnasError(f"device {name!r} is not one dnas runs on; use cpu, cuda, cuda:N, mps or auto")
     return dev
