@@ -41,6 +41,7 @@ _LAZY = {
     "prune": "dnas.tools.pruning",
     "finetune_pruned": "dnas.evaluate.pruned",
     "load_pruned": "dnas.evaluate.pruned",
+    "load_trained": "dnas.evaluate",
 }
 
 

@@ -112,6 +112,25 @@ def test_supervised_train_writes_its_folder(tmp_path):
     assert {p.name for p in (tmp_path / "t").iterdir()} == {"model.safetensors", "metrics.json", "genotype.yaml", "config.yaml"}
 
 
+def test_load_trained_gives_back_the_network_that_scored_the_reported_accuracy(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from dnas.engine.data import DataConfig, load_datasets
+    from dnas.evaluate.supervised import evaluate
+
+    r = dnas.train("resnet18", "digits", train_config={"epochs": 1}, space_config={"C": 4}, out=tmp_path / "t", log=lambda s: None)
+    net = dnas.load_trained(tmp_path / "t")  # C = 4 from config.yaml, not the genotype's 32; the digits task from metrics.json
+    assert sum(p.numel() for p in net.stem.parameters()) < 1000 and not net.training
+    test = load_datasets(DataConfig(name="digits")).test
+    assert evaluate(net, DataLoader(test, batch_size=128), torch.device("cpu"))["top1"] == pytest.approx(r["top1"], abs=1e-9)
+    ssl = dnas.train("simsiam", data="digits", space_config={"backbone": "tiny", "dim": 16, "pred_dim": 4}, out=tmp_path / "s",
+                     train_config={"epochs": 1, "batch_size": 256, "linear_epochs": 1, "knn_k": 5}, log=lambda s: None)
+    model = dnas.load_trained(tmp_path / "s")
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == ssl["params"]
+    with pytest.raises(DnasError, match="is not a dnas train folder \\(missing genotype.yaml, model.safetensors, metrics.json\\)"):
+        dnas.load_trained(tmp_path)
+
+
 @pytest.mark.slow
 def test_cli_train_of_a_nasiam_search_runs_ssl_without_the_flag(tmp_path, capsys):
     """dnas search on nasiam-mlp, then dnas train --genotype <its genotype.yaml> --data digits: SSL + linear eval."""

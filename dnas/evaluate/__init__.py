@@ -19,3 +19,50 @@ def genotype_space_data(genotype, data: str, space_config=None, data_config=None
 
 #: the evaluations ``train`` picks from (``SearchSpace.evaluation``)
 EVALUATIONS = ("supervised", "ssl", "pruned")
+
+
+def task_dict(task) -> dict:
+    """A Task as plain data (``metrics.json``)."""
+    import dataclasses
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(task).items()}
+
+
+def load_trained(directory):
+    """The network ``dnas train`` trained (supervised or SSL), rebuilt from its ``--out`` folder:
+    the genotype, the space options it was trained with (``config.yaml``, e.g. C = 36, 20 cells),
+    the task it was trained for and ``model.safetensors``. An ordinary ``nn.Module``, in eval mode.
+
+    Example:
+        >>> net = dnas.load_trained("runs/train-genotype")
+        >>> logits = net(images)
+    """
+    import json
+    from pathlib import Path
+
+    import yaml
+    from safetensors.torch import load_file
+
+    from dnas.errors import DnasError
+    from dnas.space import Task
+
+    d = Path(directory)
+    if (d / "pruned.yaml").is_file():
+        raise DnasError(f"'{d}' holds a pruned model; load it with dnas.load_pruned")
+    missing = [n for n in ("genotype.yaml", "model.safetensors", "metrics.json") if not (d / n).is_file()]
+    if missing:
+        raise DnasError(f"'{d}' is not a dnas train folder (missing {', '.join(missing)}); pass the --out of dnas train")
+    g = load_genotype(d / "genotype.yaml")
+    options = dict(g.config)
+    if (d / "config.yaml").is_file():  # the supervised evaluation records the space options it trained with
+        options = {k: v for k, v in (yaml.safe_load((d / "config.yaml").read_text()).get("space") or {}).items() if k != "name"}
+    task = json.loads((d / "metrics.json").read_text()).get("task")
+    if task is None:
+        raise DnasError(f"'{d}' was trained by an older dnas that did not record the task; train it again, or build "
+                        f"space.build_network(genotype, Task(...)) and load model.safetensors yourself")
+    model = create_space(g.space, **options).build_network(g, Task(**{**task, "input_shape": tuple(task["input_shape"])}))
+    try:
+        model.load_state_dict(load_file(str(d / "model.safetensors")))
+    except RuntimeError as e:
+        raise DnasError(f"the weights in '{d}' do not fit its genotype ({str(e).splitlines()[0][:160]})") from None
+    return model.eval()

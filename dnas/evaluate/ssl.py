@@ -190,7 +190,7 @@ def ssl_train(
     from dnas.config import make_config
     from dnas.engine.data import load_datasets, two_view_datasets
     from dnas.engine.distributed import resolve_device
-    from dnas.evaluate import genotype_space_data
+    from dnas.evaluate import genotype_space_data, task_dict
 
     cfg = make_config(SSLTrainConfig, dict(train_config or {}), "train (--ssl)")
     g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)
@@ -213,6 +213,7 @@ def ssl_train(
         "std": history[-1]["std"] if history else None,
         "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "seconds": round(time.perf_counter() - t0, 2),
+        "task": task_dict(datasets.task),  # what load_trained rebuilds the network for
         "history": history,
     }
     log(f"linear evaluation: top1 {result['top1']:.4f} top5 {result['top5']:.4f} (knn top1 {result['knn_top1']:.4f})")
