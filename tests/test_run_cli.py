@@ -133,6 +133,7 @@ def test_run_folder_is_protected(tmp_path, capsys):
         (["search", "--data", "cifar10", "--data-dir", "/nonexistent"], "add --download"),
         (["search", "--data", "imagefolder:/nonexistent"], "image folder '/nonexistent' not found"),
         (["search", "--resume", "/nonexistent"], "holds no config.yaml"),
+        (["search", "--resume", "/nonexistent", "--epochs", "5"], "--epochs cannot change it: drop it, or start a new search"),
         (["search", "--config", "/nonexistent.yaml"], "config file '/nonexistent.yaml' not found"),
         (["train", "--genotype", "/nonexistent.yaml"], "not found"),
         (["search", "--device", "cuda:7"] if not torch.cuda.is_available() else ["search", "--device", "tpu"], "cuda"),

@@ -130,6 +130,12 @@ def print_options(args) -> int:
     return 0
 
 
+#: the options that make a search's config (a resumed run keeps its own)
+_CONFIG_FLAGS = ("config", "space", "strategy", "data", "data_dir", "download", "batch_size", "target", "seed", "device",
+                 "logger", "set", "epochs", "beta_decay", "init_genotype", "early_stop", "amp", "compile", "checkpoint_cells",
+                 "channels_last", "partial_channels", "trials", "timeout", "workers", "storage", "study", "fitness", "out")
+
+
 def run(args) -> int:
     from dnas.api import search
     from dnas.errors import ConfigError
@@ -137,6 +143,11 @@ def run(args) -> int:
     if args.options:
         return print_options(args)
     if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in _CONFIG_FLAGS if getattr(args, k, None) not in (None, False, [])]
+        if given:  # they would be ignored: a resumed run keeps the config it started with
+            raise DnasError(f"--resume continues a run with the config it started with ({args.resume}/config.yaml); "
+                            f"{', '.join(given)} cannot change it: drop {'it' if len(given) == 1 else 'them'}, or start a new "
+                            f"search with --out")
         result = search(resume=args.resume, progress=not args.no_progress)
     else:
         try:  # dnas.search resolves and checks the config once, before any work
