@@ -156,8 +156,10 @@ def test_cli_budget_and_input_options(tmp_path, capsys):
     assert yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())["strategy"]["abs_params"] is False
     assert main(args[:-2] + ["--input-size", "3,x", "--out", str(tmp_path / "q")]) == 2
     assert main(args + ["--budget", "size=3", "--out", str(tmp_path / "r")]) == 2
+    assert main(args + ["--threshold", "1.5", "--out", str(tmp_path / "t")]) == 2  # refused before the search
     err = capsys.readouterr().err
     assert "--input-size takes C,H,W" in err and "unknown budget 'size'" in err
+    assert "threshold must be in (0, 1)" in err and not (tmp_path / "t").exists()
 
 
 @pytest.mark.parametrize("budget,says,granularity", [

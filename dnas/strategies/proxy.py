@@ -75,6 +75,8 @@ class ProxyConfig:
             return "mode random needs iters + warm_start >= 1"
         if self.fd_eps <= 0:
             return "fd_eps must be > 0"
+        if not 0 < self.threshold < 1:
+            return f"threshold must be in (0, 1): gates σ(α) lie there (got {self.threshold})"
         get_proxy(self.proxy)
         unknown = [n for n in self.terms if n not in PROXY_TERMS]
         if unknown:
