@@ -179,7 +179,8 @@ def load_genotype(path: str | Path, validate: bool = True) -> Genotype:
     a cell genotype as the DARTS code writes it (:mod:`dnas.darts_format`).
 
     Args:
-        path: a ``.yaml``/``.yml``/``.json`` file; the name of a shipped genotype (``dnas list``);
+        path: a ``.yaml``/``.yml``/``.json`` file; a run folder holding one (``genotype.yaml``);
+            the name of a shipped genotype (``dnas list``);
             a file holding ``Genotype(normal=..., ...)`` (a ``genotypes.py``, a search log), with
             ``FILE:NAME``, ``FILE:N`` or ``FILE:last`` to pick one of several; or that text itself.
         validate: check it against its space: the space must be registered and every decision
@@ -192,10 +193,14 @@ def load_genotype(path: str | Path, validate: bool = True) -> Genotype:
         DnasError: no such file or shipped genotype, unreadable or malformed content, another
             format version, or (with ``validate``) a genotype that does not fit its space.
     """
-    from dnas._io import is_file
+    from dnas._io import is_dir, is_file
     from dnas.darts_format import looks_like_darts, read_darts_text
     from dnas.genotypes import builtin_genotype_path
 
+    if is_dir(path):  # a run folder (dnas search, train or prune --out): the genotype it wrote
+        if not (Path(path) / "genotype.yaml").is_file():
+            raise DnasError(f"run folder '{path}' has no genotype.yaml yet (search still running or interrupted?)")
+        path = Path(path) / "genotype.yaml"
     p, select = Path(path), None
     if looks_like_darts(str(path)) and not is_file(p):  # the text itself, pasted from a DARTS log
         g = read_darts_text(str(path), "the Genotype(...) given")

@@ -101,3 +101,15 @@ def test_replace_keeps_other_fields():
     h = g.replace(config={**g.config, "C": 36})
     assert h.config["C"] == 36 and h.choices == g.choices and g.config["C"] == 4
     assert isinstance(h, Genotype)
+
+
+def test_a_run_folder_stands_for_its_genotype(tmp_path, capsys):
+    g = dnas.create_space("darts", C=4, layers=3, nodes=2).random_genotype(random.Random(0))
+    (tmp_path / "run").mkdir()
+    g.save(tmp_path / "run" / "genotype.yaml")
+    assert dnas.load_genotype(tmp_path / "run") == g
+    assert main(["distance", str(tmp_path / "run"), str(tmp_path / "run" / "genotype.yaml")]) == 0
+    assert float(capsys.readouterr().out.strip().splitlines()[-1]) == 0.0
+    (tmp_path / "running").mkdir()
+    with pytest.raises(DnasError, match="run folder .* has no genotype.yaml yet"):
+        dnas.load_genotype(tmp_path / "running")
