@@ -152,6 +152,10 @@ def test_cli_budget_and_input_options(tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "p")]) == 0
     assert json.loads((tmp_path / "p" / "report.json").read_text())["blocks_kept"].__len__() == 1
     assert yaml.safe_load((tmp_path / "p" / "config.yaml").read_text())["strategy"]["abs_params"] is True
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "p")]) == 0  # a pruning run reads as proxy evaluations, not epochs
+    last = json.loads((tmp_path / "p" / "history.jsonl").read_text().splitlines()[-1])
+    assert f"run: 2 proxy evaluations; last proxy {last['proxy']:.4g}" in capsys.readouterr().out
     assert main(args + ["--signed-synflow", "--out", str(tmp_path / "s")]) == 0  # the authors' code: synflow on θ
     assert yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())["strategy"]["abs_params"] is False
     assert main(args[:-2] + ["--input-size", "3,x", "--out", str(tmp_path / "q")]) == 2

@@ -204,10 +204,10 @@ def show(target: str, plot: str | None = None) -> str:
         hist = [r for r in read_history(run_dir) if "epoch" in r]  # trial records (tpe/random) are in the trial table
         if hist:
             last = hist[-1]
-            text += f"\nrun: {len(hist)} epochs; last " + ", ".join(
-                f"{k} {last[k]:.4f}" for k in ("train_loss", "train_acc", "val_loss", "val_acc", "distance_prev", "distance_start")
-                if k in last
-            )
+            unit = "proxy evaluations" if "phase" in last else "epochs"  # a proxy search (dnas prune) records evaluations
+            shown = [f"{k} {last[k]:.4g}" for k in ("train_loss", "train_acc", "val_loss", "val_acc", "distance_prev",
+                                                    "distance_start", "proxy") if isinstance(last.get(k), (int, float))]
+            text += f"\nrun: {len(hist)} {unit}" + (f"; last {', '.join(shown)}" if shown else "")
             if "param_free_ops" in last:  # DARTS' collapse monitor (skip connections and pools kept)
                 text += f", param_free_ops {last['param_free_ops']}"
             text += "\nplots: " + ", ".join(str(p) for p in plot_run(run_dir, g, hist))
