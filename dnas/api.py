@@ -336,6 +336,8 @@ def search(
     needs_data = "data" in r.strategy.requirements()
     # a data-free strategy on a space that has data (proxy on darts) still sizes the supernet from the data
     datasets = load_datasets(r.data) if needs_data or "data" in r.space.capabilities() else None
+    if datasets is not None:
+        r.space.check_task(datasets.task)  # before the run folder: data the space cannot take is one line
     if datasets is not None and "two_views" in r.space.capabilities():  # self-supervised spaces: ((v1, v2), y)
         from dnas.engine.data import two_view_datasets
 

@@ -99,12 +99,21 @@ class SearchSpace:
     #: how ``dnas train`` evaluates a genotype of this space: "supervised" (train from scratch, top-1),
     #: "ssl" (self-supervised pretraining + linear evaluation) or "pruned" (fine-tune a pruned model)
     evaluation: ClassVar[str] = "supervised"
+    #: what its networks take: "any" input (flattened where needed) or "images" (C, H, W)
+    inputs: ClassVar[str] = "any"
     #: a tiny configuration for tests and the conformance suite
     tiny_config: ClassVar[dict[str, Any]] = {}
     tiny_task: ClassVar[Task] = Task((1, 8, 8), 4)
 
     def __init__(self, **config: Any):
         self.config = make_config(self.Config, config, f"space '{self.name}'")
+
+    def check_task(self, task: Task) -> None:
+        """Refuse, in one line, data this space builds no network for (``inputs``); search and
+        train call it once the data is loaded, before any work."""
+        if self.inputs == "images" and len(task.input_shape) != 3:
+            raise DnasError(f"space '{self.name}' builds networks on images (C, H, W); this data gives inputs of shape "
+                            f"{tuple(task.input_shape)}: use an image dataset, or a space for vectors (mlp-depth, activation)")
 
     # -- to implement -------------------------------------------------------------------------
     def decisions(self) -> list[Decision]:

@@ -44,3 +44,26 @@ def test_a_folder_that_does_not_fit_is_one_line(tmp_path, layout, says):
             _images(tmp_path / "d" / sub, classes, n=1)
     with pytest.raises(DnasError, match=says):
         load_datasets(DataConfig(name=f"imagefolder:{tmp_path / 'd'}"))
+
+
+@pytest.mark.parametrize("command", [
+    ["search", "--space", "darts", "--strategy", "darts"],
+    ["search", "--space", "nasiam-mlp", "--strategy", "darts"],
+    ["train", "--genotype", "resnet18"],
+    ["train", "--genotype", "simsiam"],
+])
+def test_an_image_space_on_a_table_is_one_line_before_any_work(tmp_path, capsys, command):
+    from dnas.cli import main
+
+    (tmp_path / "t.csv").write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
+    assert main(command + ["--data", f"csv:{tmp_path / 't.csv'}", "--out", str(tmp_path / "o")]) == 2
+    assert "builds networks on images (C, H, W); this data gives inputs of shape (2,)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_compare_refuses_genotypes_of_two_spaces(tmp_path):
+    import dnas
+
+    with pytest.raises(DnasError, match=r"come from 2 spaces \(ddarts, nasiam-mlp\); compare genotypes of one space at a time"):
+        dnas.compare({"data": {"name": "digits"}}, genotypes=["resnet18", "simsiam"], out=tmp_path / "c", log=lambda *_: None)
+    assert not (tmp_path / "c").exists()

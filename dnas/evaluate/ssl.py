@@ -197,7 +197,9 @@ def ssl_train(
     if space.evaluation != "ssl":
         raise DnasError(f"--ssl trains self-supervised spaces (nasiam-mlp); genotype space '{g.space}' is evaluated by "
                         f"'{space.evaluation}': drop --ssl")
-    plain = load_datasets(dataclasses.replace(dcfg, augment=False)).train  # features for kNN / linear evaluation
+    plain_sets = load_datasets(dataclasses.replace(dcfg, augment=False))
+    space.check_task(plain_sets.task)
+    plain = plain_sets.train  # features for kNN / linear evaluation
     datasets = two_view_datasets(load_datasets(dcfg), dcfg)
     dev = resolve_device(device)
     torch.manual_seed(seed)

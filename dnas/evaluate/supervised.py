@@ -166,6 +166,7 @@ def train_genotype(
         raise DnasError(f"genotype space '{g.space}' is evaluated by '{space.evaluation}', not by supervised training; "
                         f"drop the override (dnas train picks it)")
     datasets = load_datasets(dcfg)
+    space.check_task(datasets.task)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     model = space.build_network(g, datasets.task)

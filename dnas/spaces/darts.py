@@ -566,6 +566,7 @@ class DartsSpace(SearchSpace):
     """DARTS CNN cells. Decisions are edges ``<cell>.node<i>.edge<j>`` (j = source state)."""
 
     Config = DartsConfig
+    inputs = "images"
     default_parser = "darts"
     offers = SearchSpace.offers | {"cells", "ablation"}
     offers_with = {"alpha_per_cell": "space.individual=true"}

@@ -159,6 +159,7 @@ class NASiamNetwork(_Model):
 @register_space("nasiam-mlp")
 class NASiamSpace(SearchSpace):
     Config = NASiamConfig
+    inputs = "images"
     offers = frozenset({"data", "alpha", "two_views", "functional", "data_free"})  # no "labels": self-supervised
     default_parser = "argmax"
     evaluation = "ssl"  # dnas train: SSL pretraining of the derived heads, then linear evaluation

@@ -427,9 +427,12 @@ def compare(
         if genotypes:
             from dnas.genotype import load_genotype
 
-            given = []
-            for i, path in enumerate(genotypes):
-                given.append(str(load_genotype(path).save(folder / "genotypes" / f"searched-{i}.yaml")))
+            loaded = [load_genotype(path) for path in genotypes]
+            spaces = sorted({g.space for g in loaded})
+            if len(spaces) > 1:  # one random arm is drawn from one space
+                raise DnasError(f"the genotypes to compare come from {len(spaces)} spaces ({', '.join(spaces)}); compare "
+                                f"genotypes of one space at a time")
+            given = [str(g.save(folder / "genotypes" / f"searched-{i}.yaml")) for i, g in enumerate(loaded)]
         else:
             cfg = resolve(cfg).config  # validate now, and record every default
         from dnas.config import config_dict
