@@ -309,6 +309,11 @@ def test_ssl_train_then_retrieve(tmp_path):
     assert 0.1 < m["mAP"] <= 1.0 and m["queries"] > 0
     with pytest.raises(DnasError, match="supervised"):
         ssl_train("resnet18", data="digits", train_config={"epochs": 0})
+    from dnas.api import train
+
+    train("resnet18", "digits", train_config={"epochs": 0}, space_config={"C": 4}, out=tmp_path / "sup", log=logs.append)
+    with pytest.raises(DnasError, match="holds a network of space 'ddarts' \\(supervised evaluation\\); retrieval ranks"):
+        retrieve(tmp_path / "sup", data="digits")  # a supervised training: said so, not "weights do not fit"
 
 
 def test_cli_train_ssl_and_retrieve(tmp_path, capsys):

@@ -252,6 +252,9 @@ def retrieve(run_dir: str | Path, data: str = "digits", *, data_config: dict[str
         raise DnasError(f"'{run}' holds no genotype.yaml + model.safetensors; pass the --out folder of 'dnas train --ssl'")
     g = load_genotype(run / "genotype.yaml")
     space = create_space(g.space, **dict(g.config))
+    if space.evaluation != "ssl":
+        raise DnasError(f"'{run}' holds a network of space '{g.space}' ({space.evaluation} evaluation); retrieval ranks "
+                        f"the features of a self-supervised one: pass the --out of dnas train on a nasiam-mlp genotype")
     dcfg = make_config(DataConfig, {"name": data, "augment": False, **(data_config or {})}, "data")
     datasets = load_datasets(dcfg)
     model = space.build_network(g, datasets.task)
