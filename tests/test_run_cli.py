@@ -67,7 +67,10 @@ def test_cli_search_show_train(tmp_path, capsys, monkeypatch):
     before = (out / "model.safetensors").read_bytes()
     again = ["train", "--genotype", str(run / "genotype.yaml"), "--data", "synthetic", "--epochs", "1", "--set", "train.batch_size=32"]
     assert main(again + ["--out", str(out)]) == 2
-    assert "already holds a finished training (metrics.json); choose another --out" in capsys.readouterr().err
+    assert main(again + ["--out", str(run)]) == 2  # nor into the search's folder (its config.yaml keeps --resume working)
+    err = capsys.readouterr().err
+    assert "'" + str(out) + "' already holds the results of a run (metrics.json), which this training would overwrite" in err
+    assert "'" + str(run) + "' already holds the results of a run (config.yaml)" in err
     assert (out / "model.safetensors").read_bytes() == before
     monkeypatch.chdir(tmp_path)
     assert main(again) == 0 and main(again) == 0

@@ -81,19 +81,21 @@ def run_finetune_pruned(args) -> int:
     return 0
 
 
-#: what a finished training leaves in its folder
-_RESULTS = ("metrics.json", "finetune.json", "baseline.json", "model.safetensors")
+#: what a finished training leaves in its folder, and what a search or a pruning does (never overwritten)
+_RESULTS = ("metrics.json", "finetune.json", "baseline.json", "model.safetensors", "config.yaml", "checkpoint.pt",
+            "history.jsonl", "pruned.yaml")
 
 
 def _out(given: str | None, default: Path) -> str:
-    """The training's folder: ``--out`` unless it holds a finished training (refused: its results
-    would be overwritten), else the default name, or default-2, -3, ... where that one holds one."""
+    """The training's folder: ``--out`` unless it holds a run's results (refused: they would be
+    overwritten), else the default name, or default-2, -3, ... where that one holds some."""
     def taken(p: Path) -> bool:
         return any((p / name).exists() for name in _RESULTS)
 
     if given is not None:
         if taken(Path(given)):
-            raise DnasError(f"'{given}' already holds a finished training ({next(n for n in _RESULTS if (Path(given) / n).exists())}); "
+            found = next(n for n in _RESULTS if (Path(given) / n).exists())
+            raise DnasError(f"'{given}' already holds the results of a run ({found}), which this training would overwrite; "
                             f"choose another --out")
         return given
     out, k = default, 1
