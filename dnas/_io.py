@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from dnas.errors import DnasError
+from dnas.errors import DnasError, first_line
 
 
 def is_file(path: str | Path) -> bool:
@@ -67,8 +67,7 @@ def unreadable_because(path: str | Path, error: BaseException) -> str:
         return "it is not a readable safetensors file; it is corrupt or truncated"
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive (since torch 1.6)
         return "it is neither a torch checkpoint nor a safetensors file (corrupt, truncated or another format)"
-    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    return first[:160]
+    return first_line(error, 160)
 
 
 def safe_torch_load(path: Path, what: str = "checkpoint") -> Any:
@@ -104,5 +103,4 @@ def read_checked(path: Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(io.BytesIO(data[head:]), map_location="cpu", weights_only=True)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DnasError(f"{what} '{path}' cannot be loaded safely ({msg[:160]})") from None
+        raise DnasError(f"{what} '{path}' cannot be loaded safely ({first_line(e, 160)})") from None

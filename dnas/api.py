@@ -23,7 +23,7 @@ from dnas.engine import distributed
 from dnas.engine.data import DataConfig, SearchData, load_datasets
 from dnas.engine.distributed import resolve_device  # noqa: F401  (part of the api)
 from dnas.engine.run import Run
-from dnas.errors import ConfigError, DnasError
+from dnas.errors import ConfigError, DnasError, first_line
 from dnas.evaluate import EVALUATIONS, genotype_space_data  # noqa: F401  (part of the api)
 from dnas.genotype import Genotype, load_genotype
 from dnas.registry import create_space, create_strategy, did_you_mean
@@ -111,7 +111,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise DnasError(f"config file '{p}' is not valid YAML ({str(e).splitlines()[0]})") from None
+        raise DnasError(f"config file '{p}' is not valid YAML ({first_line(e)})") from None
     return merge_config(DEFAULTS, data, source=str(p))
 
 

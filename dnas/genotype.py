@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from dnas.errors import DnasError
+from dnas.errors import DnasError, first_line
 
 GENOTYPE_VERSION = 1
 
@@ -146,7 +146,7 @@ def parse_genotype_text(text: str, source: str) -> Genotype:
     try:
         data = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DnasError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'YAML'} ({first})") from None
     return Genotype.from_dict(data, source)
 

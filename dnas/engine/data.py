@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, Subset, TensorDataset
 
-from dnas.errors import DnasError
+from dnas.errors import DnasError, first_line
 from dnas.space import Task
 
 
@@ -130,8 +130,7 @@ def _imagefolder(path: str, size: int = 32) -> Datasets:
         try:
             return ImageFolder(p, tf)
         except (FileNotFoundError, OSError) as e:  # no class sub-folders, or no image in them
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DnasError(f"image folder '{p}': {first}; expected one sub-folder of images per class") from None
+            raise DnasError(f"image folder '{p}': {first_line(e)}; expected one sub-folder of images per class") from None
 
     if (root / "train").is_dir():
         held = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
@@ -196,7 +195,7 @@ def table_dataset(path: str, target: str = "", test_fraction: float = 0.2) -> Da
             cols = [_column(c.strip(), names, table.shape[1], p) for c in target.split(",") if c.strip()] or [table.shape[1] - 1]
             x, y = np.delete(table, cols, axis=1), table[:, cols]
     except (ValueError, OSError, IndexError) as e:
-        raise DnasError(f"cannot read '{p}' as a numeric table ({str(e).splitlines()[0]})") from None
+        raise DnasError(f"cannot read '{p}' as a numeric table ({first_line(e)})") from None
     x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     n_test = max(1, int(len(x) * test_fraction))

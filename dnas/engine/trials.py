@@ -32,7 +32,7 @@ from torch.utils.data import Subset
 
 from dnas.config import config_dict
 from dnas.engine.fitness import TrainSpec, train_and_score
-from dnas.errors import DnasError
+from dnas.errors import DnasError, first_line
 from dnas.strategy import Strategy
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ def open_study(url: str, name: str, cfg: TrialConfig, sampler, space: SearchSpac
             raise DnasError(f"storage '{url}' needs a database driver that is not installed ({e})") from None
         except Exception as e:  # noqa: BLE001  (sqlalchemy errors: a race on a new file, or a bad URL)
             if attempt == 4 or "sqlite" not in url:
-                raise DnasError(f"cannot open optuna storage '{url}' ({str(e).splitlines()[0][:160]})") from None
+                raise DnasError(f"cannot open optuna storage '{url}' ({first_line(e, 160)})") from None
             time.sleep(0.5 + attempt)
     identity = {"space": space.name, "config": space.config_dict(), "params": {k: list(v) for k, v in space.categorical().items()}}
     known = study.user_attrs.get("dnas_space")
@@ -263,7 +263,7 @@ def make_objective(cfg: TrialConfig, space: SearchSpace, task: Task, data: Searc
             del model
             if isinstance(e, CANDIDATE_ERRORS[-1]) and torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            _fail_trial(trial, failure_kind(e), str(e).splitlines()[0] if str(e) else type(e).__name__, t0)
+            _fail_trial(trial, failure_kind(e), first_line(e), t0)
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
         for k in ("accuracy", "train_loss", "steps"):
             if k in result:

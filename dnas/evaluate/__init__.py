@@ -43,7 +43,7 @@ def load_trained(directory):
     import yaml
     from safetensors.torch import load_file
 
-    from dnas.errors import DnasError
+    from dnas.errors import DnasError, first_line
     from dnas.space import Task
 
     d = Path(directory)
@@ -64,5 +64,5 @@ def load_trained(directory):
     try:
         model.load_state_dict(load_file(str(d / "model.safetensors")))
     except RuntimeError as e:
-        raise DnasError(f"the weights in '{d}' do not fit its genotype ({str(e).splitlines()[0][:160]})") from None
+        raise DnasError(f"the weights in '{d}' do not fit its genotype ({first_line(e, 160)})") from None
     return model.eval()

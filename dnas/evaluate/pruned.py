@@ -12,7 +12,7 @@ import torch
 import yaml
 from torch import nn
 
-from dnas.errors import DnasError
+from dnas.errors import DnasError, first_line
 
 #: the version tag of ``pruned.yaml``
 FORMAT = "dnas-pruned/1"
@@ -68,7 +68,7 @@ def load_pruned(directory: str | Path) -> nn.Module:
     try:
         model.load_state_dict(load_file(str(d / "model.safetensors")), strict=True)
     except RuntimeError as e:
-        raise DnasError(f"weights in '{d}' do not fit its pruned.yaml ({str(e).splitlines()[0][:160]})") from None
+        raise DnasError(f"weights in '{d}' do not fit its pruned.yaml ({first_line(e, 160)})") from None
     return model.eval()
 
 

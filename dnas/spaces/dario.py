@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from dnas._io import unreadable_because
-from dnas.errors import DnasError
+from dnas.errors import DnasError, first_line
 from dnas.registry import register_space
 from dnas.space import Decision, SearchSpace, Task
 from dnas.supernet import Supernet
@@ -210,7 +210,7 @@ def _hf_model(folder: str, load: bool, kwargs: dict) -> nn.Module:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, **kwargs)
         return transformers.AutoModel.from_config(config)
     except (OSError, ValueError, TypeError) as e:
-        raise DnasError(f"cannot build the transformers model in '{folder}' ({str(e).splitlines()[0][:160]})") from None
+        raise DnasError(f"cannot build the transformers model in '{folder}' ({first_line(e, 160)})") from None
 
 
 def is_timm(cfg: DarioConfig) -> bool:
@@ -281,7 +281,7 @@ def build_model(cfg: DarioConfig, load: bool = True) -> nn.Module:
         except Exception as e:
             if not from_file:
                 if load and cfg.pretrained:
-                    raise DnasError(f"cannot fetch pretrained weights for '{name}' ({str(e).splitlines()[0][:120]}); "
+                    raise DnasError(f"cannot fetch pretrained weights for '{name}' ({first_line(e, 120)}); "
                                     f"download them and pass weights=FILE") from None
                 raise
             # the names may sit under a wrapper's prefix (Lightning's model., a backbone.): timm's loader again on them

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from dnas.errors import DnasError
+from dnas.errors import DnasError, first_line
 from dnas.genotype import Genotype
 from dnas.registry import register_space
 from dnas.space import Decision, SearchSpace, Task
@@ -404,7 +404,7 @@ class DartsSupernet(Supernet):
                 if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
                     raise
                 self._compiled = False
-                msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                msg = first_line(e, 200)
                 raise DnasError(f"torch.compile is unavailable here ({msg}); set space.compile=false") from None
         return self._forward(x)
 
@@ -432,7 +432,7 @@ class DartsSupernet(Supernet):
                 for edge in cell.edges:
                     edge.compile()
         except Exception as e:  # no compiler, unsupported Python/platform...: say so in one line
-            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            msg = first_line(e, 200)
             raise DnasError(f"torch.compile is unavailable here ({msg}); set space.compile=false") from None
         self._compiled = True
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnas.errors import DnasError
+from dnas.errors import DnasError, first_line
 
 #: framework -> (has a predictor, has a momentum target)
 FRAMEWORKS: dict[str, tuple[bool, bool]] = {
@@ -135,7 +135,7 @@ def build_backbone(name: str, in_ch: int, width: int = 32, pretrained: bool = Fa
         try:
             m = timm.create_model(name[5:], pretrained=pretrained, num_classes=0, in_chans=in_ch)
         except RuntimeError as e:
-            raise DnasError(f"timm could not build backbone '{name[5:]}' ({str(e).splitlines()[0][:160]})") from None
+            raise DnasError(f"timm could not build backbone '{name[5:]}' ({first_line(e, 160)})") from None
         return m, m.num_features
     raise DnasError(f"unknown backbone '{name}'; choose tiny, resnet18-cifar, resnet18, resnet50 or timm:NAME")
 
