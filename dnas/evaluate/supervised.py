@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from dnas.engine.data import Datasets
 from dnas.engine.fit import fit
+from dnas.evaluate import task_dict
 
 
 @dataclass
@@ -80,8 +81,7 @@ def _criterion(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def train_network(
-    model: nn.Module, data: Datasets, cfg: TrainConfig, device: torch.device, out: Path | None = None, log=print, seed: int = 0,
-    task: dict[str, Any] | None = None,
+    model: nn.Module, data: Datasets, cfg: TrainConfig, device: torch.device, out: Path | None = None, log=print, seed: int = 0
 ) -> dict[str, Any]:
     """Train ``model`` (logits, or (logits, aux) in training mode) on ``data.train``; evaluate on ``data.test``."""
     model.to(device)
@@ -123,7 +123,7 @@ def train_network(
         **{k: final[k] for k in ("top1", "top5", "mse") if k in final},
         "params": sum(p.numel() for n, p in model.named_parameters() if not n.startswith("aux.")),  # as DARTS reports
         "seconds": round(time.perf_counter() - t0, 2),
-        **({"task": task} if task is not None else {}),  # what load_trained rebuilds the network for
+        "task": task_dict(data.task),  # what load_trained rebuilds the network for
         "history": history,
     }
     if out is not None:
@@ -158,7 +158,7 @@ def train_genotype(
     from dnas.engine.data import load_datasets
     from dnas.engine.distributed import resolve_device
     from dnas.errors import DnasError
-    from dnas.evaluate import genotype_space_data, task_dict
+    from dnas.evaluate import genotype_space_data
 
     tcfg = make_config(TrainConfig, dict(train_config or {}), "train")
     g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)
@@ -171,7 +171,7 @@ def train_genotype(
     torch.manual_seed(seed)
     model = space.build_network(g, datasets.task)
     out_dir = Path(out) if out is not None else None
-    result = train_network(model, datasets, tcfg, dev, out=out_dir, log=log, seed=seed, task=task_dict(datasets.task))
+    result = train_network(model, datasets, tcfg, dev, out=out_dir, log=log, seed=seed)
     if out_dir is not None:
         from dnas._io import atomic_write_text
 
