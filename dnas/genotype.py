@@ -159,6 +159,15 @@ def _is_dnas_genotype(text: str) -> bool:
     return isinstance(data, dict) and "choices" in data
 
 
+def _selected(path: str | Path) -> tuple[Path, str] | None:
+    """``(FILE, NAME)`` where ``path`` is ``FILE:NAME`` naming one genotype of an existing file
+    (``genotypes.py:DARTS_V2``, ``search.log:last``); None otherwise."""
+    from dnas._io import is_file
+
+    head, sep, tail = str(path).rpartition(":")
+    return (Path(head), tail) if sep and head and tail and not is_file(path) and is_file(head) else None
+
+
 def genotype_label(path: str | Path) -> str:
     """A short name for a genotype argument, for a run folder: the file's stem, NAME of FILE:NAME,
     ``darts-genotype`` for a Genotype(...) text."""
@@ -170,8 +179,8 @@ def genotype_label(path: str | Path) -> str:
         return Path(text).stem
     if looks_like_darts(text):
         return "darts-genotype"
-    head, sep, tail = text.rpartition(":")
-    return tail if sep and is_file(head) else Path(text).stem
+    picked = _selected(text)
+    return picked[1] if picked else Path(text).stem
 
 
 def load_genotype(path: str | Path, validate: bool = True) -> Genotype:
@@ -208,10 +217,9 @@ def load_genotype(path: str | Path, validate: bool = True) -> Genotype:
             validate_genotype(g, source="the Genotype(...) given")
         return g
     if not is_file(p):
-        head, sep, tail = str(path).rpartition(":")
-        builtin = builtin_genotype_path(str(path))
-        if sep and head and tail and is_file(Path(head)):  # FILE:NAME, one of the genotypes in a DARTS-style file
-            p, select = Path(head), tail
+        builtin, picked = builtin_genotype_path(str(path)), _selected(path)
+        if picked:  # FILE:NAME, one of the genotypes in a DARTS-style file
+            p, select = picked
         elif builtin is None:
             raise DnasError(f"genotype file '{path}' not found (and no built-in genotype has that name)")
         else:
