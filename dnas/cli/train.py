@@ -89,12 +89,12 @@ _RESULTS = ("metrics.json", "finetune.json", "baseline.json", "model.safetensors
 def _out(given: str | None, default: Path) -> str:
     """The training's folder: ``--out`` unless it holds a run's results (refused: they would be
     overwritten), else the default name, or default-2, -3, ... where that one holds some."""
-    def taken(p: Path) -> bool:
-        return any((p / name).exists() for name in _RESULTS)
+    def taken(p: Path) -> str | None:
+        return next((name for name in _RESULTS if (p / name).exists()), None)
 
     if given is not None:
-        if taken(Path(given)):
-            found = next(n for n in _RESULTS if (Path(given) / n).exists())
+        found = taken(Path(given))
+        if found:
             raise DnasError(f"'{given}' already holds the results of a run ({found}), which this training would overwrite; "
                             f"choose another --out")
         return given
