@@ -433,12 +433,14 @@ def compare(
                 raise DnasError(f"the genotypes to compare come from {len(spaces)} spaces ({', '.join(spaces)}); compare "
                                 f"genotypes of one space at a time")
             given = [str(g.save(folder / "genotypes" / f"searched-{i}.yaml")) for i, g in enumerate(loaded)]
+            space_name = spaces[0]
         else:
             cfg = resolve(cfg).config  # validate now, and record every default
+            space_name = cfg["space"]["name"]
         from dnas.config import config_dict
         from dnas.engine.data import DataConfig
 
-        cfg["train"] = config_dict(make_config(_train_config_class(given, cfg), dict(cfg.get("train") or {}), "train"))
+        cfg["train"] = config_dict(make_config(_train_config_class(space_name), dict(cfg.get("train") or {}), "train"))
         cfg["data"] = config_dict(make_config(DataConfig, dict(cfg["data"]), "data"))
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "compare.yaml", yaml.safe_dump({"options": asdict(opts), "config": cfg, "genotypes": given}, sort_keys=False))
@@ -448,14 +450,12 @@ def compare(
         return _compare(folder, cfg, given, opts, threads, list(plugins), log, t0)
 
 
-def _train_config_class(given: list[str] | None, cfg: dict[str, Any]):
-    """The training recipe's options, by the evaluation the space declares: supervised training or
-    SSL pretraining + linear evaluation (NASiam). A pruning space is refused: its genotypes are not
-    trained from scratch."""
-    from dnas.genotype import load_genotype
+def _train_config_class(name: str):
+    """The training recipe's options, by the evaluation space ``name`` declares: supervised training
+    or SSL pretraining + linear evaluation (NASiam). A pruning space is refused: its genotypes are
+    not trained from scratch."""
     from dnas.registry import SPACES
 
-    name = load_genotype(given[0], validate=False).space if given else cfg["space"]["name"]
     evaluation = SPACES.get(name).evaluation
     if evaluation == "pruned":
         raise DnasError(f"dnas compare trains genotypes from scratch; a pruning of space '{name}' is compared with random "
