@@ -423,6 +423,13 @@ def model_input_shape(model: nn.Module, cfg: DarioConfig) -> tuple[int, ...]:
 
 
 # -- the supernet ------------------------------------------------------------------------------
+def _block_io(args: tuple, kwargs: dict, output):
+    """(hidden state in, hidden state out) of a block's forward hook: the input positional or as
+    ``hidden_states=``, the output alone or first of a tuple (transformers layers return tuples)."""
+    h_in = args[0] if args else kwargs.get("hidden_states")
+    return h_in, output[0] if isinstance(output, tuple) else output
+
+
 class DarioSupernet(Supernet):
     """The model with gate hooks; α = one row per block (``blocks``) and per head (``heads``)."""
 
@@ -456,8 +463,7 @@ class DarioSupernet(Supernet):
 
         def probe(i):
             def hook(module, args, kwargs, output):
-                h_in = args[0] if args else kwargs.get("hidden_states")
-                h = output[0] if isinstance(output, tuple) else output
+                h_in, h = _block_io(args, kwargs, output)
                 if isinstance(h_in, torch.Tensor) and isinstance(h, torch.Tensor):
                     shapes.setdefault(i, (tuple(h_in.shape), tuple(h.shape)))
             return hook
@@ -485,8 +491,7 @@ class DarioSupernet(Supernet):
             g = self._gates.get("blocks")
             if g is None:
                 return output
-            h_in = args[0] if args else kwargs["hidden_states"]
-            h = output[0] if isinstance(output, tuple) else output  # transformers layers may return tuples
+            h_in, h = _block_io(args, kwargs, output)
             g = g[i, 0].to(h.dtype)
             mixed = g * h + (1 - g) * h_in  # DARIO eq. (6.1)
             return (mixed, *output[1:]) if isinstance(output, tuple) else mixed
