@@ -312,6 +312,21 @@ def test_cli_prune_keep_blocks_exports_a_loadable_smaller_model(tmp_path, capsys
     assert "dnas: error:" in capsys.readouterr().err
 
 
+def test_cli_warns_in_one_line_when_the_threshold_prunes_every_block(tmp_path, capsys):
+    from dnas.cli import _show_warning, main
+
+    args = ["prune", "--model", "vit_tiny_patch16_224", "--iters", "0", "--warm-start", "2", "--threshold", "0.999",
+            "--bench-batch", "2", "--no-progress", *[f"--model-arg={k}={v}" for k, v in KW.items()]]
+    assert main(args + ["--out", str(tmp_path / "p")]) == 0  # σ(α) ≥ 0.999 needs α ≥ 6.9: no N(0,1) draw gets there
+    assert json.loads((tmp_path / "p" / "report.json").read_text())["blocks_kept"] == []
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "every block" in line] == [  # one line, not Python's file:line and source dump
+        "dnas: warning: every block's gate ended below the threshold (0.999): the pruned model is the stem and head alone; "
+        "choose the size with a budget (--budget blocks=K) or a lower --threshold"]
+    _show_warning(UserWarning("from torch"), UserWarning, "/elsewhere/torch/x.py", 3)  # others keep Python's format
+    assert capsys.readouterr().err.startswith("/elsewhere/torch/x.py:3: UserWarning: from torch")
+
+
 @pytest.mark.parametrize("name", ["var", "synflow", "synflow_norm"])
 def test_closed_forms_equal_the_proxy_on_stepped_tensors(name):
     from dnas.strategies.proxies import STEPPED, stepped_proxy

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 from dnas.errors import DnasError
 
@@ -45,15 +47,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from dnas.registry import load_plugin
 
-        for module in args.plugin:
-            load_plugin(module)
-        return args.fn(args)
+        with warnings.catch_warnings():  # restores showwarning on exit
+            warnings.showwarning = _show_warning
+            for module in args.plugin:
+                load_plugin(module)
+            return args.fn(args)
     except DnasError as e:
         print(f"dnas: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dnas: interrupted; the last checkpoint is kept (resume with --resume RUN_DIR)", file=sys.stderr)
         return 130
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """dnas' own warnings as one line for the user ("dnas: warning: ..."); others (torch, timm) as Python prints them."""
+    if os.path.abspath(filename).startswith(_PACKAGE + os.sep) or category.__module__.startswith("dnas"):
+        print(f"dnas: warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 if __name__ == "__main__":

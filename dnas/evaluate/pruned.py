@@ -135,5 +135,5 @@ def finetune_pruned(
         meta["space"]["model_kwargs"] = {**meta["space"].get("model_kwargs", {}), "num_classes": classes}
         save_pruned(model.cpu(), meta["space"], meta["keep_blocks"], meta["keep_heads"], Path(out))
         (Path(out) / "finetune.json").write_text(json.dumps(result))
-    log(f"top-1 {result['top1']:.4f} after fine-tuning the last kept block + head")
+    log(f"top-1 {result['top1']:.4f} after fine-tuning {'the last kept block + head' if blocks else 'the head (no block kept)'}")
     return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -409,6 +410,9 @@ def prune(
         budget_report = {"equivalent_threshold": threshold}
     pruned = space.build_network(genotype, model=original)
     kept, heads = space.kept(genotype)
+    if not kept and space.block_decisions() and not budget_d and keep_blocks is None:
+        warnings.warn(f"every block's gate ended below the threshold ({threshold}): the pruned model is the stem and "
+                      "head alone; choose the size with a budget (--budget blocks=K) or a lower --threshold", stacklevel=2)
     save_pruned(pruned, space.config_dict(), kept, heads, out)
     from dnas._io import atomic_write_text
 
