@@ -374,7 +374,7 @@ def evaluation_of(genotype: Genotype | str | Path) -> str:
 
 
 def train(
-    genotype: Genotype | str | Path,
+    genotype: Genotype | str | Path | None = None,
     data: str = "digits",
     *,
     train_config: dict[str, Any] | None = None,
@@ -385,6 +385,8 @@ def train(
     out: str | Path | None = None,
     log=print,
     evaluation: str | None = None,
+    loggers: list[Any] | None = None,
+    resume: str | Path | None = None,
 ) -> dict[str, Any]:
     """The evaluation phase of ``genotype``, picked from its space (``SearchSpace.evaluation``):
 
@@ -410,6 +412,11 @@ def train(
             (nothing is written without it).
         log: called with one line of progress per epoch.
         evaluation: one of supervised, ssl, pruned to override the space's choice (``--ssl``, ``--pruned``).
+        loggers: supervised training: ``tensorboard``, ``mlflow``, ``csv`` (or ``NAME=DEST``) receive
+            every epoch's record, as ``out/history.jsonl`` does (needs ``out``).
+        resume: a supervised training's ``out`` folder to continue from its last checkpoint (written
+            after every epoch), with the config it started with; the other arguments but ``device``
+            and ``log`` are not given.
 
     Returns:
         The evaluation's metrics (``top1``/``top5`` on the test split, ``mse`` for regression,
@@ -421,6 +428,13 @@ def train(
     Example:
         >>> dnas.train("runs/nasiam/genotype.yaml", data="digits", train_config={"epochs": 2})  # SSL + linear eval
     """
+    if resume is not None:
+        return _resume_training(resume, genotype, out, device, log, loggers, dict(train_config=train_config, space_config=space_config,
+                                data_config=data_config, evaluation=evaluation, seed=seed or None, data=data if data != "digits" else None))
+    if genotype is None:
+        raise DnasError("train needs a genotype (a Genotype, a genotype file or a shipped name), or resume=RUN_DIR")
+    if loggers and out is None:
+        raise DnasError("loggers mirror the training's out/history.jsonl: give out=DIR (--out) too")
     if evaluation is not None and evaluation not in EVALUATIONS:
         raise DnasError(f"unknown evaluation {evaluation!r}{did_you_mean(evaluation, EVALUATIONS)}; choose one of: {', '.join(EVALUATIONS)}")
     if evaluation == "pruned" or (evaluation is None and isinstance(genotype, (str, Path)) and is_file(Path(genotype) / "pruned.yaml")):
@@ -435,7 +449,33 @@ def train(
         return _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log)
     from dnas.evaluate.supervised import train_genotype
 
+    if loggers:
+        kw["loggers"] = loggers
     return train_genotype(genotype, data, **kw)
+
+
+def _resume_training(run_dir, genotype, out, device, log, loggers, others: dict[str, Any]) -> dict[str, Any]:
+    """``train(resume=DIR)``: the supervised training in ``DIR`` continued from its checkpoint."""
+    from dnas.evaluate.supervised import train_genotype
+
+    run_dir = Path(run_dir)
+    given = [k for k, v in {"genotype": genotype, "out": out, "loggers": loggers, **others}.items() if v]
+    if given:
+        raise DnasError(f"resume continues a training with the config it started with ({run_dir}/config.yaml); "
+                        f"{', '.join(given)} cannot change it")
+    if not is_file(run_dir / "config.yaml") or not is_file(run_dir / "genotype.yaml"):
+        raise DnasError(f"cannot resume: '{run_dir}' holds no config.yaml and genotype.yaml of a dnas training")
+    if is_file(run_dir / "metrics.json"):
+        raise DnasError(f"'{run_dir}' finished its training (metrics.json); nothing to resume")
+    if not is_file(run_dir / "checkpoint.pt") and not is_file(run_dir / "checkpoint.prev.pt"):
+        raise DnasError(f"cannot resume: '{run_dir}' has no checkpoint (it stopped before its first epoch ended, or is not a "
+                        f"supervised training); start it again")
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    space_cfg = {k: v for k, v in (cfg.get("space") or {}).items() if k != "name"}
+    data_cfg = dict(cfg.get("data") or {})
+    return train_genotype(run_dir / "genotype.yaml", data_cfg.pop("name", "digits"), train_config=cfg.get("train"),
+                          space_config=space_cfg, data_config=data_cfg, seed=cfg.get("seed", 0), device=device or cfg.get("device", "cpu"),
+                          out=run_dir, log=log, loggers=cfg.get("loggers"), resume=True)
 
 
 def _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log) -> dict[str, Any]:

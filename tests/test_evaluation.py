@@ -108,8 +108,49 @@ def test_supervised_train_writes_its_folder(tmp_path):
     space = dnas.create_space("darts", C=4, layers=3, nodes=2)
     g = space.random_genotype(__import__("random").Random(0))
     r = dnas.train(g, "synthetic", train_config={"epochs": 1, "batch_size": 64}, out=tmp_path / "t", log=lambda s: None)
-    assert set(r["history"][0]) == {"epoch", "train_loss", "test_top1", "test_top5", "test_loss"}
-    assert {p.name for p in (tmp_path / "t").iterdir()} == {"model.safetensors", "metrics.json", "genotype.yaml", "config.yaml"}
+    assert set(r["history"][0]) == {"epoch", "train_loss", "test_top1", "test_top5", "test_loss", "lr", "seconds"}
+    assert {p.name for p in (tmp_path / "t").iterdir()} == {"model.safetensors", "metrics.json", "genotype.yaml", "config.yaml",
+                                                            "history.jsonl"}  # the checkpoints go once it finished
+    assert [json.loads(line) for line in (tmp_path / "t" / "history.jsonl").read_text().splitlines()] == r["history"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, capsys):
+    """Killed during epoch 3 of 4: --resume runs epochs 3 and 4 again from the checkpoint of epoch 2 (weights, SGD
+    momentum, cosine schedule, shuffling and cutout generator, torch's RNG for drop path) and ends bitwise where one
+    uninterrupted training ends; the loggers and history.jsonl hold each epoch once."""
+    from safetensors.torch import load_file
+
+    space = dnas.create_space("darts", C=4, layers=3, nodes=2)
+    g = space.random_genotype(__import__("random").Random(0))
+    cfg = {"epochs": 4, "batch_size": 128, "drop_path": 0.3, "cutout": 3}
+    whole = dnas.train(g, "digits", train_config=cfg, out=tmp_path / "whole", log=lambda s: None)
+
+    def stop_in_epoch_3(line):
+        if line.startswith("epoch 3/"):
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        dnas.train(g, "digits", train_config=cfg, out=tmp_path / "cut", log=stop_in_epoch_3, loggers=["csv"])
+    assert not (tmp_path / "cut" / "metrics.json").exists() and (tmp_path / "cut" / "checkpoint.pt").exists()
+    assert main(["train", "--genotype", str(tmp_path / "cut"), "--out", str(tmp_path / "cut")]) == 2
+    assert "holds an unfinished training; continue it with dnas train --resume" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--epochs", "9"]) == 2
+    assert "--epochs cannot change it" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    assert "resuming after epoch 2/4" in capsys.readouterr().out
+    a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert resumed["top1"] == whole["top1"] and [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
+    steps = [line.split(",")[0] for line in (tmp_path / "cut" / "metrics.csv").read_text().splitlines()[1:] if ",train_loss," in line]
+    assert steps == ["1", "2", "3", "4"]  # epoch 3's record was never written before the stop
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 2
+    assert "finished its training (metrics.json); nothing to resume" in capsys.readouterr().err
 
 
 def test_load_trained_gives_back_the_network_that_scored_the_reported_accuracy(tmp_path):

@@ -22,7 +22,14 @@ def add(sub) -> None:
     t.add_argument("--seed", type=int)
     t.add_argument("--device")
     t.add_argument("--ssl", action="store_true", help="force SSL pretraining + linear evaluation (nasiam-mlp genotypes get it without)")
+    t.add_argument("--logger", action="append", metavar="NAME[=DEST]",
+                   help="supervised training: also log every epoch to tensorboard, mlflow or csv (repeatable)")
+    t.add_argument("--resume", metavar="DIR", help="continue an interrupted supervised training from its last epoch's checkpoint")
     t.set_defaults(fn=run)
+
+
+#: the options that make a training's config (a resumed training keeps its own)
+_CONFIG_FLAGS = ("genotype", "pruned", "random_baseline", "data_dir", "download", "target", "epochs", "set", "out", "seed", "ssl", "logger")
 
 
 def run(args) -> int:
@@ -32,6 +39,8 @@ def run(args) -> int:
     from dnas.api import evaluation_of, parse_set, train
     from dnas.genotype import genotype_label
 
+    if args.resume:
+        return run_resume(args)
     if args.pruned:  # explicit override: fine-tune this pruned-model folder
         return run_finetune_pruned(args)
     if not args.genotype:
@@ -53,12 +62,36 @@ def run(args) -> int:
         out = _out(args.out, folder.with_name(folder.name + "-finetuned"))
     else:
         out = _out(args.out, Path("runs") / (("ssl-" if kind == "ssl" else "train-") + genotype_label(args.genotype)))
+    if args.logger and kind != "supervised":
+        raise DnasError(f"--logger follows a supervised training; this genotype's evaluation is {kind}")
     result = train(
         args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
-        seed=args.seed or 0, device=args.device or "cpu", out=out, evaluation=kind,
+        seed=args.seed or 0, device=args.device or "cpu", out=out, evaluation=kind, loggers=args.logger,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     print(f"weights and metrics written to {out}")
+    return 0
+
+
+def run_resume(args) -> int:
+    import json
+
+    import yaml
+
+    from dnas._io import is_file
+    from dnas.api import train
+
+    given = [f"--{k.replace('_', '-')}" for k in _CONFIG_FLAGS if getattr(args, k, None) not in (None, False, [])]
+    if args.data != "digits":
+        given.append("--data")
+    if given:  # they would be ignored: a resumed training keeps the config it started with
+        raise DnasError(f"--resume continues a training with the config it started with ({args.resume}/config.yaml); "
+                        f"{', '.join(given)} cannot change it: drop {'it' if len(given) == 1 else 'them'} (--device may change)")
+    cfg_path = Path(args.resume) / "config.yaml"
+    device = args.device or ((yaml.safe_load(cfg_path.read_text()) or {}).get("device") if is_file(cfg_path) else None) or "cpu"
+    result = train(resume=args.resume, device=device)
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    print(f"weights and metrics written to {args.resume}")
     return 0
 
 
@@ -92,8 +125,14 @@ def _out(given: str | None, default: Path) -> str:
     def taken(p: Path) -> str | None:
         return next((name for name in _RESULTS if (p / name).exists()), None)
 
+    def taken_ckpt(p: Path) -> bool:
+        return (p / "checkpoint.pt").exists() and (p / "genotype.yaml").exists() and not (p / "alphas.pt").exists()
+
     if given is not None:
         found = taken(Path(given))
+        if found == "config.yaml" and taken_ckpt(Path(given)) and not (Path(given) / "metrics.json").exists():
+            raise DnasError(f"'{given}' holds an unfinished training; continue it with dnas train --resume {given}, "
+                            f"or choose another --out")
         if found:
             raise DnasError(f"'{given}' already holds the results of a run ({found}), which this training would overwrite; "
                             f"choose another --out")

@@ -59,6 +59,7 @@ def fit(
     on_epoch_start: Callable[[int], None] | None = None,
     after_step: Callable[[Any, dict[str, Any]], None] | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    start_epoch: int = 0,
 ) -> FitResult:
     """Train for ``epochs`` passes over ``batches`` (see the module docstring for the call order).
 
@@ -73,6 +74,8 @@ def fit(
         grad_clip: clip the gradient norm of the optimizer's parameters to this (0: off).
         max_steps: stop after this many steps over all epochs (None: no limit).
         on_epoch_start, after_step, on_epoch_end: the hooks of the module docstring.
+        start_epoch: the first epoch to run (a resumed training: the model, optimizer and scheduler
+            already hold the state after ``start_epoch`` epochs).
 
     Returns:
         The per-epoch records (``epoch``, the means of ``loss_fn``'s numbers, what ``on_epoch_end``
@@ -80,7 +83,7 @@ def fit(
     """
     params = [p for g in optimizer.param_groups for p in g["params"]]
     result = FitResult()
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         if model is not None:

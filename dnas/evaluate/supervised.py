@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from dnas.engine.data import Datasets
 from dnas.engine.fit import fit
+from dnas.engine.run import Run
 from dnas.evaluate import task_dict
 
 
@@ -81,18 +82,34 @@ def _criterion(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def train_network(
-    model: nn.Module, data: Datasets, cfg: TrainConfig, device: torch.device, out: Path | None = None, log=print, seed: int = 0
+    model: nn.Module, data: Datasets, cfg: TrainConfig, device: torch.device, out: Path | None = None, log=print, seed: int = 0,
+    run: Run | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` (logits, or (logits, aux) in training mode) on ``data.train``; evaluate on ``data.test``."""
+    """Train ``model`` (logits, or (logits, aux) in training mode) on ``data.train``; evaluate on ``data.test``.
+
+    With a ``run`` (the training's folder), every epoch's record goes to its ``history.jsonl`` and
+    loggers, and a checkpoint (weights, optimizer, schedule, random states) is written after every
+    epoch; a run that holds one continues from it, to the same weights as an uninterrupted training."""
     model.to(device)
     opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs, 1), eta_min=cfg.lr_min)
     g = torch.Generator().manual_seed(seed)
+    start, spent = 0, 0.0
+    state = run.load_checkpoint() if run is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        g.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start, spent = state["epoch"], state["seconds"]
+        run.truncate_history(start)  # epochs after the checkpoint are run again
+        log(f"resuming after epoch {start}/{cfg.epochs}")
     train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(data.train) > cfg.batch_size)
     test = DataLoader(data.test, batch_size=max(cfg.batch_size, 256))
     size = data.task.input_shape[-1]
     cut = cfg.cutout if cfg.cutout is not None else (16 if size >= 32 else 0)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - spent
 
     def drop_path(epoch: int) -> None:  # DARTS: raised linearly from 0 over the epochs
         if hasattr(model, "drop_path_prob"):
@@ -113,11 +130,20 @@ def train_network(
     def evaluator(epoch: int, metrics: dict[str, Any]) -> None:
         metrics["train_loss"] = metrics.pop("loss", 0.0)
         metrics.update({f"test_{k}": v for k, v in evaluate(model, test, device).items()})
+        metrics["lr"] = opt.param_groups[0]["lr"]  # the next epoch's: the schedule has stepped
+        metrics["seconds"] = round(time.perf_counter() - t0, 2)
         shown = "test_top1" if "test_top1" in metrics else "test_mse"
         log(f"epoch {epoch + 1}/{cfg.epochs} train_loss {metrics['train_loss']:.4f} {shown} {metrics[shown]:.4f}")
+        if run is not None:
+            run.append_history(metrics)
+            run.save_checkpoint({"epoch": epoch + 1, "seconds": metrics["seconds"], "model": model.state_dict(),
+                                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": g.get_state(),
+                                 "torch_rng": torch.get_rng_state()})
 
     history = fit(model, train, loss_fn, opt, epochs=cfg.epochs, scheduler=sched, grad_clip=cfg.grad_clip,
-                  on_epoch_start=drop_path, on_epoch_end=evaluator).history
+                  on_epoch_start=drop_path, on_epoch_end=evaluator, start_epoch=start).history
+    if run is not None:
+        history = run.history()  # the epochs before a resume too
     final = evaluate(model, test, device) if cfg.epochs == 0 else {k[5:]: v for k, v in history[-1].items() if k.startswith("test_")}
     result = {
         **{k: final[k] for k in ("top1", "top5", "mse") if k in final},
@@ -134,6 +160,8 @@ def train_network(
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
         atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
+        for name in ("checkpoint.pt", "checkpoint.prev.pt"):  # finished: the weights are in model.safetensors
+            (out / name).unlink(missing_ok=True)
     return result
 
 
@@ -148,15 +176,21 @@ def train_genotype(
     device: str = "cpu",
     out: str | Path | None = None,
     log=print,
+    loggers: list[Any] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Supervised evaluation: build ``genotype``'s network (space options overridable, e.g. ``{"C": 36,
     "layers": 20}``), train it from scratch on ``data`` and report top-1/top-5 on its test split.
-    ``out`` receives ``model.safetensors``, ``metrics.json``, ``genotype.yaml`` and ``config.yaml``."""
+    ``out`` receives ``genotype.yaml`` and ``config.yaml`` first, then ``history.jsonl`` and a
+    checkpoint every epoch (mirrored to ``loggers``), and ``model.safetensors`` and ``metrics.json``
+    at the end; ``resume`` continues the training whose checkpoint is in ``out``."""
     import yaml
 
+    from dnas._io import atomic_write_text
     from dnas.config import config_dict, make_config
     from dnas.engine.data import load_datasets
     from dnas.engine.distributed import resolve_device
+    from dnas.engine.loggers import check_loggers, make_loggers
     from dnas.errors import DnasError
     from dnas.evaluate import genotype_space_data
 
@@ -165,20 +199,23 @@ def train_genotype(
     if space.evaluation != "supervised":
         raise DnasError(f"genotype space '{g.space}' is evaluated by '{space.evaluation}', not by supervised training; "
                         f"drop the override (dnas train picks it)")
+    check_loggers(loggers)
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None and not resume and (out_dir / "checkpoint.pt").exists():
+        raise DnasError(f"'{out_dir}' holds an unfinished training; continue it with dnas train --resume {out_dir} "
+                        f"(resume=...), or choose another out")
     datasets = load_datasets(dcfg)
     space.check_task(datasets.task)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     model = space.build_network(g, datasets.task)
-    out_dir = Path(out) if out is not None else None
-    result = train_network(model, datasets, tcfg, dev, out=out_dir, log=log, seed=seed)
-    if out_dir is not None:
-        from dnas._io import atomic_write_text
-
-        g.save(out_dir / "genotype.yaml")
-        atomic_write_text(
-            out_dir / "config.yaml",
-            yaml.safe_dump({"space": {"name": space.name, **space.config_dict()}, "data": config_dict(dcfg),
-                            "train": config_dict(tcfg), "seed": seed, "device": device}, sort_keys=False),
-        )
-    return result
+    if out_dir is None:
+        return train_network(model, datasets, tcfg, dev, log=log, seed=seed)
+    config = {"space": {"name": space.name, **space.config_dict()}, "data": config_dict(dcfg), "train": config_dict(tcfg),
+              "seed": seed, "device": device, "loggers": list(loggers or [])}
+    with Run(out_dir, progress=False) as run:
+        if not resume:
+            g.save(out_dir / "genotype.yaml")
+            atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        run.loggers = make_loggers(loggers, out_dir, config)
+        return train_network(model, datasets, tcfg, dev, out=out_dir, log=log, seed=seed, run=run)
