@@ -429,8 +429,9 @@ def train(
         >>> dnas.train("runs/nasiam/genotype.yaml", data="digits", train_config={"epochs": 2})  # SSL + linear eval
     """
     if resume is not None:
-        return _resume_training(resume, genotype, out, device, log, loggers, dict(train_config=train_config, space_config=space_config,
-                                data_config=data_config, evaluation=evaluation, seed=seed or None, data=data if data != "digits" else None))
+        return _resume_training(resume, genotype, out, device, log, loggers, {"train_config": train_config, "space_config": space_config,
+                                "data_config": data_config, "evaluation": evaluation, "seed": seed or None,
+                                "data": data if data != "digits" else None})
     if genotype is None:
         raise DnasError("train needs a genotype (a Genotype, a genotype file or a shipped name), or resume=RUN_DIR")
     if loggers and out is None:

@@ -320,9 +320,9 @@ def test_cli_warns_in_one_line_when_the_threshold_prunes_every_block(tmp_path, c
     assert main(args + ["--out", str(tmp_path / "p")]) == 0  # σ(α) ≥ 0.999 needs α ≥ 6.9: no N(0,1) draw gets there
     assert json.loads((tmp_path / "p" / "report.json").read_text())["blocks_kept"] == []
     err = capsys.readouterr().err.splitlines()
-    assert [line for line in err if "every block" in line] == [  # one line, not Python's file:line and source dump
+    assert [line for line in err if "every block" in line] == [(  # one line, not Python's file:line and source dump
         "dnas: warning: every block's gate ended below the threshold (0.999): the pruned model is the stem and head alone; "
-        "choose the size with a budget (--budget blocks=K) or a lower --threshold"]
+        "choose the size with a budget (--budget blocks=K) or a lower --threshold")]
     _show_warning(UserWarning("from torch"), UserWarning, "/elsewhere/torch/x.py", 3)  # others keep Python's format
     assert capsys.readouterr().err.startswith("/elsewhere/torch/x.py:3: UserWarning: from torch")
 
