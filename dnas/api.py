@@ -412,11 +412,11 @@ def train(
             (nothing is written without it).
         log: called with one line of progress per epoch.
         evaluation: one of supervised, ssl, pruned to override the space's choice (``--ssl``, ``--pruned``).
-        loggers: supervised training: ``tensorboard``, ``mlflow``, ``csv`` (or ``NAME=DEST``) receive
-            every epoch's record, as ``out/history.jsonl`` does (needs ``out``).
-        resume: a supervised training's ``out`` folder to continue from its last checkpoint (written
-            after every epoch), with the config it started with; the other arguments but ``device``
-            and ``log`` are not given.
+        loggers: supervised training and SSL pretraining: ``tensorboard``, ``mlflow``, ``csv`` (or
+            ``NAME=DEST``) receive every epoch's record, as ``out/history.jsonl`` does (needs ``out``).
+        resume: the ``out`` folder of an interrupted supervised training or SSL pretraining, to
+            continue from its last checkpoint (written after every epoch) with the config it started
+            with; the other arguments but ``device`` and ``log`` are not given.
 
     Returns:
         The evaluation's metrics (``top1``/``top5`` on the test split, ``mse`` for regression,
@@ -442,6 +442,8 @@ def train(
         return _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log)
     kind = evaluation or evaluation_of(genotype)
     kw = dict(train_config=train_config, space_config=space_config, data_config=data_config, seed=seed, device=device, out=out, log=log)
+    if loggers:
+        kw["loggers"] = loggers
     if kind == "ssl":
         from dnas.evaluate.ssl import ssl_train
 
@@ -450,13 +452,12 @@ def train(
         return _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log)
     from dnas.evaluate.supervised import train_genotype
 
-    if loggers:
-        kw["loggers"] = loggers
     return train_genotype(genotype, data, **kw)
 
 
 def _resume_training(run_dir, genotype, out, device, log, loggers, others: dict[str, Any]) -> dict[str, Any]:
-    """``train(resume=DIR)``: the supervised training in ``DIR`` continued from its checkpoint."""
+    """``train(resume=DIR)``: the training in ``DIR`` (supervised, or SSL pretraining) continued from its checkpoint."""
+    from dnas.evaluate.ssl import ssl_train
     from dnas.evaluate.supervised import train_genotype
 
     run_dir = Path(run_dir)
@@ -469,12 +470,14 @@ def _resume_training(run_dir, genotype, out, device, log, loggers, others: dict[
     if is_file(run_dir / "metrics.json"):
         raise DnasError(f"'{run_dir}' finished its training (metrics.json); nothing to resume")
     if not is_file(run_dir / "checkpoint.pt") and not is_file(run_dir / "checkpoint.prev.pt"):
-        raise DnasError(f"cannot resume: '{run_dir}' has no checkpoint (it stopped before its first epoch ended, or is not a "
-                        f"supervised training); start it again")
+        raise DnasError(f"cannot resume: '{run_dir}' has no checkpoint (it stopped before its first epoch ended); start it again")
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     space_cfg = {k: v for k, v in (cfg.get("space") or {}).items() if k != "name"}
     data_cfg = dict(cfg.get("data") or {})
-    return train_genotype(run_dir / "genotype.yaml", data_cfg.pop("name", "digits"), train_config=cfg.get("train"),
+    kind = evaluation_of(run_dir / "genotype.yaml")
+    if kind not in ("supervised", "ssl"):
+        raise DnasError(f"cannot resume: '{run_dir}' is a {kind} evaluation, which keeps no checkpoint; start it again")
+    return (ssl_train if kind == "ssl" else train_genotype)(run_dir / "genotype.yaml", data_cfg.pop("name", "digits"), train_config=cfg.get("train"),
                           space_config=space_cfg, data_config=data_cfg, seed=cfg.get("seed", 0), device=device or cfg.get("device", "cpu"),
                           out=run_dir, log=log, loggers=cfg.get("loggers"), resume=True)
 

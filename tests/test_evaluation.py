@@ -186,3 +186,29 @@ def test_cli_train_of_a_nasiam_search_runs_ssl_without_the_flag(tmp_path, capsys
     printed = json.loads(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("{")))
     assert {"top1", "knn_top1", "std"} <= set(printed)
     assert (out / "model.safetensors").is_file() and (out / "genotype.yaml").is_file()
+
+
+def test_an_interrupted_ssl_pretraining_resumes_to_the_same_weights_and_queue(tmp_path, capsys):
+    """MoCo v2 (a momentum target and a queue in the buffers) stopped during epoch 3 of 3: --resume gives the
+    weights, the queue and the linear evaluation of an uninterrupted run; the history holds each epoch once."""
+    from safetensors.torch import load_file
+
+    g = dnas.create_space("nasiam-mlp", framework="mocov2", **NASIAM).random_genotype(__import__("random").Random(0))
+    cfg = {"epochs": 3, "batch_size": 256, "linear_epochs": 2, "knn_k": 5, "knn_every": 2}
+    whole = dnas.train(g, "digits", train_config=cfg, out=tmp_path / "whole", log=lambda s: None)
+
+    def stop_in_epoch_3(line):
+        if line.startswith("epoch 3/"):
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        dnas.train(g, "digits", train_config=cfg, out=tmp_path / "cut", log=stop_in_epoch_3, loggers=["csv"])
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    assert "resuming after epoch 2/3" in capsys.readouterr().out
+    a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert any("queue" in k for k in a) and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert (resumed["top1"], resumed["knn_top1"]) == (whole["top1"], whole["knn_top1"])
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+    assert dnas.load_trained(tmp_path / "cut")(torch.zeros(2, 1, 8, 8)).shape[0] == 2

@@ -23,8 +23,8 @@ def add(sub) -> None:
     t.add_argument("--device")
     t.add_argument("--ssl", action="store_true", help="force SSL pretraining + linear evaluation (nasiam-mlp genotypes get it without)")
     t.add_argument("--logger", action="append", metavar="NAME[=DEST]",
-                   help="supervised training: also log every epoch to tensorboard, mlflow or csv (repeatable)")
-    t.add_argument("--resume", metavar="DIR", help="continue an interrupted supervised training from its last epoch's checkpoint")
+                   help="also log every epoch to tensorboard, mlflow or csv (repeatable; supervised and SSL)")
+    t.add_argument("--resume", metavar="DIR", help="continue an interrupted training (supervised or SSL) from its last epoch's checkpoint")
     t.set_defaults(fn=run)
 
 
@@ -62,8 +62,8 @@ def run(args) -> int:
         out = _out(args.out, folder.with_name(folder.name + "-finetuned"))
     else:
         out = _out(args.out, Path("runs") / (("ssl-" if kind == "ssl" else "train-") + genotype_label(args.genotype)))
-    if args.logger and kind != "supervised":
-        raise DnasError(f"--logger follows a supervised training; this genotype's evaluation is {kind}")
+    if args.logger and kind == "pruned":
+        raise DnasError("--logger follows a supervised training or an SSL pretraining; the fine-tuning of a pruned model has none")
     result = train(
         args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
         seed=args.seed or 0, device=args.device or "cpu", out=out, evaluation=kind, loggers=args.logger,

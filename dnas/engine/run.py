@@ -139,6 +139,36 @@ class Run:
             return read_checked(prev)
         return None
 
+    # -- a training's state, one checkpoint per epoch (dnas train) ---------------------------------
+    def save_training(self, epoch: int, seconds: float, model, optimizer, generator, scheduler=None) -> None:
+        """Checkpoint a training after ``epoch`` epochs: weights (and buffers: a MoCo queue), the
+        optimizer, the scheduler, the data order's ``generator`` and torch's RNG (augmentation, drop path)."""
+        import torch
+
+        self.save_checkpoint({"epoch": epoch, "seconds": seconds, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                              "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
+
+    def restore_training(self, model, optimizer, generator, scheduler=None) -> tuple[int, float]:
+        """Load the folder's last training checkpoint into these objects and drop the history of the
+        epochs after it; returns (epochs done, seconds spent), (0, 0.0) without a checkpoint."""
+        import torch
+
+        state = self.load_checkpoint()
+        if state is None:
+            return 0, 0.0
+        if "optimizer" not in state or "torch_rng" not in state:
+            raise DnasError(f"'{self.dir}/checkpoint.pt' is not the checkpoint of a dnas training (a search's?); "
+                            f"resume it with the command that wrote it")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.truncate_history(state["epoch"])  # epochs after the checkpoint are run again
+        return state["epoch"], state["seconds"]
+
     def append_history(self, record: dict[str, Any]) -> None:
         """Append one record (an epoch, an iteration or a trial) to ``history.jsonl`` and pass it to
         the run's loggers."""

@@ -2,6 +2,9 @@
 model's fine-tuning)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+
 from dnas.config import make_config
 from dnas.engine.data import DataConfig
 from dnas.genotype import Genotype, load_genotype
@@ -19,6 +22,49 @@ def genotype_space_data(genotype, data: str, space_config=None, data_config=None
 
 #: the evaluations ``train`` picks from (``SearchSpace.evaluation``)
 EVALUATIONS = ("supervised", "ssl", "pruned")
+
+
+@contextmanager
+def training_run(out, genotype: Genotype, config: dict, loggers=None, resume: bool = False):
+    """The folder of a training as a :class:`dnas.engine.run.Run` (``None`` without ``out``): a new
+    one gets ``genotype.yaml`` and ``config.yaml`` first; its ``loggers`` mirror ``history.jsonl``.
+    A folder that holds a checkpoint is refused unless ``resume``."""
+    import yaml
+
+    from dnas._io import atomic_write_text
+    from dnas.engine.loggers import make_loggers
+    from dnas.engine.run import Run
+    from dnas.errors import DnasError
+
+    if out is None:
+        yield None
+        return
+    out = Path(out)
+    if not resume and (out / "checkpoint.pt").exists():
+        raise DnasError(f"'{out}' holds an unfinished training; continue it with dnas train --resume {out} "
+                        f"(resume=...), or choose another out")
+    with Run(out, progress=False) as run:
+        if not resume:
+            genotype.save(out / "genotype.yaml")
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        run.loggers = make_loggers(loggers, out, config)
+        yield run
+
+
+def finish_training(out, state_dict: dict, result: dict) -> None:
+    """A finished training's ``model.safetensors`` and ``metrics.json``; its checkpoints go (the weights are saved)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from dnas._io import atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(out / "model.safetensors"))
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (out / name).unlink(missing_ok=True)
 
 
 def task_dict(task) -> dict:

@@ -10,7 +10,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -127,9 +126,11 @@ def mean_average_precision(query_f, query_y, gallery_f, gallery_y, threshold: fl
 
 # -- pretraining ------------------------------------------------------------------------------------
 def pretrain(model: nn.Module, train, plain, test, cfg: SSLTrainConfig, device: torch.device, log=print,
-             seed: int = 0, num_workers: int = 0) -> list[dict[str, Any]]:
+             seed: int = 0, num_workers: int = 0, run=None) -> list[dict[str, Any]]:
     """Self-supervised pretraining of ``model`` (a ``nasiam-mlp`` network) on ``train``, whose items are
-    ``((v1, v2), y)``; ``plain`` (the un-augmented train set) and ``test`` feed the kNN monitor."""
+    ``((v1, v2), y)``; ``plain`` (the un-augmented train set) and ``test`` feed the kNN monitor.
+    With a ``run`` (:class:`dnas.engine.run.Run`) each epoch goes to its history and a checkpoint,
+    and a run that holds one continues from it."""
     from dnas.spaces.siamese import std_warning
 
     model.to(device)
@@ -141,7 +142,10 @@ def pretrain(model: nn.Module, train, plain, test, cfg: SSLTrainConfig, device: 
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(train) > cfg.batch_size,
                         num_workers=num_workers)
-    clock = {}
+    start, spent = run.restore_training(model, opt, g) if run is not None else (0, 0.0)
+    if start:
+        log(f"resuming after epoch {start}/{cfg.epochs}")
+    clock = {"spent": spent}
 
     def schedule(epoch: int) -> None:
         clock["lr"] = cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))  # cosine schedule
@@ -165,8 +169,14 @@ def pretrain(model: nn.Module, train, plain, test, cfg: SSLTrainConfig, device: 
         warn = std_warning(rec["std"], model.projector.out[0].out_features)
         if warn:
             log(f"warning: {warn}")
+        if run is not None:
+            clock["spent"] += rec["seconds"]
+            run.append_history(rec)
+            run.save_training(epoch + 1, clock["spent"], model, opt, g)
 
-    return fit(model, loader, loss_fn, opt, epochs=cfg.epochs, on_epoch_start=schedule, on_epoch_end=monitors).history
+    history = fit(model, loader, loss_fn, opt, epochs=cfg.epochs, on_epoch_start=schedule, on_epoch_end=monitors,
+                  start_epoch=start).history
+    return run.history() if run is not None else history
 
 
 def ssl_train(
@@ -180,14 +190,20 @@ def ssl_train(
     device: str = "cpu",
     out: str | Path | None = None,
     log=print,
+    loggers: list[Any] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Pretrain ``genotype``'s heads self-supervised on ``data`` (two augmented views, cosine lr, kNN and
     collapse monitors each epoch), then linear evaluation on the frozen backbone features: top-1/top-5.
 
-    ``out`` receives ``model.safetensors``, ``genotype.yaml`` (with the space options used, so
-    ``dnas retrieve OUT`` rebuilds it), ``metrics.json``.
+    ``out`` receives ``genotype.yaml`` (with the space options used, so ``dnas retrieve OUT``
+    rebuilds it) and ``config.yaml`` first, ``history.jsonl`` and a checkpoint every pretraining
+    epoch (mirrored to ``loggers``), ``model.safetensors`` and ``metrics.json`` at the end;
+    ``resume`` continues the pretraining whose checkpoint is in ``out``.
     """
-    from dnas.config import make_config
+    from dnas.config import config_dict, make_config
+    from dnas.engine.loggers import check_loggers
+    from dnas.evaluate import finish_training, training_run
     from dnas.engine.data import load_datasets, two_view_datasets
     from dnas.engine.distributed import resolve_device
     from dnas.evaluate import genotype_space_data, task_dict
@@ -197,6 +213,7 @@ def ssl_train(
     if space.evaluation != "ssl":
         raise DnasError(f"--ssl trains self-supervised spaces (nasiam-mlp); genotype space '{g.space}' is evaluated by "
                         f"'{space.evaluation}': drop --ssl")
+    check_loggers(loggers)
     plain_sets = load_datasets(dataclasses.replace(dcfg, augment=False))
     space.check_task(plain_sets.task)
     plain = plain_sets.train  # features for kNN / linear evaluation
@@ -205,7 +222,12 @@ def ssl_train(
     torch.manual_seed(seed)
     model = space.build_network(g, datasets.task)
     t0 = time.perf_counter()
-    history = pretrain(model, datasets.train, plain, datasets.test, cfg, dev, log=log, seed=seed, num_workers=dcfg.num_workers)
+    g = g.replace(config=space.config_dict())
+    config = {"space": {"name": space.name, **space.config_dict()}, "data": config_dict(dcfg), "train": config_dict(cfg),
+              "seed": seed, "device": device, "loggers": list(loggers or [])}
+    with training_run(out, g, config, loggers, resume) as run:
+        history = pretrain(model, datasets.train, plain, datasets.test, cfg, dev, log=log, seed=seed,
+                           num_workers=dcfg.num_workers, run=run)
     tf, ty = extract_features(model, plain, dev)
     ef, ey = extract_features(model, datasets.test, dev)
     lin = linear_eval(tf, ty, ef, ey, cfg.linear_epochs, cfg.linear_lr, cfg.linear_batch_size, seed)
@@ -220,15 +242,7 @@ def ssl_train(
     }
     log(f"linear evaluation: top1 {result['top1']:.4f} top5 {result['top5']:.4f} (knn top1 {result['knn_top1']:.4f})")
     if out is not None:
-        from safetensors.torch import save_file
-
-        from dnas._io import atomic_write_text
-
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
-        g.replace(config=space.config_dict()).save(out_dir / "genotype.yaml")
-        atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=1))
+        finish_training(out, model.state_dict(), result)
     return result
 
 

@@ -1,7 +1,6 @@
 """The evaluation phase: train a genotype's network from scratch and report top-1/top-5."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from torch.utils.data import DataLoader
 from dnas.engine.data import Datasets
 from dnas.engine.fit import fit
 from dnas.engine.run import Run
-from dnas.evaluate import task_dict
+from dnas.evaluate import finish_training, task_dict, training_run
 
 
 @dataclass
@@ -94,16 +93,8 @@ def train_network(
     opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs, 1), eta_min=cfg.lr_min)
     g = torch.Generator().manual_seed(seed)
-    start, spent = 0, 0.0
-    state = run.load_checkpoint() if run is not None else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        g.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start, spent = state["epoch"], state["seconds"]
-        run.truncate_history(start)  # epochs after the checkpoint are run again
+    start, spent = run.restore_training(model, opt, g, sched) if run is not None else (0, 0.0)
+    if start:
         log(f"resuming after epoch {start}/{cfg.epochs}")
     train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=len(data.train) > cfg.batch_size)
     test = DataLoader(data.test, batch_size=max(cfg.batch_size, 256))
@@ -136,9 +127,7 @@ def train_network(
         log(f"epoch {epoch + 1}/{cfg.epochs} train_loss {metrics['train_loss']:.4f} {shown} {metrics[shown]:.4f}")
         if run is not None:
             run.append_history(metrics)
-            run.save_checkpoint({"epoch": epoch + 1, "seconds": metrics["seconds"], "model": model.state_dict(),
-                                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": g.get_state(),
-                                 "torch_rng": torch.get_rng_state()})
+            run.save_training(epoch + 1, metrics["seconds"], model, opt, g, sched)
 
     history = fit(model, train, loss_fn, opt, epochs=cfg.epochs, scheduler=sched, grad_clip=cfg.grad_clip,
                   on_epoch_start=drop_path, on_epoch_end=evaluator, start_epoch=start).history
@@ -153,15 +142,7 @@ def train_network(
         "history": history,
     }
     if out is not None:
-        from safetensors.torch import save_file
-
-        from dnas._io import atomic_write_text
-
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-        atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
-        for name in ("checkpoint.pt", "checkpoint.prev.pt"):  # finished: the weights are in model.safetensors
-            (out / name).unlink(missing_ok=True)
+        finish_training(out, model.state_dict(), result)
     return result
 
 
@@ -184,13 +165,10 @@ def train_genotype(
     ``out`` receives ``genotype.yaml`` and ``config.yaml`` first, then ``history.jsonl`` and a
     checkpoint every epoch (mirrored to ``loggers``), and ``model.safetensors`` and ``metrics.json``
     at the end; ``resume`` continues the training whose checkpoint is in ``out``."""
-    import yaml
-
-    from dnas._io import atomic_write_text
     from dnas.config import config_dict, make_config
     from dnas.engine.data import load_datasets
     from dnas.engine.distributed import resolve_device
-    from dnas.engine.loggers import check_loggers, make_loggers
+    from dnas.engine.loggers import check_loggers
     from dnas.errors import DnasError
     from dnas.evaluate import genotype_space_data
 
@@ -200,22 +178,12 @@ def train_genotype(
         raise DnasError(f"genotype space '{g.space}' is evaluated by '{space.evaluation}', not by supervised training; "
                         f"drop the override (dnas train picks it)")
     check_loggers(loggers)
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None and not resume and (out_dir / "checkpoint.pt").exists():
-        raise DnasError(f"'{out_dir}' holds an unfinished training; continue it with dnas train --resume {out_dir} "
-                        f"(resume=...), or choose another out")
     datasets = load_datasets(dcfg)
     space.check_task(datasets.task)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     model = space.build_network(g, datasets.task)
-    if out_dir is None:
-        return train_network(model, datasets, tcfg, dev, log=log, seed=seed)
     config = {"space": {"name": space.name, **space.config_dict()}, "data": config_dict(dcfg), "train": config_dict(tcfg),
               "seed": seed, "device": device, "loggers": list(loggers or [])}
-    with Run(out_dir, progress=False) as run:
-        if not resume:
-            g.save(out_dir / "genotype.yaml")
-            atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        run.loggers = make_loggers(loggers, out_dir, config)
-        return train_network(model, datasets, tcfg, dev, out=out_dir, log=log, seed=seed, run=run)
+    with training_run(out, g, config, loggers, resume) as run:
+        return train_network(model, datasets, tcfg, dev, out=None if out is None else Path(out), log=log, seed=seed, run=run)
