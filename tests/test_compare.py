@@ -138,6 +138,17 @@ def test_compare_on_digits_resumes_and_repeats(tmp_path):
     b = dnas.compare(resume=tmp_path / "a", log=lines.append)
     assert [ln for ln in lines if ln.startswith("[")] == [next(ln for ln in lines if ln.startswith("[1/1] train-random-0-1-seed1"))]
     assert _numbers(b) == _numbers(a)
+    # killed again, this time after the training's last epoch and before its weights were written: that unit's
+    # training resumes from its checkpoint (no epoch left to run) instead of being refused as unfinished
+    import dnas.evaluate.supervised as supervised
+
+    (tmp_path / "a" / "units" / "train-random-0-1-seed1.json").unlink()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(supervised, "finish_training", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            dnas.compare(resume=tmp_path / "a", log=lines.append)
+    assert (tmp_path / "a" / "trainings" / "random-0-1" / "seed-1" / "checkpoint.pt").is_file()
+    assert _numbers(dnas.compare(resume=tmp_path / "a", log=lines.append)) == _numbers(a)
     with pytest.raises(DnasError, match="already holds a compare"):
         dnas.compare(TINY, out=tmp_path / "a", log=lines.append, **OPTS)
     with pytest.raises(DnasError, match="only workers and threads may change"):

@@ -112,6 +112,10 @@ def test_supervised_train_writes_its_folder(tmp_path):
     assert {p.name for p in (tmp_path / "t").iterdir()} == {"model.safetensors", "metrics.json", "genotype.yaml", "config.yaml",
                                                             "history.jsonl"}  # the checkpoints go once it finished
     assert [json.loads(line) for line in (tmp_path / "t" / "history.jsonl").read_text().splitlines()] == r["history"]
+    first = (tmp_path / "t" / "metrics.json").read_text()
+    dnas.train(g, "synthetic", train_config={"epochs": 2, "batch_size": 64}, out=tmp_path / "t", log=lambda s: None)
+    assert (tmp_path / "t" / "metrics.json.previous").read_text() == first  # an API call into a used folder loses nothing
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "t" / "history.jsonl").read_text().splitlines()] == [1, 2]
 
 
 class _Stop(Exception):
@@ -123,6 +127,8 @@ def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(
     momentum, cosine schedule, shuffling and cutout generator, torch's RNG for drop path) and ends bitwise where one
     uninterrupted training ends; the loggers and history.jsonl hold each epoch once."""
     from safetensors.torch import load_file
+
+    from dnas.tools.show import show
 
     space = dnas.create_space("darts", C=4, layers=3, nodes=2)
     g = space.random_genotype(__import__("random").Random(0))
@@ -138,6 +144,9 @@ def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(
     assert not (tmp_path / "cut" / "metrics.json").exists() and (tmp_path / "cut" / "checkpoint.pt").exists()
     assert main(["train", "--genotype", str(tmp_path / "cut"), "--out", str(tmp_path / "cut")]) == 2
     assert "holds an unfinished training; continue it with dnas train --resume" in capsys.readouterr().err
+    assert main(["show", str(tmp_path / "cut")]) == 0
+    assert f"training: 2 epochs; last train_loss {whole['history'][1]['train_loss']:.4g}" in capsys.readouterr().out
+    assert f"unfinished (dnas train --resume {tmp_path / 'cut'})" in show(str(tmp_path / "cut"))
     assert main(["train", "--resume", str(tmp_path / "cut"), "--epochs", "9"]) == 2
     assert "--epochs cannot change it" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
@@ -151,6 +160,8 @@ def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(
     assert steps == ["1", "2", "3", "4"]  # epoch 3's record was never written before the stop
     assert main(["train", "--resume", str(tmp_path / "cut")]) == 2
     assert "finished its training (metrics.json); nothing to resume" in capsys.readouterr().err
+    assert f"training: 4 epochs; last train_loss {whole['history'][-1]['train_loss']:.4g}" in show(str(tmp_path / "cut"))
+    assert f"finished: top1 {whole['top1']:.4g}" in show(str(tmp_path / "cut"))
 
 
 def test_load_trained_gives_back_the_network_that_scored_the_reported_accuracy(tmp_path):

@@ -2,6 +2,7 @@
 model's fine-tuning)."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,8 +28,9 @@ EVALUATIONS = ("supervised", "ssl", "pruned")
 @contextmanager
 def training_run(out, genotype: Genotype, config: dict, loggers=None, resume: bool = False):
     """The folder of a training as a :class:`dnas.engine.run.Run` (``None`` without ``out``): a new
-    one gets ``genotype.yaml`` and ``config.yaml`` first; its ``loggers`` mirror ``history.jsonl``.
-    A folder that holds a checkpoint is refused unless ``resume``."""
+    one gets ``genotype.yaml`` and ``config.yaml`` first (an earlier training's files there become
+    ``*.previous``); its ``loggers`` mirror ``history.jsonl``. A folder that holds a checkpoint is
+    refused unless ``resume``."""
     import yaml
 
     from dnas._io import atomic_write_text
@@ -45,6 +47,9 @@ def training_run(out, genotype: Genotype, config: dict, loggers=None, resume: bo
                         f"(resume=...), or choose another out")
     with Run(out, progress=False) as run:
         if not resume:
+            for name in ("history.jsonl", "config.yaml", "metrics.json", "model.safetensors"):  # an earlier training's
+                if (out / name).exists():  # (the API trains into any folder; the CLI refuses these): kept aside
+                    os.replace(out / name, out / f"{name}.previous")
             genotype.save(out / "genotype.yaml")
             atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         run.loggers = make_loggers(loggers, out, config)

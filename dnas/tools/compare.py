@@ -289,9 +289,12 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
     else:
         from dnas.api import train
 
-        m = train(unit["genotype_file"], data=unit["data"]["name"], data_config={k: v for k, v in unit["data"].items() if k != "name"},
-                  train_config=unit["train"], space_config=unit.get("eval_space") or None, seed=unit["seed"],
-                  device=unit["device"], out=folder, log=lambda *_: None)
+        if (folder / "checkpoint.pt").is_file():  # a killed training goes on from its last epoch
+            m = train(resume=folder, device=unit["device"], log=lambda *_: None)
+        else:
+            m = train(unit["genotype_file"], data=unit["data"]["name"], data_config={k: v for k, v in unit["data"].items() if k != "name"},
+                      train_config=unit["train"], space_config=unit.get("eval_space") or None, seed=unit["seed"],
+                      device=unit["device"], out=folder, log=lambda *_: None)
         record = {"top1": round(100 * m["top1"], 4), "params": m["params"]}
     record.update(id=unit["id"], kind=unit["kind"], seconds=round(time.perf_counter() - t0, 1), threads=torch.get_num_threads())
     return record

@@ -1,6 +1,8 @@
 """``dnas show``: a genotype as text, and its cells drawn as DAGs (matplotlib)."""
 from __future__ import annotations
 
+import json
+
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -205,12 +207,23 @@ def show(target: str, plot: str | None = None) -> str:
         if hist:
             last = hist[-1]
             unit = "proxy evaluations" if "phase" in last else "epochs"  # a proxy search (dnas prune) records evaluations
-            shown = [f"{k} {last[k]:.4g}" for k in ("train_loss", "train_acc", "val_loss", "val_acc", "distance_prev",
-                                                    "distance_start", "proxy") if isinstance(last.get(k), (int, float))]
-            text += f"\nrun: {len(hist)} {unit}" + (f"; last {', '.join(shown)}" if shown else "")
+            trained = "alphas" not in last  # dnas train's records: no α
+            shown = [f"{k} {last[k]:.4g}" for k in ("train_loss", "train_acc", "val_loss", "val_acc", "distance_prev", "distance_start",
+                                                    "proxy", "test_top1", "test_mse", "loss", "std", "knn_top1")
+                     if isinstance(last.get(k), (int, float))]
+            text += f"\n{'training' if trained else 'run'}: {len(hist)} {unit}" + (f"; last {', '.join(shown)}" if shown else "")
             if "param_free_ops" in last:  # DARTS' collapse monitor (skip connections and pools kept)
                 text += f", param_free_ops {last['param_free_ops']}"
-            text += "\nplots: " + ", ".join(str(p) for p in plot_run(run_dir, g, hist))
+            metrics = run_dir / "metrics.json"
+            if trained and metrics.is_file():
+                final = json.loads(metrics.read_text())
+                text += "; finished: " + ", ".join(f"{k} {final[k]:.4g}" for k in ("top1", "top5", "mse", "knn_top1")
+                                                   if isinstance(final.get(k), (int, float)))
+            elif trained:
+                text += f"; unfinished (dnas train --resume {run_dir})"
+            plots = plot_run(run_dir, g, hist)
+            if plots:
+                text += "\nplots: " + ", ".join(str(p) for p in plots)
         from dnas.tools.report import plot_trials, read_trials, trials_summary
 
         trials = read_trials(run_dir)
