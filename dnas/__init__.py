@@ -18,6 +18,7 @@ from dnas.registry import (
     list_spaces,
     list_strategies,
     register_callback,
+    register_dataset,
     register_parser,
     register_space,
     register_strategy,
@@ -56,5 +57,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Decision", "DnasError", "Genotype", "SearchSpace", "Strategy", "Supernet", "Task",
     "create_space", "create_strategy", "list_parsers", "list_spaces", "list_strategies", "load_genotype",
-    "register_callback", "register_parser", "register_space", "register_strategy", *_LAZY,
+    "register_callback", "register_dataset", "register_parser", "register_space", "register_strategy", *_LAZY,
 ]

@@ -67,3 +67,68 @@ def test_compare_refuses_genotypes_of_two_spaces(tmp_path):
     with pytest.raises(DnasError, match=r"come from 2 spaces \(ddarts, nasiam-mlp\); compare genotypes of one space at a time"):
         dnas.compare({"data": {"name": "digits"}}, genotypes=["resnet18", "simsiam"], out=tmp_path / "c", log=lambda *_: None)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_registered_dataset_reaches_search_train_and_resume_through_a_plugin(tmp_path, capsys):
+    """The user's own Dataset class (no `targets`, no `classes`) and a regression TensorDataset, registered in a
+    plugin module: the task is read from the data, and search, --resume and train take the name."""
+    import json
+
+    from dnas.cli import main
+
+    main(["--plugin", "userdata", "list"])
+    assert "user-blobs" in capsys.readouterr().out.splitlines()[-1]
+    d = load_datasets(DataConfig(name="user-blobs"))
+    assert d.task.input_shape == (1, 10, 10) and d.task.num_classes == 3 and len(d.train) == 240
+    r = load_datasets(DataConfig(name="user-table"))
+    assert r.task.input_shape == (5,) and r.task.num_classes == 0 and r.task.out_dim == 1
+    args = ["--plugin", "userdata", "search", "--space", "darts", "--strategy", "darts", "--data", "user-blobs", "--epochs", "2",
+            "--set", "space.C=4", "--set", "space.layers=3", "--set", "space.nodes=2", "--no-progress", "--out", str(tmp_path / "s")]
+    assert main(args) == 0
+    lines = (tmp_path / "s" / "history.jsonl").read_text().splitlines()
+    (tmp_path / "s" / "genotype.yaml").unlink()
+    (tmp_path / "s" / "history.jsonl").write_text(lines[0] + "\n")  # as if stopped after epoch 1
+    (tmp_path / "s" / "checkpoint.prev.pt").replace(tmp_path / "s" / "checkpoint.pt")  # the checkpoint of epoch 1
+    assert main(["--plugin", "userdata", "search", "--resume", str(tmp_path / "s"), "--no-progress"]) == 0
+    assert len((tmp_path / "s" / "history.jsonl").read_text().splitlines()) == 2
+    assert main(["--plugin", "userdata", "train", "--genotype", str(tmp_path / "s"), "--data", "user-blobs", "--epochs", "1",
+                 "--out", str(tmp_path / "t")]) == 0
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["task"]["num_classes"] == 3
+    capsys.readouterr()
+    assert main(["train", "--genotype", str(tmp_path / "s"), "--data", "user-blobz", "--out", str(tmp_path / "u")]) == 2
+    assert "unknown dataset 'user-blobz' (did you mean 'user-blobs'?)" in capsys.readouterr().err
+
+
+def test_a_registered_dataset_is_checked_in_one_line():
+    import torch
+    from PIL import Image
+    from torch.utils.data import TensorDataset
+
+    import dnas
+    from dnas.engine.data import infer_task
+
+    with pytest.raises(DnasError, match="'cifar10' is a built-in name"):
+        dnas.register_dataset("cifar10")
+    with pytest.raises(DnasError, match="'imagefolder:x' is a built-in name"):
+        dnas.register_dataset("imagefolder:x")
+    dnas.register_dataset("user-bad-type")(lambda: [1, 2, 3])
+    with pytest.raises(DnasError, match="must return Datasets\\(train, test, Task\\) or a \\(train, test\\) pair .*not list"):
+        load_datasets(DataConfig(name="user-bad-type"))
+    dnas.register_dataset("user-raises")(lambda cfg: 1 / 0)
+    with pytest.raises(DnasError, match="dataset 'user-raises': its function failed: ZeroDivisionError: division by zero"):
+        load_datasets(DataConfig(name="user-raises"))
+
+    class Pil(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return Image.new("RGB", (4, 4)), 0
+
+    with pytest.raises(DnasError, match="inputs must be tensors, got Image \\(add a ToTensor transform\\)"):
+        infer_task("p", Pil(), Pil())
+    x = torch.zeros(4, 2)
+    with pytest.raises(DnasError, match="the test set has label 5, above the train set's largest \\(1\\)"):
+        infer_task("t", TensorDataset(x, torch.tensor([0, 1, 0, 1])), TensorDataset(x, torch.tensor([0, 5, 0, 1])))
+    with pytest.raises(DnasError, match="its test set is empty"):
+        infer_task("e", TensorDataset(x, torch.zeros(4, dtype=torch.long)), TensorDataset(x[:0], torch.zeros(0, dtype=torch.long)))

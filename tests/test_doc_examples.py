@@ -113,3 +113,16 @@ def test_every_command_in_the_manual_parses_and_names_registered_spaces_and_stra
             assert value is None or value in registry.names(), f"{page}: `{cmd}`: no {flag} named {value!r}"
         checked += 1
     assert checked >= 50  # the manual is full of commands: an extraction that finds few has broken
+
+
+def test_own_data_example_searches_and_trains_as_printed(tmp_path):
+    code = next(b for b in blocks("docs/getting-started.md") if "register_dataset" in b)
+    (tmp_path / "my_data.py").write_text(code)
+    commands = [line for line in blocks("docs/getting-started.md", "bash")[-1].splitlines() if "--plugin my_data" in line]
+    assert len(commands) == 2
+    search, train = (line.split("dnas ", 1)[1].split() for line in commands)
+    run(dnas(*[a if a != "2" else "1" for a in search], "--set", "space.C=4", "--set", "space.layers=3", "--no-progress"), tmp_path)
+    assert yaml.safe_load((tmp_path / "runs" / "mine" / "config.yaml").read_text())["data"]["name"] == "my-data"
+    run(dnas(*[a if a != "10" else "1" for a in train], "--set", "space.C=4", "--set", "space.layers=3", "--out", "t"), tmp_path)
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert metrics["task"]["input_shape"] == [1, 16, 16] and metrics["task"]["num_classes"] == 3

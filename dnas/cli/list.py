@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add(sub) -> None:
-    p = sub.add_parser("list", help="registered spaces, strategies, parsers and shipped genotypes")
+    p = sub.add_parser("list", help="registered spaces, strategies, parsers, shipped genotypes and datasets")
     p.add_argument("--pairs", action="store_true",
                    help="the space × strategy matrix: ✓ where the pair searches, else the capability the space lacks")
     p.set_defaults(fn=run)
@@ -52,4 +52,8 @@ def run(args) -> int:
     print("strategies: " + ", ".join(list_strategies()))
     print("parsers:    " + ", ".join(list_parsers()))
     print("genotypes:  " + ", ".join(builtin_genotypes()))
+    from dnas.engine.data import BUILTIN_DATASETS
+    from dnas.registry import DATASETS
+
+    print("datasets:   " + ", ".join([f"{n}PATH" if n.endswith(":") else n for n in BUILTIN_DATASETS] + DATASETS.names()))
     return 0

@@ -95,6 +95,8 @@ _TORCHVISION = {
     "cifar100": ("CIFAR100", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "fashion-mnist": ("FashionMNIST", (0.2860,), (0.3530,)),
 }
+#: the names load_datasets knows without a plugin (``PREFIX:`` ones take a path)
+BUILTIN_DATASETS = ("digits", "synthetic", "synthetic-regression", *_TORCHVISION, "imagefolder:", "csv:")
 
 
 def _torchvision(name: str, root: str, download: bool, augment: bool) -> Datasets:
@@ -234,10 +236,73 @@ def load_datasets(cfg: DataConfig) -> Datasets:
         return _torchvision(name, cfg.data_dir, cfg.download, cfg.augment)
     if name.startswith("imagefolder:"):
         return _imagefolder(name.split(":", 1)[1], cfg.image_size)
-    from dnas.registry import did_you_mean
+    from dnas.registry import DATASETS, did_you_mean
 
-    known = ["digits", "synthetic", "synthetic-regression", *_TORCHVISION, "imagefolder:PATH", "csv:PATH"]
-    raise DnasError(f"unknown dataset {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}")
+    if name in DATASETS:
+        return _registered(name, cfg)
+    known = [f"{n}PATH" if n.endswith(":") else n for n in BUILTIN_DATASETS] + DATASETS.names()
+    raise DnasError(f"unknown dataset {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)} "
+                    f"(your own: @dnas.register_dataset, with --plugin MODULE)")
+
+
+def _registered(name: str, cfg: DataConfig) -> Datasets:
+    """A ``@register_dataset`` function's data, with its task read from the data where not given."""
+    import inspect
+
+    from dnas.registry import DATASETS
+
+    fn = DATASETS.get(name)
+    try:
+        takes_cfg = bool(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        takes_cfg = True
+    try:
+        got = fn(cfg) if takes_cfg else fn()
+    except DnasError:
+        raise
+    except Exception as e:
+        raise DnasError(f"dataset {name!r}: its function failed: {type(e).__name__}: {first_line(e)}") from None
+    if isinstance(got, Datasets):
+        return got
+    if not (isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(d, Dataset) for d in got)):
+        raise DnasError(f"dataset {name!r} must return Datasets(train, test, Task) or a (train, test) pair of torch "
+                        f"datasets, not {type(got).__name__}")
+    train, test = got
+    return Datasets(train, test, infer_task(name, train, test))
+
+
+def infer_task(name: str, train: Dataset, test: Dataset) -> Task:
+    """The Task of (x, y) datasets: the shape of x; integer labels: classification (classes from the
+    dataset's ``classes``, else the largest label + 1); float targets: regression (their size)."""
+    if len(train) == 0 or len(test) == 0:
+        raise DnasError(f"dataset {name!r}: its {'train' if len(train) == 0 else 'test'} set is empty")
+    item = train[0]
+    if not (isinstance(item, (tuple, list)) and len(item) == 2):
+        raise DnasError(f"dataset {name!r}: items must be (x, y) pairs, got {type(item).__name__}")
+    x, y = item
+    if not isinstance(x, torch.Tensor):
+        raise DnasError(f"dataset {name!r}: inputs must be tensors, got {type(x).__name__} (add a ToTensor transform)")
+    y = torch.as_tensor(y)
+    if y.is_floating_point():
+        return Task(tuple(x.shape), 0, out_dim=max(1, y.numel()))
+    classes = getattr(train, "classes", None)
+    if classes is not None:
+        return Task(tuple(x.shape), len(classes))
+    top, test_top = _largest_label(train), _largest_label(test)
+    if test_top > top:
+        raise DnasError(f"dataset {name!r}: the test set has label {test_top}, above the train set's largest ({top}); "
+                        f"give the classes (a `classes` attribute, or return Datasets with a Task)")
+    return Task(tuple(x.shape), top + 1)
+
+
+def _largest_label(ds: Dataset) -> int:
+    """The largest label: from ``targets`` (torchvision) or a TensorDataset's last tensor, else by reading every item."""
+    labels = getattr(ds, "targets", None)
+    if labels is None and isinstance(ds, TensorDataset):
+        labels = ds.tensors[-1]
+    if labels is not None:
+        return int(torch.as_tensor(labels).max())
+    return max(int(ds[i][1]) for i in range(len(ds)))
 
 
 class _Sharded(Sampler):
