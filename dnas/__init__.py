@@ -18,7 +18,6 @@ from dnas.registry import (
     list_spaces,
     list_strategies,
     register_callback,
-    register_dataset,
     register_parser,
     register_space,
     register_strategy,
@@ -43,6 +42,7 @@ _LAZY = {
     "finetune_pruned": "dnas.evaluate.pruned",
     "load_pruned": "dnas.evaluate.pruned",
     "load_trained": "dnas.evaluate",
+    "register_dataset": "dnas.engine.data",
 }
 
 
@@ -57,5 +57,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Decision", "DnasError", "Genotype", "SearchSpace", "Strategy", "Supernet", "Task",
     "create_space", "create_strategy", "list_parsers", "list_spaces", "list_strategies", "load_genotype",
-    "register_callback", "register_dataset", "register_parser", "register_space", "register_strategy", *_LAZY,
+    "register_callback", "register_parser", "register_space", "register_strategy", *_LAZY,
 ]

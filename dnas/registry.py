@@ -81,7 +81,6 @@ SPACES: Registry[type] = Registry("space")
 STRATEGIES: Registry[type] = Registry("strategy")
 PARSERS: Registry[Callable] = Registry("parser")
 CALLBACKS: Registry[type] = Registry("callback")
-DATASETS: Registry[Callable] = Registry("dataset")
 
 
 def register_space(name: str):
@@ -119,32 +118,6 @@ def register_parser(name: str):
         ``{decision name: [kept options]}``.
     """
     return PARSERS.register(name)
-
-
-def register_dataset(name: str):
-    """Function decorator: make your data available as ``--data name`` (``data="name"``) to every
-    command (search, train, compare, prune --eval-data) and to ``--resume``.
-
-    Args:
-        name: the dataset name; it must not be a built-in one (``digits``, ``cifar10``, ...).
-
-    Returns:
-        The decorator. The function is called with the run's
-        :class:`~dnas.engine.data.DataConfig` (``data_dir``, ``download``, ``image_size``, ...) or
-        with no argument, and returns ``Datasets(train, test, Task)`` or a ``(train, test)`` pair of
-        torch datasets of ``(x, y)`` tensors, whose task (input shape, classes or regression
-        targets) is then read from the data.
-
-    Example:
-        >>> @register_dataset("my-scans")
-        ... def my_scans(cfg):
-        ...     return TensorDataset(x_train, y_train), TensorDataset(x_test, y_test)
-    """
-    from dnas.engine.data import BUILTIN_DATASETS
-
-    if name in BUILTIN_DATASETS or (":" in name and name.partition(":")[0] + ":" in BUILTIN_DATASETS):
-        raise DnasError(f"dataset {name!r} is a built-in name; register yours under another")
-    return DATASETS.register(name)
 
 
 def register_callback(name: str):

@@ -52,8 +52,7 @@ def run(args) -> int:
     print("strategies: " + ", ".join(list_strategies()))
     print("parsers:    " + ", ".join(list_parsers()))
     print("genotypes:  " + ", ".join(builtin_genotypes()))
-    from dnas.engine.data import BUILTIN_DATASETS
-    from dnas.registry import DATASETS
+    from dnas.engine.data import BUILTIN_DATASETS, DATASETS
 
     print("datasets:   " + ", ".join([f"{n}PATH" if n.endswith(":") else n for n in BUILTIN_DATASETS] + DATASETS.names()))
     return 0

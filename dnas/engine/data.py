@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, Subset, TensorDataset
 
 from dnas.errors import DnasError, first_line
+from dnas.registry import Registry
 from dnas.space import Task
 
 
@@ -97,6 +98,32 @@ _TORCHVISION = {
 }
 #: the names load_datasets knows without a plugin (``PREFIX:`` ones take a path)
 BUILTIN_DATASETS = ("digits", "synthetic", "synthetic-regression", *_TORCHVISION, "imagefolder:", "csv:")
+#: the user's datasets (``@register_dataset``): name -> function returning the train and test sets
+DATASETS: Registry[Callable] = Registry("dataset")
+
+
+def register_dataset(name: str):
+    """Function decorator: make your data available as ``--data name`` (``data="name"``) to every
+    command (search, train, compare, prune --eval-data) and to ``--resume``.
+
+    Args:
+        name: the dataset name; it must not be a built-in one (``digits``, ``cifar10``, ...).
+
+    Returns:
+        The decorator. The function is called with the run's
+        :class:`~dnas.engine.data.DataConfig` (``data_dir``, ``download``, ``image_size``, ...) or
+        with no argument, and returns ``Datasets(train, test, Task)`` or a ``(train, test)`` pair of
+        torch datasets of ``(x, y)`` tensors, whose task (input shape, classes or regression
+        targets) is then read from the data.
+
+    Example:
+        >>> @register_dataset("my-scans")
+        ... def my_scans(cfg):
+        ...     return TensorDataset(x_train, y_train), TensorDataset(x_test, y_test)
+    """
+    if name in BUILTIN_DATASETS or (":" in name and name.partition(":")[0] + ":" in BUILTIN_DATASETS):
+        raise DnasError(f"dataset {name!r} is a built-in name; register yours under another")
+    return DATASETS.register(name)
 
 
 def _torchvision(name: str, root: str, download: bool, augment: bool) -> Datasets:
@@ -236,7 +263,7 @@ def load_datasets(cfg: DataConfig) -> Datasets:
         return _torchvision(name, cfg.data_dir, cfg.download, cfg.augment)
     if name.startswith("imagefolder:"):
         return _imagefolder(name.split(":", 1)[1], cfg.image_size)
-    from dnas.registry import DATASETS, did_you_mean
+    from dnas.registry import did_you_mean
 
     if name in DATASETS:
         return _registered(name, cfg)
@@ -248,8 +275,6 @@ def load_datasets(cfg: DataConfig) -> Datasets:
 def _registered(name: str, cfg: DataConfig) -> Datasets:
     """A ``@register_dataset`` function's data, with its task read from the data where not given."""
     import inspect
-
-    from dnas.registry import DATASETS
 
     fn = DATASETS.get(name)
     try:
