@@ -109,6 +109,7 @@ def test_supervised_train_writes_its_folder(tmp_path):
     g = space.random_genotype(__import__("random").Random(0))
     r = dnas.train(g, "synthetic", train_config={"epochs": 1, "batch_size": 64}, out=tmp_path / "t", log=lambda s: None)
     assert set(r["history"][0]) == {"epoch", "train_loss", "test_top1", "test_top5", "test_loss", "lr", "seconds"}
+    assert r["history"][0]["lr"] == 0.025  # the rate epoch 1 trained with (DARTS' default), not the next one
     assert {p.name for p in (tmp_path / "t").iterdir()} == {"model.safetensors", "metrics.json", "genotype.yaml", "config.yaml",
                                                             "history.jsonl"}  # the checkpoints go once it finished
     assert [json.loads(line) for line in (tmp_path / "t" / "history.jsonl").read_text().splitlines()] == r["history"]

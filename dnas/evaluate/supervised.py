@@ -102,8 +102,11 @@ def train_network(
     cut = cfg.cutout if cfg.cutout is not None else (16 if size >= 32 else 0)
     t0 = time.perf_counter() - spent
 
-    def drop_path(epoch: int) -> None:  # DARTS: raised linearly from 0 over the epochs
-        if hasattr(model, "drop_path_prob"):
+    lr = {}
+
+    def epoch_start(epoch: int) -> None:
+        lr["now"] = opt.param_groups[0]["lr"]  # this epoch's, for its record
+        if hasattr(model, "drop_path_prob"):  # DARTS: raised linearly from 0 over the epochs
             model.drop_path_prob = cfg.drop_path * epoch / max(cfg.epochs, 1)
 
     def loss_fn(batch) -> dict[str, torch.Tensor]:
@@ -121,7 +124,7 @@ def train_network(
     def evaluator(epoch: int, metrics: dict[str, Any]) -> None:
         metrics["train_loss"] = metrics.pop("loss", 0.0)
         metrics.update({f"test_{k}": v for k, v in evaluate(model, test, device).items()})
-        metrics["lr"] = opt.param_groups[0]["lr"]  # the next epoch's: the schedule has stepped
+        metrics["lr"] = lr["now"]
         metrics["seconds"] = round(time.perf_counter() - t0, 2)
         shown = "test_top1" if "test_top1" in metrics else "test_mse"
         log(f"epoch {epoch + 1}/{cfg.epochs} train_loss {metrics['train_loss']:.4f} {shown} {metrics[shown]:.4f}")
@@ -130,7 +133,7 @@ def train_network(
             run.save_training(epoch + 1, metrics["seconds"], model, opt, g, sched)
 
     history = fit(model, train, loss_fn, opt, epochs=cfg.epochs, scheduler=sched, grad_clip=cfg.grad_clip,
-                  on_epoch_start=drop_path, on_epoch_end=evaluator, start_epoch=start).history
+                  on_epoch_start=epoch_start, on_epoch_end=evaluator, start_epoch=start).history
     if run is not None:
         history = run.history()  # the epochs before a resume too
     final = evaluate(model, test, device) if cfg.epochs == 0 else {k[5:]: v for k, v in history[-1].items() if k.startswith("test_")}
