@@ -15,13 +15,15 @@ from torch.nn.modules.utils import _pair
 # Autograd's convolution keeps its input even when only the input's gradient is wanted (the α step
 # of a search freezes the weights), and batch norm keeps its input although, without γ and β, its
 # output x̂ = (x − μ)/σ holds everything its backward needs. The modules below keep less in those
-# cases and fall back to torch's own modules otherwise (eval, no grad, torch.compile, which plans
-# its own recomputation). Set ``lean = False`` on an instance to get the plain module back.
+# cases and fall back to torch's own modules otherwise (eval, no grad, autocast). Inside
+# torch.compile they stay: dynamo traces their autograd.Functions, so a compiled graph gets the
+# fast depthwise input gradient too (without it a compiled DARTS step ran at 0.58x eager on the
+# CPU). Set ``lean = False`` on an instance to get the plain module back.
 
 
 def _lean(module: nn.Module, x: torch.Tensor) -> bool:
     return (module.lean and module.training and torch.is_grad_enabled() and x.requires_grad
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled(x.device.type))
+            and not torch.is_autocast_enabled(x.device.type))
 
 
 def _depthwise_input_grad(grad, weight, shape, stride, padding, dilation):
