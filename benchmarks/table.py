@@ -70,7 +70,7 @@ is tested against the plain computation):
   forward for the 5×5 and dilated kernels of the DARTS ops (N 64, C 16, 32×32: 5.7 ms against 0.6
   ms for `dil_conv_5x5`). The lean modules are tested against torch's in float64 (every S_o op,
   strides 1 and 2, frozen or trained weights, odd sizes, both layouts); they step aside in eval,
-  without grad, under autocast and inside `torch.compile`, and `module.lean = False` turns them off.
+  without grad and under autocast, stay inside `torch.compile`, and `module.lean = False` turns them off.
 - The max pool keeps its input instead of its int64 indices for backward (the average pool beside it
   keeps that input anyway) and recomputes the argmax in backward.
 - On the CPU the activations are channels-last by default (`channels_last: null`): mkldnn's
@@ -110,24 +110,28 @@ Options that trade something:
   (`--partial-channels 4 --set strategy.w_lr=0.1 --set strategy.a_lr=6e-4 --set strategy.warmup_epochs=15`).
 - `compile` (default false): `torch.compile` of each mixed op (edge). Edges of the same shape
   share one graph; the pools, the shared relu(x), the node sums, α and the ablations stay eager;
-  where compiling is unavailable the first forward fails with one line saying so. Measured on
-  2026-12-02 (idle 2-core VM, 2 threads, quick config: 3 cells, 4 nodes, C = 8), each step kind in
-  a fresh process; "compile" is its first two compiled steps from an empty inductor cache, what a
-  first run pays (a second run with the cache warm compiled order 1 in 16 s):
-  - order 1: 12 graphs, no graph break. Compile 112.5 s, 137 s and 135 s in three runs.
-  - order 2: 17 graphs, no graph break. Compile 164 s, 194 s and 189 s.
-  - Steady state, 8 interleaved rounds (the table below): order 1 0.97×, order 2 1.00× the eager
-    step. Two earlier runs of 3 rounds gave 1.38×/1.27× (warm cache, another VM of the same kind)
-    and 1.06×/1.02×.
-  - At the DARTS CIFAR search config (8 cells, C = 16, batch 64, 32×32; `vm-cpu-full.json`, order
-    1, 3 rounds) the compiled step is slower: 17.7 s against 10.6 s eager, **0.58×**, after a
-    169 s compile (11 graphs, no graph break).
-  - So on the CPU compiling costs about three minutes and does not make the step faster: no
-    measurable speed at the small size, 0.58× at the paper's. Not the lean depthwise gradient:
-    switched off in eager, the quick step moved by under 8 % (0.53 s vs 0.49 s order 1, 1.39 s vs
-    1.42 s order 2), so that is not what the compiled step lacks; why inductor's code is slower
-    here was not measured apart. dnas warns when `compile` is turned on for the CPU. `compile` is
-    meant for GPUs; `benchmarks/gpu.sh` measures it there.
+  where compiling is unavailable the first forward fails with one line saying so. The lean
+  modules above stay inside the compiled graphs (dynamo traces their autograd.Functions; a slow
+  test checks that the compiled backward calls the lean depthwise gradient and that α and weight
+  gradients equal eager's). Measured on 2026-12-02 (2-core VM, 2 threads), each step kind in a
+  fresh process; "compile" is its first two compiled steps from an empty inductor cache, what a
+  first run pays:
+  - Quick config (3 cells, 4 nodes, C = 8, batch 16; `vm-cpu.json`, 8 interleaved rounds):
+    order 1 **1.15×** the eager step after a 147 s compile (12 graphs, no graph break; 1.26×
+    after 163 s in an earlier run of the same code that day); order 2 1.25× after 225 s
+    (17 graphs).
+  - DARTS CIFAR search config (8 cells, C = 16, batch 64, 32×32; `vm-cpu-full.json`, 3 rounds):
+    order 1 **1.27×** (6.4 s against 7.9 s eager) after a 169 s compile (11 graphs); order 2
+    1.04× after 258 s (16 graphs).
+  - What made the difference: before the lean modules ran inside compiled graphs, a compiled
+    step used oneDNN's own depthwise backward (5–40× slower than its forward, see above) and
+    ran at 0.97× eager on the quick config and **0.58×** at the CIFAR config (17.7 s against
+    10.6 s). In eager mode the same switch is worth 1.45× at the CIFAR config (one step 6.7 s
+    with the lean modules, 9.8 s without) but under 8 % on the quick one, which is why the
+    quick config alone did not show it.
+  - So on 2 CPU cores compiling costs about three minutes and then saves 15–27 % of a first-order
+    step: it pays for searches longer than about 15 minutes. dnas says so in a warning when
+    `compile` is turned on for the CPU; `benchmarks/gpu.sh` measures it on a GPU.
   - The `shapley` α step is refused with `compile: true` on the CPU. Inductor fails on its pass
     tree's graphs ("Cannot convert expression to float", symbolic shapes).
 
@@ -140,8 +144,7 @@ Options that trade something:
 
   With compile on, dynamo may keep 64 graphs for the edges (its default of 8 would send the
   later ones back to eager), and AOT autograd donates no buffers, so a compiled backward can run
-  with `retain_graph`. The lean convolution and batch norm of the eager path step aside inside a
-  compiled graph, because inductor plans its own recomputation.
+  with `retain_graph`.
 - Strategy option `amp: none | bf16 | fp16` (gradient strategies): the forward of the α step and
   of the weight step run under `torch.autocast`; fp16 adds a `GradScaler` per step kind (a step
   with an inf/NaN gradient is skipped; the scale is saved in the checkpoint and restored by
@@ -203,7 +206,7 @@ CONTEXT = {
         "The DARTS CIFAR search config (8 cells, C = 16, batch 64, 32×32) on the same VM, idle, 2 threads, "
         "2026-12-02 09:17–09:43 UTC at commit 81653aa: the reference and dnas, orders 1 and 2, 3 interleaved "
         "rounds after a warm-up round, memory from 2 steps in a fresh process per case (1565 s in all). "
-        "The `compile` record: order 1 only, 15:16–15:20 UTC at commit b86a567; the `shapley` records: "
+        "The `compile` records: orders 1 and 2, 18:31–18:41 UTC at commit 2a9b558 (idle); the `shapley` records: "
         "15:27–15:38 UTC at commit 65213c1 (batch 32, 2 rounds); the VM ran tests at nice 5–10 during both."
     ),
 }
