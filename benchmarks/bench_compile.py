@@ -83,9 +83,6 @@ def _measure(kind: str, cfg: dict[str, Any], device: str) -> dict[str, Any]:
 def run(device: str = "cpu", quick: bool = False, cfg: dict[str, Any] | None = None, steps=STEPS) -> list[dict[str, Any]]:
     cfg = cfg or (QUICK if quick else FULL)
     records = []
-    if device == "cpu" and "shapley-alpha" in steps:  # refused by the strategy (inductor fails on its pass tree)
-        steps = tuple(k for k in steps if k != "shapley-alpha")
-        records.append({"case": "shapley-alpha", "device": device, "skipped": "shapley refuses space.compile=true on the CPU"})
     for kind in steps:
         r = in_fresh_process(one_step_kind, kind, cfg, device)["result"]
         records.append({

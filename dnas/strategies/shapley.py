@@ -321,16 +321,8 @@ class Shapley(FairLossMixin, GradientStrategy):
     needs = frozenset({"alpha", "data", "alpha_per_cell", "ablation"})
     relaxation = "sigmoid"
 
-    def check_compatible(self, space, device: str | None = None) -> None:
-        super().check_compatible(space, device)
-        if device == "cpu" and getattr(space.config, "compile", False):
-            # measured 2026-12-02: inductor fails on the pass tree's graphs (symbolic shapes) on the CPU
-            raise DnasError("strategy 'shapley' does not run with space.compile=true on the CPU (inductor fails on its "
-                            "pass tree); set space.compile=false")
-
     def optimizers(self, supernet) -> Optimizers:
         _cell_groups(supernet)  # fail before any work if the space has no per-cell α
-        self.check_compatible(supernet.space, next(supernet.parameters()).device.type)  # API users who skip resolve()
         return super().optimizers(supernet)
 
     def arch_step(self, supernet, train_batch, val_batch, state):
