@@ -132,8 +132,12 @@ Options that trade something:
   - So on 2 CPU cores compiling costs about three minutes and then saves 15–27 % of a first-order
     step: it pays for searches longer than about 15 minutes. dnas says so in a warning when
     `compile` is turned on for the CPU; `benchmarks/gpu.sh` measures it on a GPU.
-  - The `shapley` α step is refused with `compile: true` on the CPU. Inductor fails on its pass
-    tree's graphs ("Cannot convert expression to float", symbolic shapes).
+  - The `shapley` α step (D-DARTS' pass tree, quick config, 18:58 UTC at commit 518d2d3): **1.35×**
+    eager after a 146 s compile (11 graphs, no graph break). Its α gradient equals eager's to
+    1e-10 in float64 (slow test); in float32 inductor's other summation order, amplified by the
+    ablation loss's differences of losses, leaves about 3e-4 relative. Before the lean modules ran
+    inside compiled graphs, inductor failed on this step on the CPU ("Cannot convert expression
+    to float") and dnas refused the combination.
 
   Compiling whole cells instead, the earlier implementation, did not pay. Every cell of another
   input shape (the first cell, a reduction cell, the cell after it) is its own graph, and
