@@ -137,7 +137,7 @@ Options that trade something:
     1e-10 in float64 (slow test); in float32 inductor's other summation order, amplified by the
     ablation loss's differences of losses, leaves about 3e-4 relative. Before the lean modules ran
     inside compiled graphs, inductor failed on this step on the CPU ("Cannot convert expression
-    to float") and dnas refused the combination.
+    to float") and dnas refused the combination. Not measured at the CIFAR config.
 
   Compiling whole cells instead, the earlier implementation, did not pay. Every cell of another
   input shape (the first cell, a reduction cell, the cell after it) is its own graph, and
