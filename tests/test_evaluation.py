@@ -123,6 +123,20 @@ class _Stop(Exception):
     pass
 
 
+def _whole_and_stopped_in_epoch_3(g, cfg, tmp_path):
+    """Train ``g`` uninterrupted into ``whole`` (returns its metrics), then into ``cut``, stopped during epoch 3
+    (after the checkpoint of epoch 2), with a csv logger."""
+    whole = dnas.train(g, "digits", train_config=cfg, out=tmp_path / "whole", log=lambda s: None)
+
+    def stop_in_epoch_3(line):
+        if line.startswith("epoch 3/"):
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        dnas.train(g, "digits", train_config=cfg, out=tmp_path / "cut", log=stop_in_epoch_3, loggers=["csv"])
+    return whole
+
+
 def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, capsys):
     """Killed during epoch 3 of 4: --resume runs epochs 3 and 4 again from the checkpoint of epoch 2 (weights, SGD
     momentum, cosine schedule, shuffling and cutout generator, torch's RNG for drop path) and ends bitwise where one
@@ -134,14 +148,7 @@ def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(
     space = dnas.create_space("darts", C=4, layers=3, nodes=2)
     g = space.random_genotype(__import__("random").Random(0))
     cfg = {"epochs": 4, "batch_size": 128, "drop_path": 0.3, "cutout": 3}
-    whole = dnas.train(g, "digits", train_config=cfg, out=tmp_path / "whole", log=lambda s: None)
-
-    def stop_in_epoch_3(line):
-        if line.startswith("epoch 3/"):
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        dnas.train(g, "digits", train_config=cfg, out=tmp_path / "cut", log=stop_in_epoch_3, loggers=["csv"])
+    whole = _whole_and_stopped_in_epoch_3(g, cfg, tmp_path)
     assert not (tmp_path / "cut" / "metrics.json").exists() and (tmp_path / "cut" / "checkpoint.pt").exists()
     assert main(["train", "--genotype", str(tmp_path / "cut"), "--out", str(tmp_path / "cut")]) == 2
     assert "holds an unfinished training; continue it with dnas train --resume" in capsys.readouterr().err
@@ -207,14 +214,7 @@ def test_an_interrupted_ssl_pretraining_resumes_to_the_same_weights_and_queue(tm
 
     g = dnas.create_space("nasiam-mlp", framework="mocov2", **NASIAM).random_genotype(__import__("random").Random(0))
     cfg = {"epochs": 3, "batch_size": 256, "linear_epochs": 2, "knn_k": 5, "knn_every": 2}
-    whole = dnas.train(g, "digits", train_config=cfg, out=tmp_path / "whole", log=lambda s: None)
-
-    def stop_in_epoch_3(line):
-        if line.startswith("epoch 3/"):
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        dnas.train(g, "digits", train_config=cfg, out=tmp_path / "cut", log=stop_in_epoch_3, loggers=["csv"])
+    whole = _whole_and_stopped_in_epoch_3(g, cfg, tmp_path)
     assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
     assert "resuming after epoch 2/3" in capsys.readouterr().out
     a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
