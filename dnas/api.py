@@ -381,7 +381,7 @@ def train(
     space_config: dict[str, Any] | None = None,
     data_config: dict[str, Any] | None = None,
     seed: int = 0,
-    device: str = "cpu",
+    device: str | None = None,
     out: str | Path | None = None,
     log=print,
     evaluation: str | None = None,
@@ -407,7 +407,7 @@ def train(
             for DARTS' evaluation network.
         data_config: options of :class:`dnas.engine.data.DataConfig`.
         seed: the random seed.
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        device: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``auto``; with ``resume``, default: the run's own.
         out: a folder for the weights, ``genotype.yaml``, ``config.yaml`` and the metrics
             (nothing is written without it).
         log: called with one line of progress per epoch.
@@ -434,6 +434,7 @@ def train(
                                 "data": data if data != "digits" else None})
     if genotype is None:
         raise DnasError("train needs a genotype (a Genotype, a genotype file or a shipped name), or resume=RUN_DIR")
+    device = device or "cpu"
     if loggers and out is None:
         raise DnasError("loggers mirror the training's out/history.jsonl: give out=DIR (--out) too")
     if evaluation is not None and evaluation not in EVALUATIONS:
@@ -441,9 +442,8 @@ def train(
     if evaluation == "pruned" or (evaluation is None and isinstance(genotype, (str, Path)) and is_file(Path(genotype) / "pruned.yaml")):
         return _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log)
     kind = evaluation or evaluation_of(genotype)
-    kw = dict(train_config=train_config, space_config=space_config, data_config=data_config, seed=seed, device=device, out=out, log=log)
-    if loggers:
-        kw["loggers"] = loggers
+    kw = dict(train_config=train_config, space_config=space_config, data_config=data_config, seed=seed, device=device, out=out, log=log,
+              loggers=loggers)
     if kind == "ssl":
         from dnas.evaluate.ssl import ssl_train
 

@@ -117,6 +117,13 @@ def test_supervised_train_writes_its_folder(tmp_path):
     dnas.train(g, "synthetic", train_config={"epochs": 2, "batch_size": 64}, out=tmp_path / "t", log=lambda s: None)
     assert (tmp_path / "t" / "metrics.json.previous").read_text() == first  # an API call into a used folder loses nothing
     assert [json.loads(line)["epoch"] for line in (tmp_path / "t" / "history.jsonl").read_text().splitlines()] == [1, 2]
+    search = tmp_path / "search"  # a search's folder: its checkpoint is no training to resume, and stays untouched
+    search.mkdir()
+    for name in ("checkpoint.pt", "alphas.pt", "genotype.yaml"):
+        (search / name).write_bytes(b"x")
+    with pytest.raises(DnasError, match="holds a search's checkpoint, which this training would overwrite"):
+        dnas.train(g, "synthetic", train_config={"epochs": 1}, out=search, log=lambda s: None)
+    assert (search / "checkpoint.pt").read_bytes() == b"x"
 
 
 class _Stop(Exception):

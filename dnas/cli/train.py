@@ -76,9 +76,6 @@ def run(args) -> int:
 def run_resume(args) -> int:
     import json
 
-    import yaml
-
-    from dnas._io import is_file
     from dnas.api import train
 
     given = [f"--{k.replace('_', '-')}" for k in _CONFIG_FLAGS if getattr(args, k, None) not in (None, False, [])]
@@ -87,9 +84,7 @@ def run_resume(args) -> int:
     if given:  # they would be ignored: a resumed training keeps the config it started with
         raise DnasError(f"--resume continues a training with the config it started with ({args.resume}/config.yaml); "
                         f"{', '.join(given)} cannot change it: drop {'it' if len(given) == 1 else 'them'} (--device may change)")
-    cfg_path = Path(args.resume) / "config.yaml"
-    device = args.device or ((yaml.safe_load(cfg_path.read_text()) or {}).get("device") if is_file(cfg_path) else None) or "cpu"
-    result = train(resume=args.resume, device=device)
+    result = train(resume=args.resume, device=args.device)  # no --device: the run's own
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     print(f"weights and metrics written to {args.resume}")
     return 0
@@ -125,14 +120,13 @@ def _out(given: str | None, default: Path) -> str:
     def taken(p: Path) -> str | None:
         return next((name for name in _RESULTS if (p / name).exists()), None)
 
-    def taken_ckpt(p: Path) -> bool:
-        return (p / "checkpoint.pt").exists() and (p / "genotype.yaml").exists() and not (p / "alphas.pt").exists()
-
     if given is not None:
-        found = taken(Path(given))
-        if found == "config.yaml" and taken_ckpt(Path(given)) and not (Path(given) / "metrics.json").exists():
+        from dnas.evaluate import unfinished_training
+
+        if unfinished_training(given):
             raise DnasError(f"'{given}' holds an unfinished training; continue it with dnas train --resume {given}, "
                             f"or choose another --out")
+        found = taken(Path(given))
         if found:
             raise DnasError(f"'{given}' already holds the results of a run ({found}), which this training would overwrite; "
                             f"choose another --out")

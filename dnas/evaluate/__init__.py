@@ -25,15 +25,25 @@ def genotype_space_data(genotype, data: str, space_config=None, data_config=None
 EVALUATIONS = ("supervised", "ssl", "pruned")
 
 
+def unfinished_training(folder) -> bool:
+    """``folder`` holds a dnas training stopped before its end: a checkpoint beside the genotype a
+    training writes first (a search writes its genotype, and ``alphas.pt``, at its end), no metrics."""
+    folder = Path(folder)
+    return ((folder / "checkpoint.pt").exists() and (folder / "genotype.yaml").exists()
+            and not (folder / "alphas.pt").exists() and not (folder / "metrics.json").exists())
+
+
 @contextmanager
-def training_run(out, genotype: Genotype, config: dict, loggers=None, resume: bool = False):
+def training_run(out, genotype: Genotype, space, data_config, train_config, seed: int, device: str, loggers=None,
+                 resume: bool = False):
     """The folder of a training as a :class:`dnas.engine.run.Run` (``None`` without ``out``): a new
-    one gets ``genotype.yaml`` and ``config.yaml`` first (an earlier training's files there become
-    ``*.previous``); its ``loggers`` mirror ``history.jsonl``. A folder that holds a checkpoint is
-    refused unless ``resume``."""
+    one gets ``genotype.yaml`` and ``config.yaml`` (space, data, train, seed, device, loggers) first
+    (an earlier training's files there become ``*.previous``); its ``loggers`` mirror
+    ``history.jsonl``. A folder that holds a checkpoint is refused unless ``resume``."""
     import yaml
 
     from dnas._io import atomic_write_text
+    from dnas.config import config_dict
     from dnas.engine.loggers import make_loggers
     from dnas.engine.run import Run
     from dnas.errors import DnasError
@@ -42,9 +52,13 @@ def training_run(out, genotype: Genotype, config: dict, loggers=None, resume: bo
         yield None
         return
     out = Path(out)
-    if not resume and (out / "checkpoint.pt").exists():
+    if not resume and unfinished_training(out):
         raise DnasError(f"'{out}' holds an unfinished training; continue it with dnas train --resume {out} "
                         f"(resume=...), or choose another out")
+    if not resume and (out / "checkpoint.pt").exists():
+        raise DnasError(f"'{out}' holds a search's checkpoint, which this training would overwrite; choose another out")
+    config = {"space": {"name": space.name, **space.config_dict()}, "data": config_dict(data_config),
+              "train": config_dict(train_config), "seed": seed, "device": device, "loggers": list(loggers or [])}
     with Run(out, progress=False) as run:
         if not resume:
             for name in ("history.jsonl", "config.yaml", "metrics.json", "model.safetensors"):  # an earlier training's

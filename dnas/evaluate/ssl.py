@@ -201,12 +201,11 @@ def ssl_train(
     epoch (mirrored to ``loggers``), ``model.safetensors`` and ``metrics.json`` at the end;
     ``resume`` continues the pretraining whose checkpoint is in ``out``.
     """
-    from dnas.config import config_dict, make_config
-    from dnas.engine.loggers import check_loggers
-    from dnas.evaluate import finish_training, training_run
+    from dnas.config import make_config
     from dnas.engine.data import load_datasets, two_view_datasets
     from dnas.engine.distributed import resolve_device
-    from dnas.evaluate import genotype_space_data, task_dict
+    from dnas.engine.loggers import check_loggers
+    from dnas.evaluate import finish_training, genotype_space_data, task_dict, training_run
 
     cfg = make_config(SSLTrainConfig, dict(train_config or {}), "train (--ssl)")
     g, space, dcfg = genotype_space_data(genotype, data, space_config, data_config)
@@ -222,10 +221,7 @@ def ssl_train(
     torch.manual_seed(seed)
     model = space.build_network(g, datasets.task)
     t0 = time.perf_counter()
-    g = g.replace(config=space.config_dict())
-    config = {"space": {"name": space.name, **space.config_dict()}, "data": config_dict(dcfg), "train": config_dict(cfg),
-              "seed": seed, "device": device, "loggers": list(loggers or [])}
-    with training_run(out, g, config, loggers, resume) as run:
+    with training_run(out, g.replace(config=space.config_dict()), space, dcfg, cfg, seed, device, loggers, resume) as run:
         history = pretrain(model, datasets.train, plain, datasets.test, cfg, dev, log=log, seed=seed,
                            num_workers=dcfg.num_workers, run=run)
     tf, ty = extract_features(model, plain, dev)

@@ -81,14 +81,14 @@ def _criterion(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def train_network(
-    model: nn.Module, data: Datasets, cfg: TrainConfig, device: torch.device, out: Path | None = None, log=print, seed: int = 0,
-    run: Run | None = None,
+    model: nn.Module, data: Datasets, cfg: TrainConfig, device: torch.device, log=print, seed: int = 0, run: Run | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` (logits, or (logits, aux) in training mode) on ``data.train``; evaluate on ``data.test``.
 
     With a ``run`` (the training's folder), every epoch's record goes to its ``history.jsonl`` and
     loggers, and a checkpoint (weights, optimizer, schedule, random states) is written after every
-    epoch; a run that holds one continues from it, to the same weights as an uninterrupted training."""
+    epoch; a run that holds one continues from it, to the same weights as an uninterrupted training.
+    The finished weights and metrics go into the run's folder too."""
     model.to(device)
     opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.epochs, 1), eta_min=cfg.lr_min)
@@ -144,8 +144,8 @@ def train_network(
         "task": task_dict(data.task),  # what load_trained rebuilds the network for
         "history": history,
     }
-    if out is not None:
-        finish_training(out, model.state_dict(), result)
+    if run is not None:
+        finish_training(run.dir, model.state_dict(), result)
     return result
 
 
@@ -168,7 +168,7 @@ def train_genotype(
     ``out`` receives ``genotype.yaml`` and ``config.yaml`` first, then ``history.jsonl`` and a
     checkpoint every epoch (mirrored to ``loggers``), and ``model.safetensors`` and ``metrics.json``
     at the end; ``resume`` continues the training whose checkpoint is in ``out``."""
-    from dnas.config import config_dict, make_config
+    from dnas.config import make_config
     from dnas.engine.data import load_datasets
     from dnas.engine.distributed import resolve_device
     from dnas.engine.loggers import check_loggers
@@ -186,7 +186,5 @@ def train_genotype(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     model = space.build_network(g, datasets.task)
-    config = {"space": {"name": space.name, **space.config_dict()}, "data": config_dict(dcfg), "train": config_dict(tcfg),
-              "seed": seed, "device": device, "loggers": list(loggers or [])}
-    with training_run(out, g, config, loggers, resume) as run:
-        return train_network(model, datasets, tcfg, dev, out=None if out is None else Path(out), log=log, seed=seed, run=run)
+    with training_run(out, g, space, dcfg, tcfg, seed, device, loggers, resume) as run:
+        return train_network(model, datasets, tcfg, dev, log=log, seed=seed, run=run)

@@ -288,8 +288,9 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
         record = {"genotype_file": str(folder / "genotype.yaml"), "epochs": len(read_history(folder))}
     else:
         from dnas.api import train
+        from dnas.evaluate import unfinished_training
 
-        if (folder / "checkpoint.pt").is_file():  # a killed training goes on from its last epoch
+        if unfinished_training(folder):  # a killed training goes on from its last epoch
             m = train(resume=folder, device=unit["device"], log=lambda *_: None)
         else:
             m = train(unit["genotype_file"], data=unit["data"]["name"], data_config={k: v for k, v in unit["data"].items() if k != "name"},
