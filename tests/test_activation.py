@@ -192,7 +192,7 @@ def test_task_loss_is_mse_for_regression_and_ce_for_classes():
     assert float(task_loss(logits, labels, Task((2,), 2))["loss"]) == pytest.approx(math.log(1 + math.exp(2.0)))
 
 
-# -- regression data -----------------------------------------------------------------------------
+# -- table data (csv:PATH) -------------------------------------------------------------------------
 def test_csv_with_header_and_named_targets(tmp_path):
     rng = np.random.default_rng(0)
     table = rng.normal(size=(50, 4)).astype(np.float32)
@@ -224,6 +224,69 @@ def test_bad_regression_input_is_one_clear_error(tmp_path):
         load_datasets(DataConfig(name=f"csv:{p}", target="zz"))
     with pytest.raises(DnasError, match="not found"):
         load_datasets(DataConfig(name=f"csv:{tmp_path / 'missing.csv'}"))
+
+
+def test_csv_text_labels_are_classes_with_or_without_header(tmp_path):
+    rng = np.random.default_rng(0)
+    names = ["setosa", "versicolor", "virginica"]
+    rows = [(*np.round(rng.normal(size=2) + 3 * (i % 3), 3), names[i % 3]) for i in range(60)]
+    for header in ("a,b,species\n", ""):
+        p = tmp_path / f"iris{len(header)}.csv"
+        p.write_text(header + "".join(f'{a},{b},"{s}"\n' for a, b, s in rows))
+        ds = load_datasets(DataConfig(name=f"csv:{p}"))
+        assert ds.task == Task((2,), 3) and ds.train.classes == names
+        x, y = ds.train.tensors
+        assert y.dtype == torch.int64 and len(x) == 48
+        for xi, yi in zip(x[:10], y[:10]):  # each row keeps its own label
+            row = next(r for r in rows if abs(r[0] - float(xi[0])) < 1e-4 and abs(r[1] - float(xi[1])) < 1e-4)
+            assert names[int(yi)] == row[2]
+
+
+def test_csv_numeric_labels_as_classes_and_the_hint_when_they_look_like_labels(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("".join(f"{i * 0.5},{(10, 20, 30)[i % 3]}\n" for i in range(30)))
+    with pytest.warns(UserWarning, match="3 distinct whole numbers.*data.task=classification"):
+        reg = load_datasets(DataConfig(name=f"csv:{p}"))
+    assert reg.task == Task((1,), 0, out_dim=1)
+    ds = load_datasets(DataConfig(name=f"csv:{p}", task="classification"))
+    assert ds.task == Task((1,), 3) and ds.train.classes == [10, 20, 30]
+    x, y = ds.train.tensors
+    assert torch.equal(y, torch.round(x[:, 0] * 2).long() % 3)  # 10 -> 0, 20 -> 1, 30 -> 2
+
+
+def test_bad_tables_are_one_clear_error(tmp_path):
+    p = tmp_path / "d.csv"
+    cases = {
+        "a,b,y\n1,2,0\n3,,1\n": "input column 'b' is empty at line 3",
+        "a,b,y\n1,x,0\n3,4,1\n": "input column 'b' holds text \\('x'\\) at line 2",
+        "a,y\n1,0\n2,1,5\n": "row 3 has 3 cells",
+        "a,y\n1,nan\n2,1\n": "NaN or infinite in data row",
+        "a,y\n": "has a header and no rows",
+    }
+    for text, message in cases.items():
+        p.write_text(text)
+        with pytest.raises(DnasError, match=message):
+            load_datasets(DataConfig(name=f"csv:{p}"))
+    p.write_text("1,2,cat\n3,4,dog\n")
+    with pytest.raises(DnasError, match="holds text, which regression cannot fit"):
+        load_datasets(DataConfig(name=f"csv:{p}", task="regression"))
+    with pytest.raises(DnasError, match="one target column, got 2"):
+        load_datasets(DataConfig(name=f"csv:{p}", target="1,2", task="classification"))
+    assert DataConfig(task="classify").check() == "task must be auto, classification or regression"
+
+
+def test_a_searched_mlp_learns_a_labelled_csv(tmp_path):
+    import dnas
+
+    rng = np.random.default_rng(1)
+    names = ["a", "b", "c"]
+    p = tmp_path / "t.csv"
+    p.write_text("u,v,w,label\n" + "".join(
+        ",".join(f"{v:.3f}" for v in rng.normal(size=3) + 2.0 * np.eye(3)[i % 3]) + f",{names[i % 3]}\n" for i in range(300)))
+    res = dnas.search("mlp-depth", "darts", f"csv:{p}", space_config={"width": 16, "max_layers": 2},
+                      strategy_config={"epochs": 3}, out=str(tmp_path / "run"))
+    metrics = dnas.train(res.genotype, data=f"csv:{p}", train_config={"epochs": 15}, out=str(tmp_path / "train"))
+    assert metrics["task"]["num_classes"] == 3 and metrics["top1"] > 0.6  # chance: 1/3
 
 
 def test_synthetic_regression_is_exp_plus_relu():

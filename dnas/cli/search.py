@@ -15,7 +15,7 @@ def add(sub) -> None:
     s.add_argument("--data-dir")
     s.add_argument("--download", action="store_true", help="download the dataset if missing")
     s.add_argument("--batch-size", type=int)
-    s.add_argument("--target", metavar="COLS", help="regression (--data csv:PATH): target column names or indices, a,b")
+    s.add_argument("--target", metavar="COLS", help="--data csv:PATH: target column names or indices, a,b (default: the last)")
     s.add_argument("--epochs", type=int)
     s.add_argument("--beta-decay", type=float, metavar="W", help="β-DARTS Beta-Decay weight (darts, fairdarts)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. space.C=8, strategy.order=2, callbacks.distance_stop.patience=4 (repeatable)")

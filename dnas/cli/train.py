@@ -15,7 +15,7 @@ def add(sub) -> None:
     t.add_argument("--data", default="digits")
     t.add_argument("--data-dir")
     t.add_argument("--download", action="store_true")
-    t.add_argument("--target", metavar="COLS", help="regression (--data csv:PATH): target columns")
+    t.add_argument("--target", metavar="COLS", help="--data csv:PATH: target column names or indices, a,b (default: the last)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="train.lr=0.05, space.C=36, space.layers=20, ...")
     t.add_argument("--out")

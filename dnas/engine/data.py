@@ -3,8 +3,9 @@
 Names: ``digits`` (scikit-learn's bundled 8x8 digits: the embedded default, no download),
 ``synthetic`` (tiny, learnable, for tests), ``fashion-mnist``, ``cifar10``, ``cifar100``
 (torchvision format under ``data_dir``; downloaded only with ``download=True``),
-``imagefolder:PATH``, and for regression ``csv:PATH`` (.csv/.npy/.npz, ``target`` columns) and
-``synthetic-regression`` (y = exp(x) + max(x, 0)).
+``imagefolder:PATH``, tables ``csv:PATH`` (.csv/.npy/.npz, ``target`` columns; text labels are
+classes, numbers a regression unless ``task: classification``) and ``synthetic-regression``
+(y = exp(x) + max(x, 0)).
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class DataConfig:
     subset: float = 1.0  # fraction of the training set used (CSNAS: 0.1)
     augment: bool = True
     num_workers: int = 0
-    target: str = ""  # regression (csv:PATH): target columns, names or indices "a,b" (default: the last)
+    target: str = ""  # csv:PATH: target columns, names or indices "a,b" (default: the last)
+    task: str = "auto"  # csv:PATH: classification, regression, or auto (text targets: classification)
     image_size: int = 32  # imagefolder:PATH: images are resized (shorter side) and centre-cropped to this side
 
     def check(self):
@@ -42,6 +44,8 @@ class DataConfig:
             return "batch_size must be >= 1"
         if self.image_size < 1:
             return "image_size must be >= 1"
+        if self.task not in ("auto", "classification", "regression"):
+            return "task must be auto, classification or regression"
         return None
 
 
@@ -192,44 +196,132 @@ def synthetic_regression_dataset(fn: Callable[[torch.Tensor], torch.Tensor] | No
     return Datasets(make(n_train), make(n_test), Task((in_dim,), 0, out_dim=1))
 
 
-def table_dataset(path: str, target: str = "", test_fraction: float = 0.2) -> Datasets:
-    """Regression from a CSV (header row optional), ``.npy`` (2-D array) or ``.npz`` (arrays ``x``, ``y``).
+def table_dataset(path: str, target: str = "", test_fraction: float = 0.2, task: str = "auto") -> Datasets:
+    """A table from a CSV (header row optional), ``.npy`` (2-D array) or ``.npz`` (arrays ``x``, ``y``).
 
     ``target``: comma-separated column names or indices (default: the last column); the other columns
-    are the inputs. A fixed 80/20 train/test split.
+    are the inputs, numbers only. ``task``: ``classification`` (one target column; its distinct values,
+    text or numbers, become classes 0..K-1 in sorted order), ``regression`` (numeric targets), or
+    ``auto``: classification when the target holds text, else regression. A fixed 80/20 split.
     """
     import numpy as np
 
+    if task not in ("auto", "classification", "regression"):
+        raise DnasError(f"data.task must be auto, classification or regression (got {task!r})")
     p = Path(path)
     if not p.is_file():
         raise DnasError(f"data file '{p}' not found; --data csv:PATH takes a .csv, .npy or .npz file")
-    names: list[str] = []
     try:
         if p.suffix == ".npz":
             z = np.load(p, allow_pickle=False)
             if "x" not in z or "y" not in z:
                 raise DnasError(f"'{p}' must hold arrays named x and y (np.savez(path, x=..., y=...))")
-            x, y = np.asarray(z["x"], np.float32).reshape(len(z["x"]), -1), np.asarray(z["y"], np.float32).reshape(len(z["y"]), -1)
+            x, y, ynames = np.asarray(z["x"], np.float32).reshape(len(z["x"]), -1), np.asarray(z["y"]).reshape(len(z["y"]), -1), []
         else:
             if p.suffix == ".npy":
-                table = np.load(p, allow_pickle=False)
+                table, names = np.load(p, allow_pickle=False), []
+                if table.ndim != 2:
+                    raise DnasError(f"'{p}' must be a 2-D table with at least one input and one target column")
             else:
-                first = p.read_text().splitlines()[0].split(",")
-                header = any(not _is_number(c) for c in first)
-                names = [c.strip() for c in first] if header else []
-                table = np.loadtxt(p, delimiter=",", skiprows=int(header), dtype=np.float32, ndmin=2)
-            table = np.asarray(table, np.float32)
-            if table.ndim != 2 or table.shape[1] < 2:
+                table, names = _read_csv(p)
+            if table.shape[1] < 2:
                 raise DnasError(f"'{p}' must be a 2-D table with at least one input and one target column")
             cols = [_column(c.strip(), names, table.shape[1], p) for c in target.split(",") if c.strip()] or [table.shape[1] - 1]
-            x, y = np.delete(table, cols, axis=1), table[:, cols]
+            inputs = [j for j in range(table.shape[1]) if j not in cols]
+            x, y = _numeric(table[:, inputs], [names[j] if names else str(j) for j in inputs], p, int(bool(names))), table[:, cols]
+            ynames = [names[j] if names else str(j) for j in cols]
     except (ValueError, OSError, IndexError) as e:
-        raise DnasError(f"cannot read '{p}' as a numeric table ({first_line(e)})") from None
-    x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    n_test = max(1, int(len(x) * test_fraction))
+        raise DnasError(f"cannot read '{p}' as a table ({first_line(e)})") from None
+    numeric = y.dtype != object or all(_is_number(v) for v in y.ravel())
+    if task == "auto":
+        task = "regression" if numeric else "classification"
+        if numeric:
+            _warn_if_labels(y, p)
+    if task == "regression":
+        if not numeric:
+            raise DnasError(f"'{p}': the target column {ynames[0]!r} holds text, which regression cannot fit; "
+                            f"set data.task=classification (--set data.task=classification)")
+        yt, out = torch.from_numpy(np.ascontiguousarray(y.astype(np.float32))), {}
+    else:
+        if y.shape[1] != 1:
+            raise DnasError(f"'{p}': classification takes one target column, got {y.shape[1]} (--target COLUMN)")
+        values = y[:, 0].astype(np.float64) if numeric else y[:, 0].astype(str)
+        classes, labels = np.unique(values, return_inverse=True)  # sorted: numbers by value, text by code point
+        yt = torch.from_numpy(labels.reshape(-1).astype(np.int64))
+        out = {"classes": [_label(c) for c in classes]}
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    for what, t in (("input", xt), ("target", yt)):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            row = int((~torch.isfinite(t)).reshape(len(t), -1).any(1).nonzero()[0])
+            raise DnasError(f"'{p}': an {what} is NaN or infinite in data row {row + 1}; fill or drop such rows first")
+    perm = torch.randperm(len(xt), generator=torch.Generator().manual_seed(0))
+    n_test = max(1, int(len(xt) * test_fraction))
     te, tr = perm[:n_test], perm[n_test:]
-    return Datasets(TensorDataset(x[tr], y[tr]), TensorDataset(x[te], y[te]), Task((x.shape[1],), 0, out_dim=y.shape[1]))
+    train, test = TensorDataset(xt[tr], yt[tr]), TensorDataset(xt[te], yt[te])
+    if out:
+        train.classes = test.classes = out["classes"]  # as torchvision datasets name them
+        return Datasets(train, test, Task((xt.shape[1],), len(out["classes"])))
+    return Datasets(train, test, Task((xt.shape[1],), 0, out_dim=yt.shape[1]))
+
+
+def _read_csv(p: Path):
+    """The cells of a CSV as a 2-D array of str, and its header's names ([] without one). The first row
+    is a header when all its cells are text, or one is text above a number."""
+    import csv
+
+    import numpy as np
+
+    with open(p, newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise DnasError(f"'{p}' is empty")
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        bad = next(i for i, r in enumerate(rows) if len(r) != len(rows[0]))
+        raise DnasError(f"'{p}': row {bad + 1} has {len(rows[bad])} cells, the first row {len(rows[0])}")
+    first = [c.strip() for c in rows[0]]
+    text = [not _is_number(c) for c in first]
+    header = all(text) or (len(rows) > 1 and any(t and _is_number(c) for t, c in zip(text, rows[1])))
+    table = np.array([[c.strip() for c in r] for r in rows[int(header):]], dtype=object)
+    if not len(table):
+        raise DnasError(f"'{p}' has a header and no rows")
+    return table, first if header else []
+
+
+def _numeric(cells, names: list[str], p: Path, skipped: int):
+    """Input columns as float32; a text or empty cell is one clear error naming its row and column."""
+    import numpy as np
+
+    if cells.dtype != object:
+        return np.asarray(cells, np.float32)
+    for j in range(cells.shape[1]):
+        for i, c in enumerate(cells[:, j]):
+            if not _is_number(c):
+                what = "is empty" if c == "" else f"holds text ({c!r})"
+                raise DnasError(f"'{p}': input column {names[j]!r} {what} at line {i + 1 + skipped}; inputs must be numbers "
+                                f"(encode categories as numbers, or name the column in --target)")
+    return cells.astype(np.float32)
+
+
+def _warn_if_labels(y, p: Path) -> None:
+    """Whole numbers with few distinct values look like class labels read as regression: say how to switch."""
+    import warnings
+
+    import numpy as np
+
+    v = y.astype(np.float64)
+    if v.shape[1] == 1 and np.all(v == np.round(v)):
+        k = len(np.unique(v))
+        if 2 <= k <= 20 and k * 5 <= len(v):
+            warnings.warn(f"'{p}': the target has {k} distinct whole numbers and is read as regression; "
+                          f"for classes set data.task=classification (--set data.task=classification)", stacklevel=3)
+
+
+def _label(c):
+    """A class name: text as it is, a whole number as an int, another number as a float."""
+    if isinstance(c, str):
+        return c
+    return int(c) if float(c).is_integer() else float(c)
 
 
 def _is_number(s: str) -> bool:
@@ -256,7 +348,7 @@ def load_datasets(cfg: DataConfig) -> Datasets:
     if name == "synthetic-regression":
         return synthetic_regression_dataset()
     if name.startswith("csv:"):
-        return table_dataset(name.split(":", 1)[1], cfg.target)
+        return table_dataset(name.split(":", 1)[1], cfg.target, task=cfg.task)
     if name == "synthetic":
         return synthetic_dataset()
     if name in _TORCHVISION:
