@@ -363,16 +363,89 @@ def test_torchvision_vit_takes_its_input_size_and_its_own_state_dict(tmp_path):
 
 def test_stages_that_change_the_shape_are_refused_and_their_blocks_gate(tmp_path):
     """A hierarchical model (Swin): its stages are no gateable blocks; the blocks inside each are,
-    given as comma-separated containers."""
-    with pytest.raises(DnasError, match=r"block 0 \(_Stage\) maps a \[1, 1, 1, 4\] input to \[1, 1, 1, 8\]: a block gate .* "
+    given as comma-separated containers, or found as every stage's `blocks`."""
+    with pytest.raises(DnasError, match=r"every block in layers changes the hidden state's shape, so none can be gated .* "
                                         r"\(here: --blocks layers.0.blocks,layers.1.blocks\)"):
         dnas.create_space("dario", model="dario_toy:staged", blocks="layers", input_size=[1, 1, 4]).supernet(None)
+    found = dnas.create_space("dario", model="dario_toy:staged", input_size=[1, 1, 4])
+    assert found.num_blocks() == 4 and not found.fixed_blocks()  # layers.0.blocks, layers.1.blocks: no --blocks needed
     rep = prune("dario_toy:staged", blocks="layers.0.blocks,layers.1.blocks", input_size=[1, 1, 4], budget="blocks=3",
                 iters=1, warm_start=2, out=tmp_path / "p", **QUIET)
     assert rep["blocks_total"] == 4 and len(rep["blocks_kept"]) == 3
     pruned = dnas.load_pruned(tmp_path / "p")
     assert [len(s.blocks) for s in pruned.layers] == [sum(b < 2 for b in rep["blocks_kept"]), sum(b >= 2 for b in rep["blocks_kept"])]
     assert pruned(torch.ones(1, 1, 1, 4)).shape == (1, 1, 1, 16)
+
+
+def test_blocks_that_change_the_shape_stay_ungated_and_count_in_the_budget(tmp_path):
+    """ResNet's layout (layer1, layer2, the first block of layer2 widening): found without --blocks; the
+    widening block has no gate, is in every pruning, searched or random, and counts in blocks=K."""
+    from dnas.tools.prune_quality import random_prunings, sample_same_budget
+
+    kw = {"model": "dario_toy:resnetish", "model_kwargs": {"width": 4, "depth": 3}, "input_size": [1, 1, 4]}
+    space = dnas.create_space("dario", **kw)
+    assert space.num_blocks() == 6 and space.fixed_blocks() == {3}
+    assert [d.name for d in space.block_decisions()] == ["block0", "block1", "block2", "block4", "block5"]
+    net = space.supernet(None)
+    assert net.alphas["blocks"].shape[0] == 5 and net.gated == [0, 1, 2, 4, 5]
+    with torch.no_grad():  # the gate of block 4 sits on α row 3: closing it makes block 4 the identity
+        net.alphas["blocks"].fill_(30.0)
+        net.alphas["blocks"][3] = -30.0
+        x = torch.randn(2, 1, 1, 4)
+        m = net.model
+        want = m.layer2[2](m.layer2[0](m.layer1(x)))
+        assert torch.allclose(net(x), want, atol=1e-5)
+    with pytest.raises(DnasError, match=r"blocks=0: 1 blocks change the shape and are always kept; ask at least blocks=1"):
+        prune(kw["model"], model_kwargs=kw["model_kwargs"], input_size=kw["input_size"], budget="blocks=0", out=tmp_path / "no", **QUIET)
+    rep = prune(kw["model"], model_kwargs=kw["model_kwargs"], input_size=kw["input_size"], budget="blocks=3", iters=2, warm_start=2,
+                out=tmp_path / "p", **QUIET)
+    assert len(rep["blocks_kept"]) == 3 and 3 in rep["blocks_kept"] and rep["blocks_fixed"] == [3]
+    pruned = dnas.load_pruned(tmp_path / "p")
+    assert pruned(torch.ones(1, 1, 1, 4)).shape == (1, 1, 1, 8)  # the widening block is still there
+    assert sum(len(c) for c in (pruned.layer1, pruned.layer2)) == 3
+    heads = [0] * 6
+    same = sample_same_budget(heads, [0, 3, 5], {}, "block", 6, fixed=frozenset({3}))
+    assert len(same) == 6 and all(3 in b and len(b) == 3 for b, _ in same)
+    assert all(3 in b and len(b) == 2 for b, _ in random_prunings(heads, "block", 5, 2, 0, fixed=frozenset({3})))
+    assert all(3 in b for b, _ in random_prunings(heads, "block", 8, None, 1, fixed=frozenset({3})))
+
+
+@pytest.mark.parametrize("model, paths, fixed", [
+    ("resnet18", ["layer1", "layer2", "layer3", "layer4"], {2, 4, 6}),  # each later stage opens with a downsampling block
+    ("convnext_atto", [f"stages.{i}.blocks" for i in range(4)], set()),
+    ("swin_tiny_patch4_window7_224", [f"layers.{i}.blocks" for i in range(4)], set()),
+])
+def test_timm_models_in_stages_are_found_without_blocks(model, paths, fixed):
+    """timm CNNs and hierarchical ViTs: their blocks found and the downsampling ones told apart, on the
+    meta-device skeleton (no weights, no compute)."""
+    from dnas.spaces.dario import find_blocks, model_skeleton
+
+    space = dnas.create_space("dario", model=model)
+    assert [p for p, _ in find_blocks(model_skeleton(space.config), None)] == paths
+    assert set(space.fixed_blocks()) == fixed and len(space.block_decisions()) == space.num_blocks() - len(fixed)
+
+
+def test_a_proxy_search_past_float32_runs_in_float64(tmp_path, capsys):
+    """A deep net without normalisation (120 residual blocks on |θ|): R_SF ≈ 1e34, whose square overflows
+    float32. Forced to float32 the search diverges; auto switches to float64, says so, ends with finite
+    gates, and hands the model back in float32. A tiny ViT (LayerNorm) stays in float32."""
+    kw = {"model_kwargs": {"width": 8, "depth": 60}, "input_size": [1, 1, 8], "iters": 3, "warm_start": 2}
+    with pytest.raises(DnasError, match=r"diverged at iteration 1; .* or search in float64 \(strategy.precision=float64\)"):
+        prune("dario_toy:resnetish", **kw, strategy_config={"precision": "float32"}, out=tmp_path / "f32", **QUIET)
+    capsys.readouterr()
+    rep = prune("dario_toy:resnetish", **kw, out=tmp_path / "auto", **QUIET)
+    assert "proxy search in float64: R_SF is" in capsys.readouterr().err
+    gates = json.loads((tmp_path / "auto" / "alphas.json").read_text())
+    assert len(gates) == 119 and all(0 <= v <= 1 for v in gates.values()) and rep["blocks_kept"]
+    space = dnas.create_space("dario", model="dario_toy:resnetish", **{k: kw[k] for k in ("model_kwargs", "input_size")})
+    net = space.supernet(None)
+    strat = dnas.create_strategy("proxy", iters=1, warm_start=0)
+    from dnas.engine.run import Run
+
+    strat.search(net, None, Run(tmp_path / "direct", progress=False))
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    vit = dnas.create_space("dario", **TINY).supernet(None)
+    assert not strat._float64(vit.eval(), Run(tmp_path / "vit", progress=False))
 
 
 def test_hf_without_transformers_is_one_line(monkeypatch, tmp_path):

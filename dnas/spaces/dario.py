@@ -341,10 +341,18 @@ def find_blocks(model: nn.Module, path: str | None) -> list[tuple[str, nn.Module
             c = model.get_submodule(known)
         except AttributeError:
             continue
-        if isinstance(c, nn.ModuleList) and len(c):
+        stages = all(isinstance(getattr(b, "blocks", None), (nn.ModuleList, nn.Sequential)) for b in c)
+        if isinstance(c, nn.ModuleList) and len(c) and not stages:  # stages holding blocks: their blocks, below
             return [(known, c)]
     found = [(f"{n}.transformer", m.transformer) for n, m in model.named_modules()
              if type(m).__name__.startswith("MobileVit") and isinstance(getattr(m, "transformer", None), nn.Sequential)]
+    if not found:  # ResNet-style stages (timm, torchvision): layer1, layer2, ...
+        found = [(n, m) for n, m in model.named_children() if re.fullmatch(r"layer\d+", n) and isinstance(m, nn.Sequential)]
+    if not found:  # a model in stages (Swin, ConvNeXt, LeViT, PiT, EfficientViT): every stage's `blocks`, outermost
+        for n, m in model.named_modules():
+            if n.rpartition(".")[2] == "blocks" and isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) \
+                    and not any(n.startswith(f + ".") for f, _ in found):
+                found.append((n, m))
     if not found:
         raise DnasError(f"cannot find the transformer blocks of {type(model).__name__}; pass blocks=dotted.path (--blocks)")
     return found
@@ -422,6 +430,40 @@ def model_input_shape(model: nn.Module, cfg: DarioConfig) -> tuple[int, ...]:
     raise DnasError("cannot tell this model's input size; set input_size=[C, H, W] (--input-size)")
 
 
+def _reshaping_blocks(model: nn.Module, blocks: list[nn.Module], cfg: DarioConfig) -> frozenset[int]:
+    """Indices of the blocks whose output shape differs from their input's, from one forward of ``model``
+    (the meta-device skeleton for timm: no compute). Empty when that forward fails: the supernet's own
+    check then names the block."""
+    shapes: dict[int, bool] = {}
+
+    def probe(i):
+        def hook(module, args, kwargs, output):
+            h_in, h = _block_io(args, kwargs, output)
+            if isinstance(h_in, torch.Tensor) and isinstance(h, torch.Tensor):
+                shapes.setdefault(i, h_in.shape != h.shape)
+        return hook
+
+    handles = [b.register_forward_hook(probe(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    try:
+        ref = next(iter(model.parameters()), None)
+        x = torch.ones(1, *model_input_shape(model, cfg), device=ref.device if ref is not None else "cpu")
+        with torch.no_grad():
+            call_model(model, x)
+    except Exception:  # noqa: BLE001 - a model that cannot run here: the supernet's check decides
+        return frozenset()
+    finally:
+        for h in handles:
+            h.remove()
+    return frozenset(i for i, changed in shapes.items() if changed)
+
+
+def _inner_hint(model: nn.Module, path: str | None) -> str:
+    """' (here: --blocks a.0.blocks,a.1.blocks)': the block containers inside the given blocks, if any."""
+    inner = [f"{p}.{k}.{name}" for p, c in find_blocks(model, path) for k, blk in enumerate(c)
+             for name, m in blk.named_children() if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) > 1]
+    return f" (here: --blocks {','.join(inner)})" if inner else ""
+
+
 # -- the supernet ------------------------------------------------------------------------------
 def _block_io(args: tuple, kwargs: dict, output):
     """(hidden state in, hidden state out) of a block's forward hook: the input positional or as
@@ -443,9 +485,11 @@ class DarioSupernet(Supernet):
         self._gates: dict[str, torch.Tensor] = {}
         self._hooks = []
         if cfg.granularity in ("block", "both"):
-            self.add_alpha("blocks", space.block_decisions())
-            for i, b in enumerate(self.block_list):
-                self._hooks.append(b.register_forward_hook(self._block_hook(i), with_kwargs=True))
+            decisions = space.block_decisions()
+            self.add_alpha("blocks", decisions)
+            self.gated = [int(d.name[len("block"):]) for d in decisions]  # α row r gates block gated[r]
+            for r, i in enumerate(self.gated):
+                self._hooks.append(self.block_list[i].register_forward_hook(self._block_hook(r), with_kwargs=True))
         if cfg.granularity in ("head", "both"):
             self.add_alpha("heads", space.head_decisions())
             start = 0
@@ -458,41 +502,23 @@ class DarioSupernet(Supernet):
 
     def _check_blocks_keep_shape(self) -> None:
         """A block gate mixes a block's output with its input (eq. 6.1), so a gated block must keep the
-        hidden state's shape; a stage that downsamples (Swin, a CNN) is one line naming what to gate."""
-        shapes: dict[int, tuple] = {}
+        hidden state's shape. The space leaves the blocks that change it ungated; this catches a model whose
+        skeleton could not run to tell them (one line naming the block)."""
+        model = self.model
+        fixed = set(_reshaping_blocks(model, self.block_list, self.space.config)) - set(self.space.fixed_blocks())
+        if fixed:
+            i = min(fixed)
+            raise DnasError(f"block {i} ({type(self.block_list[i]).__name__}) changes the hidden state's shape, which a block gate "
+                            f"cannot mix with its input; give --blocks the containers of shape-keeping blocks, comma-separated"
+                            f"{_inner_hint(model, self.space.config.blocks)}")
 
-        def probe(i):
-            def hook(module, args, kwargs, output):
-                h_in, h = _block_io(args, kwargs, output)
-                if isinstance(h_in, torch.Tensor) and isinstance(h, torch.Tensor):
-                    shapes.setdefault(i, (tuple(h_in.shape), tuple(h.shape)))
-            return hook
-
-        handles = [b.register_forward_hook(probe(i), with_kwargs=True) for i, b in enumerate(self.block_list)]
-        try:
-            with torch.no_grad():
-                call_model(self.model, self.data_free_input(1))
-        finally:
-            for h in handles:
-                h.remove()
-        bad = [(i, a, b) for i, (a, b) in sorted(shapes.items()) if a != b]
-        if bad:
-            i, a, b = bad[0]
-            inner = [f"{path}.{k}.{name}" for path, c in find_blocks(self.model, self.space.config.blocks)
-                     for k, blk in enumerate(c) for name, m in blk.named_children()
-                     if isinstance(m, (nn.ModuleList, nn.Sequential)) and len(m) > 1]
-            hint = f" (here: --blocks {','.join(inner)})" if inner else ""
-            raise DnasError(f"block {i} ({type(self.block_list[i]).__name__}) maps a {list(a)} input to {list(b)}: a block gate "
-                            f"mixes a block's output with its input, so each gated block must keep the shape; give "
-                            f"--blocks the containers of shape-keeping blocks, comma-separated{hint}")
-
-    def _block_hook(self, i: int):
+    def _block_hook(self, r: int):
         def hook(module, args, kwargs, output):
             g = self._gates.get("blocks")
             if g is None:
                 return output
             h_in, h = _block_io(args, kwargs, output)
-            g = g[i, 0].to(h.dtype)
+            g = g[r, 0].to(h.dtype)
             mixed = g * h + (1 - g) * h_in  # DARIO eq. (6.1)
             return (mixed, *output[1:]) if isinstance(output, tuple) else mixed
 
@@ -621,6 +647,7 @@ class DarioSpace(SearchSpace):
     def __init__(self, **config: Any):
         super().__init__(**config)
         self._shape: list[int] | None = None  # heads per block
+        self._fixed: frozenset[int] = frozenset()  # blocks that change the shape (no gate)
 
     def _heads(self) -> list[int]:
         if self._shape is None:
@@ -632,10 +659,26 @@ class DarioSpace(SearchSpace):
             if other:  # fail before a search whose heads could not be sliced out
                 raise DnasError(f"head gates need timm's Attention (ViT, DeiT, MobileViT), not {', '.join(sorted(other))}; "
                                 f"use granularity=block for this model")
+            self._fixed = _reshaping_blocks(model, blocks, self.config) if self.config.granularity != "head" else frozenset()
+            if blocks and len(self._fixed) == len(blocks):
+                raise DnasError(f"every block in {self.config.blocks or 'the blocks found'} changes the hidden state's shape, so none "
+                                f"can be gated (a block gate mixes a block's output with its input); give --blocks the containers "
+                                f"of the blocks inside, comma-separated{_inner_hint(model, self.config.blocks)}")
         return self._shape
 
+    def num_blocks(self) -> int:
+        """Blocks in the model's block containers, gated or not."""
+        return len(self._heads())
+
+    def fixed_blocks(self) -> frozenset[int]:
+        """Blocks that change the hidden state's shape (a stage's downsampling block): always kept, no gate,
+        since a block gate mixes a block's output with its input (eq. 6.1)."""
+        self._heads()
+        return self._fixed
+
     def block_decisions(self) -> list[Decision]:
-        return [Decision(f"block{i}", (KEEP,), min_options=0) for i in range(len(self._heads()))]
+        fixed = self.fixed_blocks()
+        return [Decision(f"block{i}", (KEEP,), min_options=0) for i in range(len(self._heads())) if i not in fixed]
 
     def head_decisions(self) -> list[Decision]:
         return [Decision(f"block{i}.head{j}", (KEEP,), cell=f"block{i}", min_options=0)

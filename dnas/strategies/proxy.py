@@ -16,6 +16,9 @@ All-ones inputs make every sample identical, and the model runs in eval mode (ea
 depends on that sample only), so ``R_SF`` over a batch of B ones is exactly B times ``R_SF`` of one:
 dnas runs one sample and steps with ``γ·B``, an exact and B times cheaper equivalent.
 
+``precision: auto`` searches in float64 where R_SF's square overflows float32 (deep nets without
+normalisation: a CNN's eval-mode BatchNorm passes no scale, and a ResNet-18 on |θ| gives R_SF ≈ 7e29).
+
 ``mode: random`` is the baseline with the same budget: ``warm_start + iters`` random α ~ N(0,1),
 the best by the proxy is kept.
 
@@ -24,6 +27,7 @@ The strategy needs a supernet with α, a data-free input and a functional forwar
 """
 from __future__ import annotations
 
+import math
 import time
 import weakref
 from collections.abc import Callable
@@ -67,6 +71,7 @@ class ProxyConfig:
     alpha_grad: Literal["fd", "exact"] = "fd"  # ∂S/∂α by a finite difference (2 passes) or double backward
     terms: dict = field(default_factory=dict)  # {name: {options}}: extra terms added to S (PROXY_TERMS)
     fd_eps: float = 3e-5  # ‖εu‖ / ‖θ‖: the finite difference's step, relative to the weights' norm
+    precision: Literal["auto", "float32", "float64"] = "auto"  # auto: float64 where R_SF² overflows float32
 
     def check(self):
         if self.iters < 0 or self.warm_start < 0 or self.batch_size < 1:
@@ -75,6 +80,8 @@ class ProxyConfig:
             return "mode random needs iters + warm_start >= 1"
         if self.fd_eps <= 0:
             return "fd_eps must be > 0"
+        if self.precision not in ("auto", "float32", "float64"):
+            return f"precision must be auto, float32 or float64 (got {self.precision!r})"
         if not 0 < self.threshold < 1:
             return f"threshold must be in (0, 1): gates σ(α) lie there (got {self.threshold})"
         get_proxy(self.proxy)
@@ -292,7 +299,8 @@ class ProxyStrategy(Strategy):
                 bar.update(task, advance=1, description=f"warm start: best proxy {best_s:.4g}")
         if best is None:
             raise DnasError(f"every one of the {k} random α samples gave a non-finite proxy "
-                            f"({history[-1].get('error', 'NaN/inf')}); lower strategy.gamma or use another space option")
+                            f"({history[-1].get('error', 'NaN/inf')}); lower strategy.gamma or use another space option"
+                            f"{self._wider(supernet)}")
         if len(values) >= 3 and max(values) - min(values) <= 1e-9 * max(abs(v) for v in values):
             hint = "synflow on signed weights (dnas prune --signed-synflow, or strategy.abs_params=false), " \
                 if self.config.abs_params else ""
@@ -312,12 +320,41 @@ class ProxyStrategy(Strategy):
 
     def search(self, supernet: Supernet, data, run: Run, callbacks=None):
         self.refuse_callbacks(callbacks)
-        from rich.progress import Progress
-
         c = self.config
         if self._gated(supernet):
             supernet.relaxation = "sigmoid"  # independent gates (DARIO eq. 6.1, 6.2)
         supernet.eval()  # dropout off; BatchNorm per sample (the all-ones batch equivalence)
+        dtype = next(iter(supernet.parameters())).dtype
+        wide = self._float64(supernet, run)
+        try:
+            return self._search(supernet, run)
+        finally:
+            if wide:
+                supernet.to(dtype)
+
+    def _float64(self, supernet: Supernet, run: Run) -> bool:
+        """Whether to search in float64: asked, or ``auto`` and R_SF on the batch of ones is past the square
+        root of float32's largest value (its square, the scale of S_var and of ∂S/∂α, would overflow). Deep
+        nets without normalisation reach that: eval-mode BatchNorm on |θ| passes no scale, and a ResNet-18
+        gives 7e29, where a float32 search diverges. The supernet is converted; ``search`` converts it back."""
+        c = self.config
+        if c.precision == "float32" or next(iter(supernet.parameters())).dtype == torch.float64:
+            return False
+        if c.precision == "auto":
+            names, theta = _theta(supernet, c)
+            with torch.no_grad():
+                r = float(supernet.functional_forward(supernet.data_free_input(1), dict(zip(names, theta))).sum()) * c.batch_size
+            if math.isfinite(r) and abs(r) <= torch.finfo(torch.float32).max ** 0.5:
+                return False
+            run.log(f"proxy search in float64: R_SF is {r:.3g} on this model, whose square overflows float32 "
+                    f"(strategy.precision=float32 to force it)")
+        supernet.double()
+        return True
+
+    def _search(self, supernet: Supernet, run: Run):
+        from rich.progress import Progress
+
+        c = self.config
         history: list = []
         t0 = time.perf_counter()
         # only the exact α-gradient differentiates through a gradient (no fused double backward on the CPU)
@@ -337,18 +374,25 @@ class ProxyStrategy(Strategy):
                     try:
                         s, grads = proxy_step(supernet, c)  # S(θ̃(α)) and ∂S/∂α, problem (6.4)
                     except Diverged as e:
-                        raise DnasError(f"the proxy search diverged at iteration {it + 1} ({e}); lower strategy.lr or strategy.gamma") from None
+                        raise DnasError(f"the proxy search diverged at iteration {it + 1} ({e}); lower strategy.lr or strategy.gamma"
+                                        f"{self._wider(supernet)}") from None
                     s, grads = add_terms(supernet, self._terms, s, grads)
                     for a, g in zip(alphas, grads):
                         a.grad = g
                     opt.step()
                     sched.step()
                     if not all(torch.isfinite(a).all() for a in alphas) or not torch.isfinite(s):
-                        raise DnasError(f"the proxy search diverged at iteration {it + 1}; lower lr or gamma")
+                        raise DnasError(f"the proxy search diverged at iteration {it + 1}; lower strategy.lr or strategy.gamma"
+                                        f"{self._wider(supernet)}")
                     self._record(supernet, run, history, len(history) + 1, {"phase": "gradient", "proxy": float(s)}, t0)
                     bar.update(task, advance=1, description=f"proxy {float(s):.4g} · {self._open(supernet)}")
         run.log(f"proxy search: {len(history)} proxy evaluations in {time.perf_counter() - t0:.1f}s")
         return self._genotype(supernet)
+
+    @staticmethod
+    def _wider(supernet) -> str:
+        """The float64 hint of a divergence, where the search ran in a narrower type."""
+        return "" if next(iter(supernet.parameters())).dtype == torch.float64 else ", or search in float64 (strategy.precision=float64)"
 
     def _open(self, supernet) -> str:
         """'gates open k/n' (σ(α) ≥ threshold) for gated spaces, else the decisions' count."""

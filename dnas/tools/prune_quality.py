@@ -60,7 +60,7 @@ class QualityConfig:
 # -- budgets and random prunings --------------------------------------------------------------------
 def heads_per_block(space) -> list[int]:
     """Heads of each block of a ``dario`` space (0 everywhere without head gates)."""
-    counts = [0] * len(space.block_decisions())
+    counts = [0] * space.num_blocks()
     if space.config.granularity != "block":
         for d in space.head_decisions():
             counts[int(d.cell[len("block"):])] += 1
@@ -73,7 +73,7 @@ def budget_of(kept: list[int], keep_heads: dict[int, list[int]], heads: list[int
 
 
 def sample_same_budget(heads: list[int], kept: list[int], keep_heads: dict[int, list[int]], granularity: str,
-                       r: int, seed: int = 0) -> list[Pruning]:
+                       r: int, seed: int = 0, fixed: frozenset[int] = frozenset()) -> list[Pruning]:
     """``r`` random prunings, distinct from each other and from ``(kept, keep_heads)``, with its budget.
 
     Blocks are drawn uniformly among the sets of the same size; with head gates, the same total of kept
@@ -87,6 +87,7 @@ def sample_same_budget(heads: list[int], kept: list[int], keep_heads: dict[int, 
         granularity: ``block``, ``head`` or ``both`` (with ``head`` every block is kept).
         r: how many prunings.
         seed: of the draw.
+        fixed: blocks without a gate (they change the shape), in every pruning.
 
     Returns:
         A list of ``(kept blocks, {block: kept heads})``.
@@ -102,7 +103,8 @@ def sample_same_budget(heads: list[int], kept: list[int], keep_heads: dict[int, 
     for _ in range(100 * max(r, 1)):
         if len(out) == r:
             break
-        blocks = list(range(n)) if granularity == "head" else sorted(rng.sample(range(n), n_blocks))
+        gated = [i for i in range(n) if i not in fixed]
+        blocks = list(range(n)) if granularity == "head" else sorted([*fixed, *rng.sample(gated, n_blocks - len(fixed))])
         cut: dict[int, list[int]] = {}
         if granularity != "block":
             pool = [(b, j) for b in blocks for j in range(heads[b])]
@@ -117,14 +119,16 @@ def sample_same_budget(heads: list[int], kept: list[int], keep_heads: dict[int, 
     return out
 
 
-def top_gates(gates: dict[str, float], heads: list[int], n_blocks: int, n_heads: int, granularity: str) -> Pruning:
+def top_gates(gates: dict[str, float], heads: list[int], n_blocks: int, n_heads: int, granularity: str,
+              fixed: frozenset[int] = frozenset()) -> Pruning:
     """The pruning keeping the ``n_blocks`` largest block gates and, among their heads, the ``n_heads``
     largest head gates (a search result recast to another result's budget). ``gates``: σ(α) by decision."""
     n = len(heads)
     if granularity == "head":
         blocks = list(range(n))
     else:
-        blocks = sorted(sorted(range(n), key=lambda i: (-gates[f"block{i}"], i))[:n_blocks])
+        gated = sorted((i for i in range(n) if i not in fixed), key=lambda i: (-gates[f"block{i}"], i))
+        blocks = sorted([*fixed, *gated[:n_blocks - len(fixed)]])
     cut: dict[int, list[int]] = {}
     if granularity != "block":
         pool = sorted(((b, j) for b in blocks for j in range(heads[b])), key=lambda bj: (-gates[f"block{bj[0]}.head{bj[1]}"], bj))
@@ -266,7 +270,7 @@ def quality_report(space, original: nn.Module, kept: list[int], keep_heads: dict
     cfg = make_config(QualityConfig, dict(config or {}), "quality")
     heads = heads_per_block(space)
     gran = space.config.granularity
-    randoms = sample_same_budget(heads, kept, keep_heads, gran, cfg.random, cfg.seed)
+    randoms = sample_same_budget(heads, kept, keep_heads, gran, cfg.random, cfg.seed, space.fixed_blocks())
     prunings: dict[str, Pruning] = {"searched": (kept, keep_heads), **(extra or {})}
     prunings.update({f"random{i + 1}": p for i, p in enumerate(randoms)})
     models = {"unpruned": original.eval(), **{k: pruned_copy(original, space.config.blocks, p) for k, p in prunings.items()}}
@@ -311,14 +315,15 @@ def summary(q: dict[str, Any], extra: list[str] = ()) -> str:
 
 
 def compare_search(space_cfg: dict[str, Any], strategy: dict[str, Any], seed: int, out: Path, heads: list[int],
-                   n_blocks: int, n_heads: int, granularity: str, progress: bool = False) -> Pruning:
+                   n_blocks: int, n_heads: int, granularity: str, progress: bool = False,
+                   fixed: frozenset[int] = frozenset()) -> Pruning:
     """Run the proxy search with ``strategy`` into ``out`` and recast its gates to the given budget."""
     from dnas.api import search
 
     res = search(config={"space": {"name": "dario", **space_cfg}, "strategy": {"name": "proxy", **strategy}, "seed": seed},
                  out=out, progress=progress)
     gates = {k: v[0] for k, v in res.history[-1]["alphas"].items()}
-    return top_gates(gates, heads, n_blocks, n_heads, granularity)
+    return top_gates(gates, heads, n_blocks, n_heads, granularity, fixed)
 
 
 def evaluate_prune(space, original: nn.Module, kept: list[int], keep_heads: dict[int, list[int]], data: str,
@@ -357,7 +362,7 @@ def evaluate_prune(space, original: nn.Module, kept: list[int], keep_heads: dict
         space_cfg = {k: v for k, v in space.config_dict().items() if k != "name"}
         other = {**strategy, "terms": {k: v for k, v in terms.items() if k != "calibration"}}
         extra["data-free search"] = compare_search(space_cfg, other, seed, Path(out) / "compare-data-free", heads, n_blocks, n_heads,
-                                                   space.config.granularity)
+                                                   space.config.granularity, fixed=space.fixed_blocks())
     q = quality_report(space, original, kept, keep_heads, data, options, extra=extra, bench_batch=bench[0], bench_rounds=bench[1], log=log)
     q["searched_with"] = ("given blocks (no search)" if strategy is None else
                           f"proxy {strategy.get('proxy', 'var')}" + (" + calibration term" if "calibration" in terms else " (data-free)"))
@@ -395,7 +400,7 @@ def finetune_random_baseline(directory: str | Path, r: int = 5, data: str = "dig
     space = create_space("dario", **meta["space"], **meta["source"])
     heads = heads_per_block(space)
     kept, keep_heads = meta["keep_blocks"], {int(k): v for k, v in meta["keep_heads"].items()}
-    randoms = sample_same_budget(heads, kept, keep_heads, space.config.granularity, r, seed)
+    randoms = sample_same_budget(heads, kept, keep_heads, space.config.granularity, r, seed, space.fixed_blocks())
     original = build_model(space.config)
     quiet = lambda s: None
 
@@ -482,7 +487,7 @@ def proxy_value(supernet, pruning: Pruning, proxy_config, terms=()) -> float:
     with torch.no_grad():
         for key, a in supernet.alphas.items():
             if key == "blocks":
-                v = [math.inf if i in blocks else -math.inf for i in range(a.shape[0])]
+                v = [math.inf if int(d.name[len("block"):]) in blocks else -math.inf for d in supernet.space.block_decisions()]
             else:
                 v = []
                 for i, d in enumerate(supernet.space.head_decisions()):
@@ -493,21 +498,24 @@ def proxy_value(supernet, pruning: Pruning, proxy_config, terms=()) -> float:
         return float(add_terms(supernet, terms, proxy_objective(supernet, proxy_config, create_graph=False).detach())[0])
 
 
-def random_prunings(heads: list[int], granularity: str, n: int, keep: int | None, seed: int) -> list[Pruning]:
+def random_prunings(heads: list[int], granularity: str, n: int, keep: int | None, seed: int,
+                    fixed: frozenset[int] = frozenset()) -> list[Pruning]:
     """``n`` distinct random prunings: each gate kept with probability 1/2 (the space's random genotype),
-    or with ``keep`` blocks, the blocks drawn uniformly (and each head kept with probability 1/2)."""
+    or with ``keep`` blocks, the blocks drawn uniformly (and each head kept with probability 1/2). The
+    ``fixed`` blocks (no gate) are in every pruning and count in ``keep``."""
     rng = random.Random(seed)
     seen, out = set(), []
     for _ in range(100 * n):
         if len(out) == n:
             break
         nb = len(heads)
+        gated = [i for i in range(nb) if i not in fixed]
         if granularity == "head":
             blocks = list(range(nb))
         elif keep is not None:
-            blocks = sorted(rng.sample(range(nb), min(keep, nb)))
+            blocks = sorted([*fixed, *rng.sample(gated, min(max(keep - len(fixed), 0), len(gated)))])
         else:
-            blocks = [i for i in range(nb) if rng.random() < 0.5]
+            blocks = sorted([*fixed, *(i for i in gated if rng.random() < 0.5)])
         cut = {}
         if granularity != "block":
             for b in blocks:
@@ -561,7 +569,7 @@ def proxy_correlation(model: str = "mae-vit-base", *, data: str = "digits", n: i
     original = build_model(space.config)
     net = DarioSupernet(space, space.tiny_task, model=copy.deepcopy(original)).eval()
     heads = heads_per_block(space)
-    prunings = random_prunings(heads, space.config.granularity, n, keep, seed)
+    prunings = random_prunings(heads, space.config.granularity, n, keep, seed, space.fixed_blocks())
     if len(prunings) < 4:
         raise DnasError(f"only {len(prunings)} distinct prunings exist with these options; need at least 4")
     t0 = time.perf_counter()

@@ -105,6 +105,7 @@ class ModelInfo:
     attn_extra: dict[str, int] = field(default_factory=dict)  # block gate -> params gone with its last head
     block_cost: dict[str, float] = field(default_factory=dict)
     other_cost: float = 0.0
+    fixed_blocks: int = 0  # blocks without a gate (they change the shape): always kept
 
     def params_kept(self, drop: set[str]) -> int:
         """Parameters of the model with the gates in ``drop`` closed (all others open)."""
@@ -151,7 +152,7 @@ def model_info(space, model: nn.Module, block_cost: dict[str, float] | None = No
         other = float(total - sum(block_cost.values()))
     else:
         other = block_cost.pop("other", 0.0)
-    return ModelInfo(total, gp, heads_of, extra, dict(block_cost), other)
+    return ModelInfo(total, gp, heads_of, extra, dict(block_cost), other, len(space.fixed_blocks()))
 
 
 def _ranked(scores: dict[str, float], names) -> list[str]:
@@ -164,7 +165,7 @@ def keep_for_budget(scores: dict[str, float], budget: str | dict[str, float], in
                     threshold: float = 0.65) -> dict[str, list[str]]:
     """The gates kept under ``budget``, ranked by ``scores`` (σ(α), or a random ranking for a baseline).
 
-    ``blocks=K`` keeps the K best block gates, ``heads=K`` the K best head gates; ``params=f`` drops
+    ``blocks=K`` leaves K blocks (the K best block gates, less the ungated blocks), ``heads=K`` the K best head gates; ``params=f`` drops
     the worst gates (blocks and heads ranked together) until at most a fraction f of the parameters
     is left; ``speedup=s`` drops the worst blocks until the predicted speed-up is at least s.
     Gates the budget does not rule are kept when their score is ≥ ``threshold``. A single budget's
@@ -190,11 +191,15 @@ def keep_for_budget(scores: dict[str, float], budget: str | dict[str, float], in
     blocks = [n for n in scores if "." not in n]
     heads = [n for n in scores if "." in n]
     keep = {n for n, v in scores.items() if v >= threshold}
-    if "blocks" in b:
+    if "blocks" in b:  # K blocks left in the model, the ungated ones among them
         k = int(b["blocks"])
-        if not blocks or k > len(blocks):
-            raise DnasError(f"budget blocks={k}: the model has {len(blocks)} gated blocks (granularity block or both)")
-        keep = (keep - set(blocks)) | set(_ranked(scores, blocks)[:k])
+        if not blocks or k > len(blocks) + info.fixed_blocks:
+            raise DnasError(f"budget blocks={k}: the model has {len(blocks)} gated blocks (granularity block or both)"
+                            + (f" and {info.fixed_blocks} that change the shape" if info.fixed_blocks else ""))
+        if k < info.fixed_blocks:
+            raise DnasError(f"budget blocks={k}: {info.fixed_blocks} blocks change the shape and are always kept; ask at least "
+                            f"blocks={info.fixed_blocks}")
+        keep = (keep - set(blocks)) | set(_ranked(scores, blocks)[:k - info.fixed_blocks])
     if "heads" in b:  # K heads left in the model: ranked among the heads of the kept blocks
         k = int(b["heads"])
         live = [h for h in heads if not blocks or h.split(".")[0] in keep]
@@ -238,7 +243,7 @@ def check_budget(space, budget: dict[str, float]) -> None:
         if "." in d.name:
             heads[d.name.split(".")[0]] += 1
     scores = {d.name: 1.0 + heads.get(d.name, 0) if "." not in d.name else 1.0 for d in decisions}
-    info = ModelInfo(0, {})
+    info = ModelInfo(0, {}, fixed_blocks=len(space.fixed_blocks()))
     if "params" in budget:  # parameter counts only
         info = model_info(space, model_skeleton(space.config))
     rest = {k: v for k, v in budget.items() if k != "speedup"}
@@ -388,11 +393,11 @@ def prune(
         alphas = _final_gates(space, out / "alphas.pt")
     else:
         space = create_space("dario", **space_cfg)
-        n = len(space.block_decisions())
+        n = space.num_blocks()
         bad = [b for b in keep_blocks if not 0 <= b < n]
         if bad:
             raise DnasError(f"--keep-blocks {bad} out of range: the model has blocks 0..{n - 1}")
-        genotype = space.genotype({f"block{i}": [KEEP] if i in keep_blocks else [] for i in range(n)})
+        genotype = space.genotype({d.name: [KEEP] if int(d.name[len("block"):]) in keep_blocks else [] for d in space.block_decisions()})
     search_s = time.perf_counter() - t0
     # weights that do not load stop here, before --keep-blocks writes a file
     original = build_model(space.config)
@@ -423,7 +428,8 @@ def prune(
             plot_alphas(block_gates, threshold, out / "alphas.png")
     speed = throughput({"before": original, "after": pruned}, shape, batch=bench_batch, rounds=bench_rounds)
     report = {
-        "model": model, "granularity": space.config.granularity, "blocks_total": len(space.block_decisions()),
+        "model": model, "granularity": space.config.granularity, "blocks_total": space.num_blocks(),
+        **({"blocks_fixed": sorted(space.fixed_blocks())} if space.fixed_blocks() else {}),
         # {block: its kept heads}, for the kept blocks that lost heads (as keep_heads in pruned.yaml)
         "blocks_kept": kept, "heads_kept": {str(b): v for b, v in heads.items()}, **_head_counts(space, kept, heads),
         "params_before": count_params(original), "params_after": count_params(pruned),
@@ -443,7 +449,8 @@ def prune(
     same = f"= threshold {eq}" if eq is not None else "no single threshold gives it: blocks and heads ranked apart"
     how = f"budget {budget_report['budget']} ({same}); " if budget_d else ""
     head_note = f", {report['heads_left']}/{report['heads_total']} heads" if "heads_total" in report else ""
-    log(f"{how}kept {len(kept)}/{report['blocks_total']} blocks {kept}{head_note}; params {report['params_before'] / 1e6:.2f} M -> "
+    fixed = f" (blocks {report['blocks_fixed']} change the shape: kept, not gated)" if "blocks_fixed" in report else ""
+    log(f"{how}kept {len(kept)}/{report['blocks_total']} blocks {kept}{fixed}{head_note}; params {report['params_before'] / 1e6:.2f} M -> "
         f"{report['params_after'] / 1e6:.2f} M; {report['images_per_s_before']:.1f} -> {report['images_per_s_after']:.1f} "
         f"images/s (x{report['speedup']:.2f}); search {search_s:.1f}s; written to {out}")
     return report

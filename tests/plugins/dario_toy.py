@@ -66,3 +66,32 @@ def staged(width: int = 4) -> Staged:
     """A hierarchical model: its stages change the hidden width, the blocks inside them keep it."""
     torch.manual_seed(1)
     return Staged(width)
+
+
+class _Residual(nn.Module):
+    """x + relu(W x), or a projection to another width when it has one (a ResNet stage's first block)."""
+
+    def __init__(self, width: int, out: int | None = None):
+        super().__init__()
+        self.fc = nn.Linear(width, out or width)
+        self.proj = nn.Linear(width, out, bias=False) if out else None
+
+    def forward(self, x):
+        return (x if self.proj is None else self.proj(x)) + torch.relu(self.fc(x))
+
+
+class ResNetish(nn.Module):
+    """ResNet's layout: ``layer1``, ``layer2`` of residual blocks, the first of ``layer2`` widening."""
+
+    def __init__(self, width: int = 4, depth: int = 2):
+        super().__init__()
+        self.layer1 = nn.Sequential(*(_Residual(width) for _ in range(depth)))
+        self.layer2 = nn.Sequential(_Residual(width, 2 * width), *(_Residual(2 * width) for _ in range(depth - 1)))
+
+    def forward(self, x):
+        return self.layer2(self.layer1(x))
+
+
+def resnetish(width: int = 4, depth: int = 2) -> ResNetish:
+    torch.manual_seed(2)
+    return ResNetish(width, depth)
