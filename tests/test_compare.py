@@ -105,9 +105,21 @@ def test_sample_matched_keeps_the_size_and_the_global_rng():
     assert found == sample_matched(_Sized(), None, 500, 5, random.Random(0), 0.1, 10_000, exclude=[499])
 
 
-def test_sample_matched_fails_in_one_line():
-    with pytest.raises(DnasError, match=r"only 0 of 3 random genotypes of space 'sized' came within ±10 % .* 5000 parameters in 50 draws"):
+def test_sample_matched_fails_in_one_line_with_the_tolerance_that_would_do():
+    with pytest.raises(DnasError, match=r"only 0 of 3 random genotypes of space 'sized' came within ±10 % .* 5000 parameters in 50 draws") as e:
         sample_matched(_Sized(), None, 5000, 3, random.Random(0), 0.1, 50)
+    tol = float(str(e.value).split("--tolerance ")[1].split()[0])
+    assert len(sample_matched(_Sized(), None, 5000, 3, random.Random(0), tol, 50)) == 3  # the same draws, the tolerance it named
+
+
+class _Tiny(_Sized):
+    def random_genotype(self, rng):
+        return rng.randint(1, 3)  # three genotypes in all
+
+
+def test_sample_matched_says_when_the_space_has_too_few_genotypes():
+    with pytest.raises(DnasError, match=r"the space gave only 2 other distinct genotypes; ask fewer \(--random\) or search a larger space"):
+        sample_matched(_Tiny(), None, 2, 3, random.Random(0), 0.1, 200, exclude=[1])
 
 
 TINY = {"space": {"name": "darts", "C": 4, "layers": 3, "nodes": 2}, "strategy": {"name": "darts", "epochs": 1},
@@ -171,7 +183,7 @@ def test_cli_compare_genotype_files_and_matching_error(tmp_path, capsys):
     assert main(["compare", "--genotype", str(g), "--tolerance", "0.0001", "--max-tries", "3", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     errors = [ln for ln in err.strip().splitlines() if ln.startswith("dnas: error:")]  # progress lines come before it
-    assert len(errors) == 1 and errors[0].startswith("dnas: error: only ") and errors[0].endswith("raise --tolerance or --max-tries")
+    assert len(errors) == 1 and errors[0].startswith("dnas: error: only ") and errors[0].endswith("raise --max-tries")
 
 
 @pytest.mark.slow

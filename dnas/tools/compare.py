@@ -226,7 +226,7 @@ def sample_matched(space, task, target: int, n: int, rng: _random.Random, tolera
     """
     found: list[tuple[Any, int]] = []
     seen = set(exclude)
-    lo_seen, hi_seen = math.inf, -math.inf
+    sizes: list[int] = []  # parameters of every distinct genotype drawn
     with _kept_rng():  # building a network draws its initial weights: leave the global generator as it was
         for _ in range(max_tries):
             g = space.random_genotype(rng)
@@ -234,15 +234,21 @@ def sample_matched(space, task, target: int, n: int, rng: _random.Random, tolera
                 continue
             seen.add(g)
             p = count_params(space.build_network(g, task))
-            lo_seen, hi_seen = min(lo_seen, p), max(hi_seen, p)
+            sizes.append(p)
             if abs(p - target) <= tolerance * target:
                 found.append((g, p))
                 if len(found) == n:
                     return found
-    raise DnasError(
-        f"only {len(found)} of {n} random genotypes of space '{space.name}' came within ±{tolerance * 100:g} % of the searched "
-        f"network's {target} parameters in {max_tries} draws (drawn: {lo_seen}–{hi_seen}); raise --tolerance or --max-tries"
-    )
+    head = (f"only {len(found)} of {n} random genotypes of space '{space.name}' came within ±{tolerance * 100:g} % of the searched "
+            f"network's {target} parameters in {max_tries} draws")
+    if len(sizes) < n and len(sizes) <= max_tries // 2:  # draws kept repeating: the space is that small
+        raise DnasError(f"{head}: the space gave only {len(sizes)} other distinct genotypes; ask fewer (--random) or search a larger space")
+    if len(sizes) < n:
+        raise DnasError(f"{head}; raise --max-tries")
+    need = sorted(abs(p - target) for p in sizes)[n - 1] / target
+    side = " smaller than any other drawn" if target < min(sizes) else " larger than any other drawn" if target > max(sizes) else ""
+    raise DnasError(f"{head} (drawn: {min(sizes)}–{max(sizes)}{'; the searched network is' + side if side else ''}); --tolerance {math.ceil(need * 1000) / 1000:g} takes the {n} nearest "
+                    f"drawn, or raise --max-tries")
 
 
 @contextlib.contextmanager
