@@ -20,7 +20,7 @@ import yaml
 from dnas._io import atomic_torch_save, is_dir, is_file
 from dnas.config import config_dict, make_config
 from dnas.engine import distributed
-from dnas.engine.data import DataConfig, SearchData, load_datasets
+from dnas.engine.data import IN_MEMORY, DataConfig, SearchData, data_name, given_datasets, load_datasets
 from dnas.engine.distributed import resolve_device  # noqa: F401  (part of the api)
 from dnas.engine.run import Run
 from dnas.errors import ConfigError, DnasError, first_line
@@ -248,7 +248,7 @@ def _default_out(cfg: dict[str, Any]) -> Path:
 def search(
     space: str | SearchSpace | None = None,
     strategy: str | Strategy | None = None,
-    data: str | None = None,
+    data: Any = None,
     *,
     config: dict[str, Any] | None = None,
     space_config: dict[str, Any] | None = None,
@@ -273,7 +273,9 @@ def search(
             :class:`~dnas.space.SearchSpace` object.
         strategy: a registered strategy name, e.g. ``"darts"``, ``"fairdarts"``, ``"tpe"``, or a
             :class:`~dnas.strategy.Strategy` object.
-        data: a dataset name: ``digits``, ``synthetic``, ``cifar10``, ``csv:PATH``, ...
+        data: a dataset name (``digits``, ``synthetic``, ``cifar10``, ``csv:PATH``, ...), or torch
+            datasets of ``(x, y)`` tensors given as a pair ``(train, test)`` (the task is read from
+            them; config.yaml records ``python:<class>``, and a resume takes them again).
         config: a whole config mapping (sections ``space``, ``strategy``, ``data``, ``train``,
             ``callbacks``, ``seed``, ``device``, ``loggers``), as in a ``--config`` YAML file.
             ``callbacks`` adds to the strategy's default callbacks (``{name: options}``;
@@ -286,7 +288,8 @@ def search(
         out: the run folder (default ``runs/<space>-<strategy>-<time>``); it must not hold a
             search already.
         resume: a run folder to continue from its last intact checkpoint, with the config it was
-            started with (every other argument is then ignored).
+            started with (every other argument is then ignored, but the datasets of a run given them
+            in Python, which ``data`` gives again).
         progress: show progress bars on stderr.
         loggers: mirror the history into ``"tensorboard"``, ``"mlflow"`` or ``"csv"`` (names,
             ``"NAME=DEST"`` strings or ``{"name": ..., "dest": ...}`` mappings).
@@ -313,7 +316,8 @@ def search(
     else:
         cfg = merge_config(DEFAULTS, config or {})
         overlay: dict[str, Any] = {}
-        for key, name, kw in (("space", space, space_config), ("strategy", strategy, strategy_config), ("data", data, data_config)):
+        for key, name, kw in (("space", space, space_config), ("strategy", strategy, strategy_config),
+                              ("data", data_name(data), data_config)):
             section = dict(kw or {})
             if name is not None:
                 section["name"] = name
@@ -335,7 +339,10 @@ def search(
     dev = distributed.init_from_env(resolve_device(r.config["device"]))  # torchrun: join the group
     needs_data = "data" in r.strategy.requirements()
     # a data-free strategy on a space that has data (proxy on darts) still sizes the supernet from the data
-    datasets = load_datasets(r.data) if needs_data or "data" in r.space.capabilities() else None
+    given = given_datasets(data)
+    if resume is not None and given is not None and not r.data.name.startswith(IN_MEMORY):
+        raise DnasError(f"'{resume}' searched {r.data.name!r}; resume it without data= (it reads the name from config.yaml)")
+    datasets = load_datasets(r.data, given) if needs_data or "data" in r.space.capabilities() else None
     if datasets is not None:
         r.space.check_task(datasets.task)  # before the run folder: data the space cannot take is one line
     if datasets is not None and "two_views" in r.space.capabilities():  # self-supervised spaces: ((v1, v2), y)
@@ -375,7 +382,7 @@ def evaluation_of(genotype: Genotype | str | Path) -> str:
 
 def train(
     genotype: Genotype | str | Path | None = None,
-    data: str = "digits",
+    data: Any = "digits",
     *,
     train_config: dict[str, Any] | None = None,
     space_config: dict[str, Any] | None = None,
@@ -400,7 +407,8 @@ def train(
 
     Args:
         genotype: a Genotype, a genotype file or a shipped name (a pruned model: its folder or its genotype.yaml).
-        data: the dataset name (``digits``, ``cifar10``, ``csv:PATH``, ...).
+        data: the dataset name (``digits``, ``cifar10``, ``csv:PATH``, ...), or torch datasets given
+            as a pair ``(train, test)`` (with ``resume``: those of a run given them in Python).
         train_config: options of the evaluation, e.g. :class:`dnas.evaluate.supervised.TrainConfig`
             (``{"epochs": 30}``).
         space_config: overrides of the genotype's space options, e.g. ``{"C": 36, "layers": 20}``
@@ -431,7 +439,7 @@ def train(
     if resume is not None:
         return _resume_training(resume, genotype, out, device, log, loggers, {"train_config": train_config, "space_config": space_config,
                                 "data_config": data_config, "evaluation": evaluation, "seed": seed or None,
-                                "data": data if data != "digits" else None})
+                                "data": data if isinstance(data, str) and data != "digits" else None}, given_datasets(data))
     if genotype is None:
         raise DnasError("train needs a genotype (a Genotype, a genotype file or a shipped name), or resume=RUN_DIR")
     device = device or "cpu"
@@ -455,7 +463,7 @@ def train(
     return train_genotype(genotype, data, **kw)
 
 
-def _resume_training(run_dir, genotype, out, device, log, loggers, others: dict[str, Any]) -> dict[str, Any]:
+def _resume_training(run_dir, genotype, out, device, log, loggers, others: dict[str, Any], datasets=None) -> dict[str, Any]:
     """``train(resume=DIR)``: the training in ``DIR`` (supervised, or SSL pretraining) continued from its checkpoint."""
     from dnas.evaluate.ssl import ssl_train
     from dnas.evaluate.supervised import train_genotype
@@ -477,7 +485,10 @@ def _resume_training(run_dir, genotype, out, device, log, loggers, others: dict[
     kind = evaluation_of(run_dir / "genotype.yaml")
     if kind not in ("supervised", "ssl"):
         raise DnasError(f"cannot resume: '{run_dir}' is a {kind} evaluation, which keeps no checkpoint; start it again")
-    return (ssl_train if kind == "ssl" else train_genotype)(run_dir / "genotype.yaml", data_cfg.pop("name", "digits"), train_config=cfg.get("train"),
+    name = data_cfg.pop("name", "digits")
+    if datasets is not None and not str(name).startswith(IN_MEMORY):
+        raise DnasError(f"'{run_dir}' trained on {name!r}; resume it without data= (it reads the name from config.yaml)")
+    return (ssl_train if kind == "ssl" else train_genotype)(run_dir / "genotype.yaml", datasets or name, train_config=cfg.get("train"),
                           space_config=space_cfg, data_config=data_cfg, seed=cfg.get("seed", 0), device=device or cfg.get("device", "cpu"),
                           out=run_dir, log=log, loggers=cfg.get("loggers"), resume=True)
 

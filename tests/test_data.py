@@ -1,5 +1,6 @@
 """Data a user brings: image folders in either layout, with the odd file a real folder holds."""
 import pytest
+import yaml
 from PIL import Image
 
 from dnas.engine.data import DataConfig, load_datasets
@@ -97,6 +98,55 @@ def test_a_registered_dataset_reaches_search_train_and_resume_through_a_plugin(t
     capsys.readouterr()
     assert main(["train", "--genotype", str(tmp_path / "s"), "--data", "user-blobz", "--out", str(tmp_path / "u")]) == 2
     assert "unknown dataset 'user-blobz' (did you mean 'user-blobs'?)" in capsys.readouterr().err
+
+
+def test_torch_datasets_given_in_python_reach_search_resume_and_train(tmp_path):
+    """dnas.search/train take (train, test) torch datasets directly: config.yaml records python:<class>, a resume
+    asks for them again and, given them, ends on the α of the uninterrupted search."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    import dnas
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (160,), generator=g)
+    x = torch.randn(160, 1, 8, 8, generator=g) + y.view(-1, 1, 1, 1)
+    data = (TensorDataset(x[:120], y[:120]), TensorDataset(x[120:], y[120:]))
+    kw = {"space_config": {"C": 4, "layers": 3, "nodes": 2}, "strategy_config": {"epochs": 2}, "progress": False}
+    s = tmp_path / "s"
+    res = dnas.search("darts", "darts", data, out=s, **kw)
+    assert yaml.safe_load((s / "config.yaml").read_text())["data"]["name"] == "python:TensorDataset"
+    whole = torch.load(s / "alphas.pt")
+    lines = (s / "history.jsonl").read_text().splitlines()
+    (s / "genotype.yaml").unlink()
+    (s / "history.jsonl").write_text(lines[0] + "\n")  # as if stopped after epoch 1
+    (s / "checkpoint.prev.pt").replace(s / "checkpoint.pt")
+    with pytest.raises(DnasError, match=r"data were torch datasets given in Python \(python:TensorDataset\); pass them again"):
+        dnas.search(resume=s, progress=False)
+    resumed = dnas.search(resume=s, data=data, progress=False)
+    assert resumed.genotype == res.genotype and len(resumed.history) == 2
+    assert all(torch.equal(whole[k], v) for k, v in torch.load(s / "alphas.pt").items())
+    class Stop(Exception):
+        pass
+
+    def stop_in_epoch_2(line):
+        if line.startswith("epoch 2/"):
+            raise Stop
+
+    with pytest.raises(Stop):
+        dnas.train(res.genotype, data=data, train_config={"epochs": 2, "batch_size": 64}, out=tmp_path / "t", log=stop_in_epoch_2)
+    with pytest.raises(DnasError, match="pass them again through the API"):
+        dnas.train(resume=tmp_path / "t", log=lambda s: None)
+    m = dnas.train(resume=tmp_path / "t", data=data, log=lambda s: None)
+    assert m["task"]["num_classes"] == 3 and m["task"]["input_shape"] == [1, 8, 8] and [h["epoch"] for h in m["history"]] == [1, 2]
+    with pytest.raises(DnasError, match=r"give the train and test sets as a pair, data=\(train, test\)"):
+        dnas.search("darts", "darts", data[0], out=tmp_path / "one", **kw)
+    with pytest.raises(DnasError, match="data must be a dataset name or torch datasets \\(train, test\\), not ndarray"):
+        dnas.train(res.genotype, data=x.numpy())
+    dnas.search("darts", "darts", "digits", out=tmp_path / "named", **{**kw, "strategy_config": {"epochs": 1}})
+    with pytest.raises(DnasError, match="searched 'digits'; resume it without data="):
+        dnas.search(resume=tmp_path / "named", data=data)
+    assert not (tmp_path / "one").exists()
 
 
 def test_a_registered_dataset_is_checked_in_one_line():

@@ -340,9 +340,40 @@ def _column(c: str, names: list[str], n: int, p: Path) -> int:
     raise DnasError(f"target column {c!r} is not in '{p}' (columns: {', '.join(names) or f'0..{n - 1}'})")
 
 
-def load_datasets(cfg: DataConfig) -> Datasets:
-    """The train and test sets of ``cfg.name`` and the task they define."""
+#: the ``data.name`` prefix of torch datasets given in Python (``dnas.search(data=(train, test))``)
+IN_MEMORY = "python:"
+
+
+def given_datasets(data: Any) -> Datasets | None:
+    """The API's ``data`` argument as datasets: None for a name (loaded by :func:`load_datasets`);
+    torch datasets given in Python, ``(train, test)`` or :class:`Datasets`, with their task read from
+    them (:func:`infer_task`)."""
+    if data is None or isinstance(data, str):
+        return None
+    if isinstance(data, Datasets):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Dataset) for d in data):
+        return Datasets(data[0], data[1], infer_task("given in Python", data[0], data[1]))
+    if isinstance(data, Dataset):
+        raise DnasError("data: give the train and test sets as a pair, data=(train, test) (one torch dataset cannot be "
+                        "told apart into both)")
+    raise DnasError(f"data must be a dataset name or torch datasets (train, test), not {type(data).__name__}")
+
+
+def data_name(data: Any) -> str | None:
+    """What config.yaml records as ``data.name``: the name, or ``python:<class>`` for datasets given in Python."""
+    return data if data is None or isinstance(data, str) else f"{IN_MEMORY}{type(given_datasets(data).train).__name__}"
+
+
+def load_datasets(cfg: DataConfig, given: Datasets | None = None) -> Datasets:
+    """The train and test sets of ``cfg.name`` and the task they define; ``given`` (datasets passed in
+    Python, :func:`given_datasets`) instead where there are some."""
+    if given is not None:
+        return given
     name = cfg.name
+    if name.startswith(IN_MEMORY):
+        raise DnasError(f"this run's data were torch datasets given in Python ({name}); pass them again through the API, "
+                        f"dnas.search(resume=DIR, data=(train, test)) or dnas.train(resume=DIR, data=(train, test))")
     if name == "digits":
         return _digits()
     if name == "synthetic-regression":

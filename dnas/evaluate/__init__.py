@@ -12,11 +12,14 @@ from dnas.genotype import Genotype, load_genotype
 from dnas.registry import create_space
 
 
-def genotype_space_data(genotype, data: str, space_config=None, data_config=None):
+def genotype_space_data(genotype, data, space_config=None, data_config=None):
     """The genotype (loaded if a path or name), its space with ``space_config`` overrides, and the
-    data config: the setup every evaluation phase (``train``, ``ssl_train``) starts from."""
+    data config: the setup every evaluation phase (``train``, ``ssl_train``) starts from. ``data``: a
+    name, or torch datasets given in Python (recorded as ``python:<class>``)."""
+    from dnas.engine.data import data_name
+
     g = genotype if isinstance(genotype, Genotype) else load_genotype(genotype)
-    dcfg = make_config(DataConfig, {"name": data, **(data_config or {})}, "data")
+    dcfg = make_config(DataConfig, {"name": data_name(data), **(data_config or {})}, "data")
     space = create_space(g.space, **{**dict(g.config), **(space_config or {})})
     return g, space, dcfg
 

@@ -90,14 +90,14 @@ def finetune_pruned(
     from torch.utils.data import DataLoader
 
     from dnas.config import make_config
-    from dnas.engine.data import DataConfig, load_datasets
+    from dnas.engine.data import DataConfig, data_name, given_datasets, load_datasets
     from dnas.engine.distributed import resolve_device
     from dnas.engine.fit import fit
     from dnas.spaces.dario import find_blocks
 
     model = load_pruned(directory)
     meta = yaml.safe_load((Path(directory) / "pruned.yaml").read_text())
-    ds = load_datasets(make_config(DataConfig, {"name": data, **(data_config or {})}, "data"))
+    ds = load_datasets(make_config(DataConfig, {"name": data_name(data), **(data_config or {})}, "data"), given_datasets(data))
     classes = ds.task.num_classes
     if classes < 2 or not hasattr(model, "reset_classifier"):
         raise DnasError("fine-tuning needs a labelled dataset and a timm model (reset_classifier)")

@@ -202,7 +202,7 @@ def ssl_train(
     ``resume`` continues the pretraining whose checkpoint is in ``out``.
     """
     from dnas.config import make_config
-    from dnas.engine.data import load_datasets, two_view_datasets
+    from dnas.engine.data import given_datasets, load_datasets, two_view_datasets
     from dnas.engine.distributed import resolve_device
     from dnas.engine.loggers import check_loggers
     from dnas.evaluate import finish_training, genotype_space_data, task_dict, training_run
@@ -213,10 +213,11 @@ def ssl_train(
         raise DnasError(f"--ssl trains self-supervised spaces (nasiam-mlp); genotype space '{g.space}' is evaluated by "
                         f"'{space.evaluation}': drop --ssl")
     check_loggers(loggers)
-    plain_sets = load_datasets(dataclasses.replace(dcfg, augment=False))
+    given = given_datasets(data)  # torch datasets given in Python: their own transforms, both times
+    plain_sets = load_datasets(dataclasses.replace(dcfg, augment=False), given)
     space.check_task(plain_sets.task)
     plain = plain_sets.train  # features for kNN / linear evaluation
-    datasets = two_view_datasets(load_datasets(dcfg), dcfg)
+    datasets = two_view_datasets(load_datasets(dcfg, given), dcfg)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     model = space.build_network(g, datasets.task)

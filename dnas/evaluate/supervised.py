@@ -169,7 +169,7 @@ def train_genotype(
     checkpoint every epoch (mirrored to ``loggers``), and ``model.safetensors`` and ``metrics.json``
     at the end; ``resume`` continues the training whose checkpoint is in ``out``."""
     from dnas.config import make_config
-    from dnas.engine.data import load_datasets
+    from dnas.engine.data import given_datasets, load_datasets
     from dnas.engine.distributed import resolve_device
     from dnas.engine.loggers import check_loggers
     from dnas.errors import DnasError
@@ -181,7 +181,7 @@ def train_genotype(
         raise DnasError(f"genotype space '{g.space}' is evaluated by '{space.evaluation}', not by supervised training; "
                         f"drop the override (dnas train picks it)")
     check_loggers(loggers)
-    datasets = load_datasets(dcfg)
+    datasets = load_datasets(dcfg, given_datasets(data))
     space.check_task(datasets.task)
     dev = resolve_device(device)
     torch.manual_seed(seed)
