@@ -113,3 +113,10 @@ def test_a_run_folder_stands_for_its_genotype(tmp_path, capsys):
     (tmp_path / "running").mkdir()
     with pytest.raises(DnasError, match="run folder .* has no genotype.yaml yet"):
         dnas.load_genotype(tmp_path / "running")
+    from dnas.tools.show import show
+
+    with pytest.raises(DnasError, match="'.*running' is not a dnas run folder \\(no genotype.yaml, no config.yaml\\)"):
+        show(str(tmp_path / "running"))
+    (tmp_path / "running" / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(DnasError, match="run folder .* has no genotype.yaml yet"):
+        show(str(tmp_path / "running"))

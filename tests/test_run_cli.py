@@ -138,6 +138,8 @@ def test_run_folder_is_protected(tmp_path, capsys):
         (["search", "--resume", "/nonexistent"], "holds no config.yaml"),
         (["search", "--resume", "/nonexistent", "--epochs", "5"], "--epochs cannot change it: drop it, or start a new search"),
         (["search", "--config", "/nonexistent.yaml"], "config file '/nonexistent.yaml' not found"),
+        (["search", "--batch-size", "0"], "batch_size must be >= 1"),  # not the default batch, silently
+        (["show", "/"], "'/' is not a dnas run folder"),
         (["train", "--genotype", "/nonexistent.yaml"], "not found"),
         (["search", "--device", "cuda:7"] if not torch.cuda.is_available() else ["search", "--device", "tpu"], "cuda"),
     ],

@@ -21,7 +21,7 @@ def data_flags(args, section: dict | None = None) -> dict:
     --target) over ``section``; flags a subcommand lacks are skipped."""
     out = dict(section or {})
     for flag, key in (("data_dir", "data_dir"), ("batch_size", "batch_size"), ("target", "target")):
-        if getattr(args, flag, None):
+        if getattr(args, flag, None) is not None:  # --batch-size 0 reaches the config's check, not the default
             out[key] = getattr(args, flag)
     if getattr(args, "download", False):
         out["download"] = True

@@ -19,6 +19,8 @@ def _target_genotype(target: str) -> tuple[Genotype, Path | None]:
     p = Path(target)
     if is_dir(target):
         g = p / "genotype.yaml"
+        if not g.is_file() and not (p / "config.yaml").is_file():
+            raise DnasError(f"'{p}' is not a dnas run folder (no genotype.yaml, no config.yaml); give a run folder or a genotype file")
         if not g.is_file():
             raise DnasError(f"run folder '{p}' has no genotype.yaml yet (search still running or interrupted?)")
         return load_genotype(g), p
