@@ -1,4 +1,5 @@
 """`dnas compare`: its statistics against hand computation, size-matched sampling, resume, determinism."""
+import importlib.util
 import json
 import math
 import random
@@ -136,8 +137,10 @@ def _numbers(results):
 
 def test_compare_on_digits_resumes_and_repeats(tmp_path):
     lines = []
-    a = dnas.compare(TINY, out=tmp_path / "a", log=lines.append, **OPTS)
+    a = dnas.compare({**TINY, "loggers": ["csv"]}, out=tmp_path / "a", log=lines.append, **OPTS)
     assert a["searched"]["n"] == 2 and a["random"]["n"] == 4  # 1 searched × 2 seeds, 2 random × 2 seeds
+    search_csv = (tmp_path / "a" / "metrics" / "searches-seed-0.csv").read_text()  # the search unit followed too
+    assert ",val_loss," in search_csv and ",train_loss," in (tmp_path / "a" / "metrics" / "trainings-searched-0-seed-1.csv").read_text()
     params = [g["params"] for g in a["genotypes"]]
     assert all(abs(p - params[0]) <= 0.1 * params[0] for p in params[1:])  # sizes matched within ±10 %
     for name in ("results.json", "results.md", "compare.png", "compare.yaml"):
@@ -173,13 +176,25 @@ def test_compare_on_digits_resumes_and_repeats(tmp_path):
 def test_cli_compare_genotype_files_and_matching_error(tmp_path, capsys):
     space = dnas.create_space("darts", C=4, layers=3, nodes=2)
     g = space.random_genotype(random.Random(5)).save(tmp_path / "g.yaml")
-    args = ["compare", "--genotype", str(g), "--random", "2", "--train-seeds", "2", "--train-epochs", "1", "--set", "train.batch_size=128",
-            "--threads", "1", "--out", str(tmp_path / "cmp")]
+    mlflow = importlib.util.find_spec("mlflow") is not None
+    args = ["compare", "--genotype", str(g), "--random", "2", "--train-seeds", "2", "--train-epochs", "2", "--set", "train.batch_size=128",
+            "--threads", "1", "--out", str(tmp_path / "cmp"), "--logger", "csv", *(["--logger", "mlflow"] if mlflow else [])]
     assert main(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("searched − random = ")
     r = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert r["protocol"]["searched_from"] == "files" and len(r["genotypes"]) == 3
+    units = [f"trainings/{e['id']}/seed-{s}" for e in r["genotypes"] for s in (0, 1)]  # every training its own run
+    for unit in units:
+        rows = (tmp_path / "cmp" / "metrics" / f"{unit.replace('/', '-')}.csv").read_text().splitlines()
+        assert sorted({row.split(",")[0] for row in rows[1:] if ",train_loss," in row}) == ["1", "2"]
+    if mlflow:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{tmp_path / 'cmp' / 'mlflow.db'}")
+        runs = client.search_runs([client.get_experiment_by_name("dnas").experiment_id])
+        assert sorted(run.info.run_name for run in runs) == sorted(units)
+        assert all(len(client.get_metric_history(run.info.run_id, "train_loss")) == 2 for run in runs)
     assert main(["compare", "--genotype", str(g), "--tolerance", "0.0001", "--max-tries", "3", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     errors = [ln for ln in err.strip().splitlines() if ln.startswith("dnas: error:")]  # progress lines come before it

@@ -41,6 +41,8 @@ def add(sub) -> None:
     c.add_argument("--threads", type=int, help="torch threads per unit (default: CPUs / workers)")
     c.add_argument("--out", help="compare folder (default runs/compare-<time>)")
     c.add_argument("--resume", metavar="DIR", help="finish a killed compare (only missing units run)")
+    c.add_argument("--logger", action="append", metavar="NAME[=DEST]",
+                   help="follow every search and training in tensorboard, mlflow or csv, one run each (repeatable)")
     c.add_argument("--seed", type=int)
     c.add_argument("--device", help="cpu, cuda, cuda:N or auto")
     c.set_defaults(fn=run)

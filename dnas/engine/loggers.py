@@ -220,11 +220,11 @@ class TensorBoardLogger(Logger):
 @register_logger("mlflow")
 class MlflowLogger(Logger):
     """An MLflow run (default store: ``sqlite:///RUN_DIR/mlflow.db``, artifacts in
-    ``RUN_DIR/mlartifacts``; experiment ``dnas``, run name = the run
+    ``RUN_DIR/mlartifacts``; experiment ``dnas``, run name = the spec's ``run``, else the run
     folder's name): the config as parameters, scalars as metrics, α heat maps and the genotype as
     artifacts."""
 
-    def __init__(self, dest, run_dir, config=None, experiment: str = "dnas"):
+    def __init__(self, dest, run_dir, config=None, experiment: str = "dnas", run_name: str | None = None):
         super().__init__(dest, run_dir, config)
         _need("mlflow", "mlflow")
         from mlflow.tracking import MlflowClient
@@ -238,7 +238,7 @@ class MlflowLogger(Logger):
             local = uri.startswith("sqlite:///") or "://" not in uri
             root = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else self.run_dir
             exp_id = self.client.create_experiment(experiment, artifact_location=(root / "mlartifacts").resolve().as_uri() if local else None)
-        self.run_id = self.client.create_run(exp_id, run_name=self.run_dir.name).info.run_id
+        self.run_id = self.client.create_run(exp_id, run_name=run_name or self.run_dir.name).info.run_id
         params = flat_config(self.config)
         if params:
             from mlflow.entities import Param
@@ -299,16 +299,17 @@ class CsvLogger(Logger):
         self._f.close()
 
 
-def parse_logger_spec(spec: Any) -> tuple[str, str | None]:
-    """``"tensorboard"``, ``"mlflow=URI"`` or ``{"name": "csv", "dest": FILE}`` -> (name, dest)."""
+def parse_logger_spec(spec: Any) -> tuple[str, str | None, str | None]:
+    """``"tensorboard"``, ``"mlflow=URI"`` or ``{"name": "csv", "dest": FILE, "run": NAME}`` -> (name, dest, run):
+    ``run`` names the run where the logger shows names (MLflow; default: the run folder's name)."""
     if isinstance(spec, str):
         name, _, dest = spec.partition("=")
-        return name.strip(), (dest.strip() or None)
+        return name.strip(), (dest.strip() or None), None
     if isinstance(spec, dict) and isinstance(spec.get("name"), str):
-        extra = set(spec) - {"name", "dest"}
+        extra = set(spec) - {"name", "dest", "run"}
         if extra:
-            raise DnasError(f"logger {spec['name']!r}: unknown key(s) {', '.join(sorted(extra))}; a logger takes name and dest")
-        return spec["name"], spec.get("dest")
+            raise DnasError(f"logger {spec['name']!r}: unknown key(s) {', '.join(sorted(extra))}; a logger takes name, dest and run")
+        return spec["name"], spec.get("dest"), spec.get("run")
     raise DnasError(f"a logger is a name (tensorboard, mlflow, csv), NAME=DEST or {{name: ..., dest: ...}}; got {spec!r}")
 
 
@@ -341,16 +342,21 @@ def make_loggers(specs: Any, run_dir: str | Path, config: dict[str, Any] | None 
     """
     out = []
     for s in check_loggers(specs):
-        name, dest = parse_logger_spec(s)
-        out.append(open_logger(name, dest, run_dir, config))
+        name, dest, run = parse_logger_spec(s)
+        out.append(open_logger(name, dest, run_dir, config, run))
     return out
 
 
-def open_logger(name: str, dest: str | None, run_dir: str | Path, config: dict[str, Any] | None = None) -> Logger:
-    """Open the registered logger ``name``; a failure to start is one :class:`DnasError` line."""
+def open_logger(name: str, dest: str | None, run_dir: str | Path, config: dict[str, Any] | None = None,
+                run: str | None = None) -> Logger:
+    """Open the registered logger ``name``; a failure to start is one :class:`DnasError` line. ``run``
+    goes to loggers that take a ``run_name`` (MLflow)."""
+    import inspect
+
     cls = LOGGERS.get(name)
+    kw = {"run_name": run} if run and "run_name" in inspect.signature(cls).parameters else {}
     try:
-        return cls(dest, run_dir, config)
+        return cls(dest, run_dir, config, **kw)
     except DnasError:
         raise
     except Exception as e:

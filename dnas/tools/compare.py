@@ -301,10 +301,31 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
         else:
             m = train(unit["genotype_file"], data=unit["data"]["name"], data_config={k: v for k, v in unit["data"].items() if k != "name"},
                       train_config=unit["train"], space_config=unit.get("eval_space") or None, seed=unit["seed"],
-                      device=unit["device"], out=folder, log=lambda *_: None)
+                      device=unit["device"], out=folder, log=lambda *_: None, loggers=unit.get("loggers") or None)
         record = {"top1": round(100 * m["top1"], 4), "params": m["params"]}
     record.update(id=unit["id"], kind=unit["kind"], seconds=round(time.perf_counter() - t0, 1), threads=torch.get_num_threads())
     return record
+
+
+def unit_loggers(specs: Any, folder: Path, unit_dir: Path) -> list[dict[str, Any]]:
+    """The compare's ``loggers`` for one unit (a search or a training), each unit its own run in one place:
+    TensorBoard under ``DEST/<unit path>`` (default ``FOLDER/tensorboard``: ``tensorboard --logdir`` shows
+    every unit as a run), CSV as ``DEST/<unit path with ->.csv`` (default ``FOLDER/metrics``), MLflow in one
+    store (default ``sqlite:///FOLDER/mlflow.db``) with the unit path as run name; other loggers as given."""
+    from dnas.engine.loggers import check_loggers, parse_logger_spec
+
+    rel = Path(unit_dir).relative_to(folder).as_posix()
+    out = []
+    for s in check_loggers(specs):
+        name, dest, _ = parse_logger_spec(s)
+        if name == "tensorboard":
+            dest = str(Path(dest or folder / "tensorboard") / rel)
+        elif name == "csv":
+            dest = str(Path(dest or folder / "metrics") / f"{rel.replace('/', '-')}.csv")
+        elif name == "mlflow":
+            dest = dest or f"sqlite:///{(Path(folder) / 'mlflow.db').resolve()}"
+        out.append({"name": name, "dest": dest, "run": rel})
+    return out
 
 
 def _run_units(units: list[dict[str, Any]], workers: int, done: Callable[[dict[str, Any]], None]) -> None:
@@ -508,8 +529,9 @@ def _compare(folder: Path, cfg: dict[str, Any], given: list[str] | None, opts: C
         searches = []
         for i in range(opts.search_seeds):
             uid = f"search-{i}"
-            searches.append({**base, "id": uid, "kind": "search", "folder": str(folder / "searches" / f"seed-{cfg['seed'] + i}"),
-                             "config": {**cfg, "seed": cfg["seed"] + i}})
+            unit_dir = folder / "searches" / f"seed-{cfg['seed'] + i}"
+            searches.append({**base, "id": uid, "kind": "search", "folder": str(unit_dir),
+                             "config": {**cfg, "seed": cfg["seed"] + i, "loggers": unit_loggers(cfg.get("loggers"), folder, unit_dir)}})
         todo = [u for u in searches if u["id"] not in records]
         total[1] = len(todo)
         if todo:
@@ -545,8 +567,10 @@ def _compare(folder: Path, cfg: dict[str, Any], given: list[str] | None, opts: C
     for e in entries:
         for s in range(opts.train_seeds):
             seed = cfg["seed"] + s
-            trainings.append({**base, "id": f"train-{e['id']}-seed{seed}", "kind": "train", "folder": str(folder / "trainings" / e["id"] / f"seed-{seed}"),
-                              "genotype_file": e["file"], "data": cfg["data"], "train": cfg["train"], "eval_space": opts.eval_space, "seed": seed})
+            unit_dir = folder / "trainings" / e["id"] / f"seed-{seed}"
+            trainings.append({**base, "id": f"train-{e['id']}-seed{seed}", "kind": "train", "folder": str(unit_dir),
+                              "genotype_file": e["file"], "data": cfg["data"], "train": cfg["train"], "eval_space": opts.eval_space, "seed": seed,
+                              "loggers": unit_loggers(cfg.get("loggers"), folder, unit_dir)})
     todo = [u for u in trainings if u["id"] not in records]
     total[0], total[1] = 0, len(todo)
     if todo:
