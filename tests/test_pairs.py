@@ -36,7 +36,7 @@ def test_the_matrix_covers_every_space_strategy_and_the_plugin():
 def test_pair_runs_or_is_refused_before_any_work(space, strategy, tmp_path, monkeypatch):
     loads = []
     real = dnas.api.load_datasets
-    monkeypatch.setattr(dnas.api, "load_datasets", lambda cfg: loads.append(cfg) or real(cfg))
+    monkeypatch.setattr(dnas.api, "load_datasets", lambda cfg, given=None: loads.append(cfg) or real(cfg, given))
     sp = create_space(space, **{**SPACES.get(space).tiny_config, **SMALLER.get(space, {})})
     accepted = not missing_capabilities(create_strategy(strategy, **tiny_strategy_config(strategy)), sp)
     # check_pair asserts the contract (accepted -> runs, refused -> before any work); other exceptions escape
