@@ -34,5 +34,6 @@ def worker(rank: int, world: int, store: str, out: str, order: int):
         state = one_step(order, (train[0][idx], train[1][idx]), (val[0][idx], val[1][idx]))
         if rank == 0:
             torch.save(state, out)
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it (a rare SIGABRT under load)
     finally:
         dist.destroy_process_group()
