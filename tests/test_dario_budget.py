@@ -448,6 +448,20 @@ def test_a_proxy_search_past_float32_runs_in_float64(tmp_path, capsys):
     assert not strat._float64(vit.eval(), Run(tmp_path / "vit", progress=False))
 
 
+def test_proxy_correlation_takes_the_proxies_in_float64_where_float32_overflows():
+    """The thesis' correlation protocol on a deeper unnormalised net (160 blocks): in float32 some random
+    prunings' proxies are NaN; auto takes them in float64, all finite, and says so."""
+    from dnas.tools.prune_quality import proxy_correlation
+
+    kw = dict(data="synthetic", n=5, space_config={"model_kwargs": {"width": 8, "depth": 80}, "input_size": [1, 1, 8]},
+              quality_config={"eval_size": 20, "linear_epochs": 2})
+    narrow = proxy_correlation("dario_toy:resnetish", strategy_config={"precision": "float32"}, log=lambda s: None, **kw)
+    assert any(math.isnan(m["proxy"]) for m in narrow["models"])
+    lines = []
+    wide = proxy_correlation("dario_toy:resnetish", log=lines.append, **kw)
+    assert all(math.isfinite(m["proxy"]) for m in wide["models"]) and any("proxies in float64" in ln for ln in lines)
+
+
 def test_hf_without_transformers_is_one_line(monkeypatch, tmp_path):
     import builtins
 

@@ -255,6 +255,16 @@ def _fd_alpha_grad(supernet, x, names, shifted, ra, inv_eps: float, cfg) -> list
     return [torch.zeros_like(a) if b is None else (b - a0) * inv_eps for a, a0, b in zip(alphas, ra, ra2)]
 
 
+def float32_overflows(supernet: Supernet, cfg: ProxyConfig) -> float | None:
+    """R_SF on the batch of ones where it is past the square root of float32's largest value (its square,
+    the scale of S_var and of ∂S/∂α, overflows), else None. Deep nets without normalisation reach that:
+    eval-mode BatchNorm on |θ| passes no scale, and a ResNet-18 gives 7e29, where a float32 search diverges."""
+    names, theta = _theta(supernet, cfg)
+    with torch.no_grad():
+        r = float(supernet.functional_forward(supernet.data_free_input(1), dict(zip(names, theta))).sum()) * cfg.batch_size
+    return None if math.isfinite(r) and abs(r) <= torch.finfo(torch.float32).max ** 0.5 else r
+
+
 @register_strategy("proxy")
 class ProxyStrategy(Strategy):
     """DARIO Algorithm 5: warm start, then gradient steps on α of a data-free proxy."""
@@ -333,18 +343,14 @@ class ProxyStrategy(Strategy):
                 supernet.to(dtype)
 
     def _float64(self, supernet: Supernet, run: Run) -> bool:
-        """Whether to search in float64: asked, or ``auto`` and R_SF on the batch of ones is past the square
-        root of float32's largest value (its square, the scale of S_var and of ∂S/∂α, would overflow). Deep
-        nets without normalisation reach that: eval-mode BatchNorm on |θ| passes no scale, and a ResNet-18
-        gives 7e29, where a float32 search diverges. The supernet is converted; ``search`` converts it back."""
+        """Search in float64 (the supernet converted; ``search`` converts it back): asked, or ``auto`` and
+        :func:`float32_overflows`."""
         c = self.config
         if c.precision == "float32" or next(iter(supernet.parameters())).dtype == torch.float64:
             return False
         if c.precision == "auto":
-            names, theta = _theta(supernet, c)
-            with torch.no_grad():
-                r = float(supernet.functional_forward(supernet.data_free_input(1), dict(zip(names, theta))).sum()) * c.batch_size
-            if math.isfinite(r) and abs(r) <= torch.finfo(torch.float32).max ** 0.5:
+            r = float32_overflows(supernet, c)
+            if r is None:
                 return False
             run.log(f"proxy search in float64: R_SF is {r:.3g} on this model, whose square overflows float32 "
                     f"(strategy.precision=float32 to force it)")

@@ -560,7 +560,7 @@ def proxy_correlation(model: str = "mae-vit-base", *, data: str = "digits", n: i
     from dnas.config import config_dict, make_config
     from dnas.registry import create_space
     from dnas.spaces.dario import DarioSupernet, build_model, model_input_shape
-    from dnas.strategies.proxy import PROXY_TERMS, ProxyConfig
+    from dnas.strategies.proxy import PROXY_TERMS, ProxyConfig, float32_overflows
 
     scfg = {"model": model, **(space_config or {})}
     space = create_space("dario", **scfg)
@@ -568,6 +568,9 @@ def proxy_correlation(model: str = "mae-vit-base", *, data: str = "digits", n: i
     qcfg = make_config(QualityConfig, dict(quality_config or {}), "quality")
     original = build_model(space.config)
     net = DarioSupernet(space, space.tiny_task, model=copy.deepcopy(original)).eval()
+    if pcfg.precision == "float64" or (pcfg.precision == "auto" and float32_overflows(net, pcfg) is not None):
+        net.double()  # as the search does: R_SF² past float32 (a CNN's eval-mode BatchNorm on |θ|)
+        log("correlation: proxies in float64 (R_SF's square overflows float32 on this model)")
     heads = heads_per_block(space)
     prunings = random_prunings(heads, space.config.granularity, n, keep, seed, space.fixed_blocks())
     if len(prunings) < 4:
