@@ -453,8 +453,8 @@ def test_proxy_correlation_takes_the_proxies_in_float64_where_float32_overflows(
     prunings' proxies are NaN; auto takes them in float64, all finite, and says so."""
     from dnas.tools.prune_quality import proxy_correlation
 
-    kw = dict(data="synthetic", n=5, space_config={"model_kwargs": {"width": 8, "depth": 80}, "input_size": [1, 1, 8]},
-              quality_config={"eval_size": 20, "linear_epochs": 2})
+    kw = {"data": "synthetic", "n": 5, "space_config": {"model_kwargs": {"width": 8, "depth": 80}, "input_size": [1, 1, 8]},
+          "quality_config": {"eval_size": 20, "linear_epochs": 2}}
     narrow = proxy_correlation("dario_toy:resnetish", strategy_config={"precision": "float32"}, log=lambda s: None, **kw)
     assert any(math.isnan(m["proxy"]) for m in narrow["models"])
     lines = []

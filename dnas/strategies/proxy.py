@@ -330,7 +330,6 @@ class ProxyStrategy(Strategy):
 
     def search(self, supernet: Supernet, data, run: Run, callbacks=None):
         self.refuse_callbacks(callbacks)
-        c = self.config
         if self._gated(supernet):
             supernet.relaxation = "sigmoid"  # independent gates (DARIO eq. 6.1, 6.2)
         supernet.eval()  # dropout off; BatchNorm per sample (the all-ones batch equivalence)
