@@ -351,8 +351,8 @@ class ProxyStrategy(Strategy):
             r = float32_overflows(supernet, c)
             if r is None:
                 return False
-            run.log(f"proxy search in float64: R_SF is {r:.3g} on this model, whose square overflows float32 "
-                    f"(strategy.precision=float32 to force it)")
+            why = "whose square overflows float32" if math.isfinite(r) else "not finite in float32"
+            run.log(f"proxy search in float64: R_SF is {r:.3g} on this model, {why} (strategy.precision=float32 to force it)")
         supernet.double()
         return True
 
