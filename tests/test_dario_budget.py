@@ -462,6 +462,15 @@ def test_proxy_correlation_takes_the_proxies_in_float64_where_float32_overflows(
     assert all(math.isfinite(m["proxy"]) for m in wide["models"]) and any("proxies in float64" in ln for ln in lines)
 
 
+def test_a_proxy_that_is_nan_on_abs_weights_points_to_signed_synflow(tmp_path):
+    kw = {"input_size": [1, 1, 2], "iters": 0, "warm_start": 8, **QUIET}
+    with pytest.raises(DnasError, match=r"every one of the 8 random α samples gave a non-finite proxy .* synflow on signed weights "
+                                        r"\(dnas prune --signed-synflow, strategy.abs_params=false\)"):
+        prune("dario_toy:nan_on_abs", out=tmp_path / "abs", **kw)
+    rep = prune("dario_toy:nan_on_abs", strategy_config={"abs_params": False}, out=tmp_path / "signed", **kw)
+    assert rep["blocks_total"] == 2
+
+
 def test_hf_without_transformers_is_one_line(monkeypatch, tmp_path):
     import builtins
 

@@ -308,8 +308,10 @@ class ProxyStrategy(Strategy):
             if bar is not None:
                 bar.update(task, advance=1, description=f"warm start: best proxy {best_s:.4g}")
         if best is None:
+            signed = ", synflow on signed weights (dnas prune --signed-synflow, strategy.abs_params=false)" \
+                if self.config.abs_params else ""
             raise DnasError(f"every one of the {k} random α samples gave a non-finite proxy "
-                            f"({history[-1].get('error', 'NaN/inf')}); lower strategy.gamma or use another space option"
+                            f"({history[-1].get('error', 'NaN/inf')}); lower strategy.gamma{signed}, or use another space option"
                             f"{self._wider(supernet)}")
         if len(values) >= 3 and max(values) - min(values) <= 1e-9 * max(abs(v) for v in values):
             hint = "synflow on signed weights (dnas prune --signed-synflow, or strategy.abs_params=false), " \

@@ -95,3 +95,19 @@ class ResNetish(nn.Module):
 def resnetish(width: int = 4, depth: int = 2) -> ResNetish:
     torch.manual_seed(2)
     return ResNetish(width, depth)
+
+
+class _NanOnAbs(Toy):
+    """sqrt(−Σh): finite for the signed weights −0.5·I then 0.5·I where the first block's gate is open, NaN on |θ|
+    (an attention whose normaliser turns negative, as EfficientViT's does on |θ|)."""
+
+    def forward(self, x):
+        return torch.sqrt(-super().forward(x).sum(-1, keepdim=True))  # its gradient is NaN too where −Σh < 0
+
+
+def nan_on_abs(width: int = 2) -> Toy:
+    m = _NanOnAbs(width)
+    with torch.no_grad():
+        m.layers[0].weight.copy_(-0.5 * torch.eye(width))
+        m.layers[1].weight.copy_(0.5 * torch.eye(width))
+    return m
