@@ -343,6 +343,20 @@ def test_hf_vision_model_takes_its_input_size_from_its_config(tmp_path):
     assert pruned(pixel_values=torch.randn(2, 3, 32, 32)).last_hidden_state.shape == (2, 17, 48)
 
 
+def test_hf_swin_stages_are_found_and_pruned_to_a_budget(tmp_path):
+    """transformers' Swin: encoder.layers holds stages, so the blocks are each stage's `blocks`, without --blocks."""
+    transformers = pytest.importorskip("transformers", reason="the optional 'hf' extra (transformers) is not installed")
+    torch.manual_seed(0)
+    cfg = transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=4)
+    transformers.SwinModel(cfg).save_pretrained(tmp_path / "swin")
+    rep = prune(f"hf:{tmp_path / 'swin'}", budget="blocks=3", iters=1, warm_start=2, out=tmp_path / "p", **QUIET)
+    assert rep["blocks_total"] == 4 and len(rep["blocks_kept"]) == 3 and "blocks_fixed" not in rep
+    pruned = dnas.load_pruned(tmp_path / "p")
+    assert [len(stage.blocks) for stage in pruned.encoder.layers] == [sum(b < 2 for b in rep["blocks_kept"]),
+                                                                      sum(b >= 2 for b in rep["blocks_kept"])]
+    assert pruned(pixel_values=torch.randn(1, 3, 32, 32)).last_hidden_state.shape == (1, 16, 32)  # 64 patches, merged once
+
+
 def test_torchvision_vit_takes_its_input_size_and_its_own_state_dict(tmp_path):
     """A model from another library, with a checkpoint saved its own way: torchvision's ViT keeps
     its side in ``image_size`` (no --input-size needed) and its blocks in ``encoder.layers``."""

@@ -14,7 +14,7 @@ def add(sub) -> None:
     pr.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model constructor option, e.g. img_size=224 (repeatable)")
     pr.add_argument("--blocks", metavar="DOTTED.PATH", help="the ModuleList/Sequential of blocks, where they are not found "
                     "(timm models, ResNet-style layerN, stages' blocks, transformers encoders are); several, comma-separated, "
-                    "for a model in stages (hf Swin: encoder.layers.0.blocks,encoder.layers.1.blocks,...)")
+                    "for a model in stages (encoder.layers.0.blocks,encoder.layers.1.blocks,...)")
     pr.add_argument("--granularity", choices=("block", "head", "both"), default="block")
     pr.add_argument("--proxy", default="var", help="var (default), l0, l1, l2, synflow, synflow_norm, l0-var, l1-var, l0+l1")
     pr.add_argument("--threshold", type=float, default=0.65, help="prune gates with σ(α) below it (default 0.65)")
