@@ -401,7 +401,7 @@ def test_blocks_that_change_the_shape_stay_ungated_and_count_in_the_budget(tmp_p
     assert space.num_blocks() == 6 and space.fixed_blocks() == {3}
     assert [d.name for d in space.block_decisions()] == ["block0", "block1", "block2", "block4", "block5"]
     net = space.supernet(None)
-    assert net.alphas["blocks"].shape[0] == 5 and net.gated == [0, 1, 2, 4, 5]
+    assert net.alphas["blocks"].shape[0] == 5 and space.gated_blocks() == [0, 1, 2, 4, 5]
     with torch.no_grad():  # the gate of block 4 sits on α row 3: closing it makes block 4 the identity
         net.alphas["blocks"].fill_(30.0)
         net.alphas["blocks"][3] = -30.0

@@ -361,8 +361,17 @@ def given_datasets(data: Any) -> Datasets | None:
 
 
 def data_name(data: Any) -> str | None:
-    """What config.yaml records as ``data.name``: the name, or ``python:<class>`` for datasets given in Python."""
-    return data if data is None or isinstance(data, str) else f"{IN_MEMORY}{type(given_datasets(data).train).__name__}"
+    """What config.yaml records as ``data.name``: the name, or ``python:<class>`` for datasets given in Python
+    (read from the train set alone: the task is read once, by :func:`given_datasets`)."""
+    if data is None or isinstance(data, str):
+        return data
+    if isinstance(data, Datasets):
+        train = data.train
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Dataset) for d in data):
+        train = data[0]
+    else:
+        given_datasets(data)  # not datasets: its one-line error
+    return f"{IN_MEMORY}{type(train).__name__}"
 
 
 def load_datasets(cfg: DataConfig, given: Datasets | None = None) -> Datasets:

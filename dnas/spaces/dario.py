@@ -485,10 +485,8 @@ class DarioSupernet(Supernet):
         self._gates: dict[str, torch.Tensor] = {}
         self._hooks = []
         if cfg.granularity in ("block", "both"):
-            decisions = space.block_decisions()
-            self.add_alpha("blocks", decisions)
-            self.gated = [int(d.name[len("block"):]) for d in decisions]  # α row r gates block gated[r]
-            for r, i in enumerate(self.gated):
+            self.add_alpha("blocks", space.block_decisions())
+            for r, i in enumerate(space.gated_blocks()):  # α row r gates block i
                 self._hooks.append(self.block_list[i].register_forward_hook(self._block_hook(r), with_kwargs=True))
         if cfg.granularity in ("head", "both"):
             self.add_alpha("heads", space.head_decisions())
@@ -676,9 +674,13 @@ class DarioSpace(SearchSpace):
         self._heads()
         return self._fixed
 
-    def block_decisions(self) -> list[Decision]:
+    def gated_blocks(self) -> list[int]:
+        """The blocks with a gate, in the order of their decisions (the rows of α ``blocks``)."""
         fixed = self.fixed_blocks()
-        return [Decision(f"block{i}", (KEEP,), min_options=0) for i in range(len(self._heads())) if i not in fixed]
+        return [i for i in range(self.num_blocks()) if i not in fixed]
+
+    def block_decisions(self) -> list[Decision]:
+        return [Decision(f"block{i}", (KEEP,), min_options=0) for i in self.gated_blocks()]
 
     def head_decisions(self) -> list[Decision]:
         return [Decision(f"block{i}.head{j}", (KEEP,), cell=f"block{i}", min_options=0)

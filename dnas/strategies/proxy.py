@@ -255,14 +255,22 @@ def _fd_alpha_grad(supernet, x, names, shifted, ra, inv_eps: float, cfg) -> list
     return [torch.zeros_like(a) if b is None else (b - a0) * inv_eps for a, a0, b in zip(alphas, ra, ra2)]
 
 
-def float32_overflows(supernet: Supernet, cfg: ProxyConfig) -> float | None:
-    """R_SF on the batch of ones where it is past the square root of float32's largest value (its square,
-    the scale of S_var and of ∂S/∂α, overflows), else None. Deep nets without normalisation reach that:
-    eval-mode BatchNorm on |θ| passes no scale, and a ResNet-18 gives 7e29, where a float32 search diverges."""
+def float64_reason(supernet: Supernet, cfg: ProxyConfig) -> str | None:
+    """Why to take the proxy in float64, or None (float32, or the supernet is float64 already): asked
+    (``precision: float64``), or ``auto`` and R_SF on the batch of ones past the square root of float32's
+    largest value (its square, the scale of S_var and of ∂S/∂α, overflows) or not finite. Deep nets without
+    normalisation reach that: eval-mode BatchNorm on |θ| passes no scale, and a ResNet-18 gives 7e29, where
+    a float32 search diverges."""
+    if cfg.precision == "float32" or next(iter(supernet.parameters())).dtype == torch.float64:
+        return None
+    if cfg.precision == "float64":
+        return "strategy.precision=float64"
     names, theta = _theta(supernet, cfg)
     with torch.no_grad():
         r = float(supernet.functional_forward(supernet.data_free_input(1), dict(zip(names, theta))).sum()) * cfg.batch_size
-    return None if math.isfinite(r) and abs(r) <= torch.finfo(torch.float32).max ** 0.5 else r
+    if math.isfinite(r) and abs(r) <= torch.finfo(torch.float32).max ** 0.5:
+        return None
+    return f"R_SF is {r:.3g} on this model, {'whose square overflows float32' if math.isfinite(r) else 'not finite in float32'}"
 
 
 @register_strategy("proxy")
@@ -344,17 +352,13 @@ class ProxyStrategy(Strategy):
                 supernet.to(dtype)
 
     def _float64(self, supernet: Supernet, run: Run) -> bool:
-        """Search in float64 (the supernet converted; ``search`` converts it back): asked, or ``auto`` and
-        :func:`float32_overflows`."""
-        c = self.config
-        if c.precision == "float32" or next(iter(supernet.parameters())).dtype == torch.float64:
+        """Search in float64 where :func:`float64_reason` says so (the supernet converted; ``search``
+        converts it back)."""
+        reason = float64_reason(supernet, self.config)
+        if reason is None:
             return False
-        if c.precision == "auto":
-            r = float32_overflows(supernet, c)
-            if r is None:
-                return False
-            why = "whose square overflows float32" if math.isfinite(r) else "not finite in float32"
-            run.log(f"proxy search in float64: R_SF is {r:.3g} on this model, {why} (strategy.precision=float32 to force it)")
+        if self.config.precision == "auto":
+            run.log(f"proxy search in float64: {reason} (strategy.precision=float32 to force it)")
         supernet.double()
         return True
 

@@ -246,9 +246,10 @@ def sample_matched(space, task, target: int, n: int, rng: _random.Random, tolera
     if len(sizes) < n:
         raise DnasError(f"{head}; raise --max-tries")
     need = sorted(abs(p - target) for p in sizes)[n - 1] / target
-    side = " smaller than any other drawn" if target < min(sizes) else " larger than any other drawn" if target > max(sizes) else ""
-    raise DnasError(f"{head} (drawn: {min(sizes)}–{max(sizes)}{'; the searched network is' + side if side else ''}); --tolerance {math.ceil(need * 1000) / 1000:g} takes the {n} nearest "
-                    f"drawn, or raise --max-tries")
+    side = ("; the searched network is smaller than any other drawn" if target < min(sizes) else
+            "; the searched network is larger than any other drawn" if target > max(sizes) else "")
+    raise DnasError(f"{head} (drawn: {min(sizes)}–{max(sizes)}{side}); --tolerance {math.ceil(need * 1000) / 1000:g} takes the "
+                    f"{n} nearest drawn, or raise --max-tries")
 
 
 @contextlib.contextmanager

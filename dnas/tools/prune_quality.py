@@ -487,7 +487,7 @@ def proxy_value(supernet, pruning: Pruning, proxy_config, terms=()) -> float:
     with torch.no_grad():
         for key, a in supernet.alphas.items():
             if key == "blocks":
-                v = [math.inf if int(d.name[len("block"):]) in blocks else -math.inf for d in supernet.space.block_decisions()]
+                v = [math.inf if i in blocks else -math.inf for i in supernet.space.gated_blocks()]
             else:
                 v = []
                 for i, d in enumerate(supernet.space.head_decisions()):
@@ -560,7 +560,7 @@ def proxy_correlation(model: str = "mae-vit-base", *, data: str = "digits", n: i
     from dnas.config import config_dict, make_config
     from dnas.registry import create_space
     from dnas.spaces.dario import DarioSupernet, build_model, model_input_shape
-    from dnas.strategies.proxy import PROXY_TERMS, ProxyConfig, float32_overflows
+    from dnas.strategies.proxy import PROXY_TERMS, ProxyConfig, float64_reason
 
     scfg = {"model": model, **(space_config or {})}
     space = create_space("dario", **scfg)
@@ -568,9 +568,10 @@ def proxy_correlation(model: str = "mae-vit-base", *, data: str = "digits", n: i
     qcfg = make_config(QualityConfig, dict(quality_config or {}), "quality")
     original = build_model(space.config)
     net = DarioSupernet(space, space.tiny_task, model=copy.deepcopy(original)).eval()
-    if pcfg.precision == "float64" or (pcfg.precision == "auto" and float32_overflows(net, pcfg) is not None):
-        net.double()  # as the search does: R_SF² past float32 (a CNN's eval-mode BatchNorm on |θ|)
-        log("correlation: proxies in float64 (R_SF's square overflows float32 on this model)")
+    reason = float64_reason(net, pcfg)  # as the search does (a CNN's eval-mode BatchNorm on |θ|)
+    if reason is not None:
+        net.double()
+        log(f"correlation: proxies in float64 ({reason})")
     heads = heads_per_block(space)
     prunings = random_prunings(heads, space.config.granularity, n, keep, seed, space.fixed_blocks())
     if len(prunings) < 4:

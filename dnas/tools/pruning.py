@@ -397,7 +397,7 @@ def prune(
         bad = [b for b in keep_blocks if not 0 <= b < n]
         if bad:
             raise DnasError(f"--keep-blocks {bad} out of range: the model has blocks 0..{n - 1}")
-        genotype = space.genotype({d.name: [KEEP] if int(d.name[len("block"):]) in keep_blocks else [] for d in space.block_decisions()})
+        genotype = space.genotype({f"block{i}": [KEEP] if i in keep_blocks else [] for i in space.gated_blocks()})
     search_s = time.perf_counter() - t0
     # weights that do not load stop here, before --keep-blocks writes a file
     original = build_model(space.config)
