@@ -4,14 +4,29 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from dnas.errors import DnasError, first_line
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``3e-4`` and ``1E9`` as floats (YAML 1.2 and Python do; PyYAML's
+    YAML 1.1 wants a dot, ``3.0e-4``, and gives the string '3e-4' otherwise)."""
+
+
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, with ``3e-4`` a number (see :class:`_YamlLoader`)."""
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: builds plain data only
 
 
 def is_file(path: str | Path) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import yaml
 
-from dnas._io import atomic_torch_save, is_dir, is_file
+from dnas._io import atomic_torch_save, is_dir, is_file, load_yaml
 from dnas.config import config_dict, make_config
 from dnas.engine import distributed
 from dnas.engine.data import IN_MEMORY, DataConfig, SearchData, data_name, given_datasets, load_datasets
@@ -109,7 +109,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise DnasError(f"config file '{p}' not found")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = load_yaml(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise DnasError(f"config file '{p}' is not valid YAML ({first_line(e)})") from None
     return merge_config(DEFAULTS, data, source=str(p))
@@ -123,7 +123,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             raise DnasError(f"--set expects key=value (e.g. space.C=8), got '{item}'")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
         except yaml.YAMLError:
             value = raw
         parts = key.strip().split(".")
@@ -448,7 +448,7 @@ def train(
     if evaluation is not None and evaluation not in EVALUATIONS:
         raise DnasError(f"unknown evaluation {evaluation!r}{did_you_mean(evaluation, EVALUATIONS)}; choose one of: {', '.join(EVALUATIONS)}")
     if evaluation == "pruned" or (evaluation is None and isinstance(genotype, (str, Path)) and is_file(Path(genotype) / "pruned.yaml")):
-        return _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log)
+        return _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log, loggers)
     kind = evaluation or evaluation_of(genotype)
     kw = dict(train_config=train_config, space_config=space_config, data_config=data_config, seed=seed, device=device, out=out, log=log,
               loggers=loggers)
@@ -457,7 +457,7 @@ def train(
 
         return ssl_train(genotype, data, **kw)
     if kind == "pruned":
-        return _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log)
+        return _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log, loggers)
     from dnas.evaluate.supervised import train_genotype
 
     return train_genotype(genotype, data, **kw)
@@ -493,11 +493,10 @@ def _resume_training(run_dir, genotype, out, device, log, loggers, others: dict[
                           out=run_dir, log=log, loggers=cfg.get("loggers"), resume=True)
 
 
-def _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log) -> dict[str, Any]:
+def _finetune(genotype, data, train_config, space_config, data_config, seed, device, out, log, loggers=None) -> dict[str, Any]:
     """``pruned``: fine-tune the model in the genotype's folder (``dnas prune``'s output)."""
-    import inspect
-
-    from dnas.evaluate.pruned import finetune_pruned
+    from dnas.config import config_dict, make_config
+    from dnas.evaluate.pruned import FinetuneConfig, finetune_pruned
 
     if isinstance(genotype, Genotype):
         raise DnasError("fine-tuning a pruned model needs the folder dnas prune wrote; pass it (or its genotype.yaml), not a Genotype")
@@ -507,11 +506,6 @@ def _finetune(genotype, data, train_config, space_config, data_config, seed, dev
                         f"(pruned.yaml + model.safetensors) or export one with dnas prune --keep-blocks")
     if space_config:
         raise DnasError("a pruned model keeps its structure; space options do not apply when fine-tuning it")
-    options = {k for k, p in inspect.signature(finetune_pruned).parameters.items()
-               if p.kind is p.KEYWORD_ONLY and k not in ("data_config", "out", "device", "log")}
-    tcfg = dict(train_config or {})
-    unknown = sorted(set(tcfg) - options)
-    if unknown:
-        raise DnasError(f"unknown option {unknown[0]!r} for fine-tuning a pruned model; valid options: {', '.join(sorted(options))}")
+    tcfg = config_dict(make_config(FinetuneConfig, dict(train_config or {}), "the fine-tuning of a pruned model"))
     torch.manual_seed(seed)
-    return finetune_pruned(folder, data, **tcfg, data_config=data_config, out=out, device=device, log=log)
+    return finetune_pruned(folder, data, **tcfg, data_config=data_config, out=out, device=device, log=log, loggers=loggers)

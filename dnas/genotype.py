@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from dnas._io import load_yaml
 from dnas.errors import DnasError, first_line
 
 GENOTYPE_VERSION = 1
@@ -144,7 +145,7 @@ class Genotype:
 
 def parse_genotype_text(text: str, source: str) -> Genotype:
     try:
-        data = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
+        data = json.loads(text) if source.endswith(".json") else load_yaml(text)
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         first = first_line(e)
         raise DnasError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'YAML'} ({first})") from None

@@ -62,8 +62,20 @@ def test_config_merge_and_set_parsing():
         merge_config({}, {"sede": 1})
     with pytest.raises(DnasError, match="--set expects key=value"):
         parse_set(["space.C"])
+    # 3e-4 is a number, as a user writes it (PyYAML alone reads YAML 1.1's '3e-4' as a string)
+    assert parse_set(["strategy.a_lr=3e-4", "strategy.w_lr=1E-2", "space.name=1e"]) == {
+        "strategy": {"a_lr": 3e-4, "w_lr": 0.01}, "space": {"name": "1e"}}
+    assert resolve(parse_set(["strategy.a_lr=3e-4"])).strategy.config.a_lr == 3e-4
     # another component's name resets that section to its defaults
     assert merge_config({"space": {"name": "darts", "C": 4}}, {"space": {"name": "ddarts"}})["space"] == {"name": "ddarts"}
+
+
+def test_config_file_reads_exponents_as_numbers(tmp_path):
+    from dnas.api import load_config_file
+
+    (tmp_path / "c.yaml").write_text("strategy: {name: darts, a_lr: 6e-4, a_betas: [5e-1, 0.999]}\n")
+    cfg = load_config_file(tmp_path / "c.yaml")
+    assert cfg["strategy"]["a_lr"] == 6e-4 and cfg["strategy"]["a_betas"] == [0.5, 0.999]
 
 
 def test_darts_defaults_follow_formulas():

@@ -49,7 +49,7 @@ def add(sub) -> None:
 
 
 def _eval_space(items: list[str]) -> dict:
-    import yaml
+    from dnas._io import load_yaml
 
     out = {}
     for item in items:
@@ -57,7 +57,7 @@ def _eval_space(items: list[str]) -> dict:
             raise DnasError(f"--eval-set expects key=value (e.g. C=16), got '{item}'")
         k, v = item.split("=", 1)
         k = k.strip()
-        out[k[len("space."):] if k.startswith("space.") else k] = yaml.safe_load(v)  # space.C=16 as with --set
+        out[k[len("space."):] if k.startswith("space.") else k] = load_yaml(v)  # space.C=16 as with --set
     return out
 
 
