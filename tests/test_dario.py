@@ -382,6 +382,36 @@ def test_finetune_trains_only_the_last_kept_block_and_the_head(tmp_path):
             assert torch.equal(v, after[k]), k  # frozen
 
 
+def test_finetune_of_a_pruned_model_logs_its_epochs_and_honours_set(tmp_path, capsys):
+    """dnas train --pruned: each epoch in history.jsonl and the loggers, --set train.* reaches the
+    fine-tuning (an lr of 1e9 makes the loss non-finite: one line, the epochs so far are kept)."""
+    from dnas.cli import main
+    from dnas.tools.pruning import prune
+
+    prune("vit_tiny_patch16_224", model_kwargs=KW, keep_blocks=[0, 2], out=tmp_path / "p", bench_batch=1, bench_rounds=1, log=lambda s: None)
+    f = tmp_path / "f"
+    assert main(["train", "--pruned", str(tmp_path / "p"), "--data", "synthetic", "--epochs", "2", "--set", "train.batch_size=64",
+                 "--logger", "csv", "--out", str(f)]) == 0
+    hist = [json.loads(line) for line in (f / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in hist] == [1, 2] and all(0 <= r["test_top1"] <= 1 and r["train_loss"] > 0 for r in hist)
+    assert json.loads((f / "finetune.json").read_text())["top1"] == hist[-1]["test_top1"]
+    rows = (f / "metrics.csv").read_text().splitlines()
+    assert sum(",test_top1," in r for r in rows) == 2  # the csv logger saw both epochs
+
+    def fails(args, match):
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and __import__("re").search(match, err), err
+
+    fails(["train", "--pruned", str(tmp_path / "p"), "--data", "synthetic", "--set", "train.momentum=0.9", "--out", str(tmp_path / "g")],
+          "unknown option 'momentum'")
+    fails(["train", "--pruned", str(tmp_path / "p"), "--data", "synthetic", "--epochs", "3", "--set", "train.lr=1e9", "--out", str(tmp_path / "h")],
+          r"loss is (nan|inf).*lower the learning rate \(lr=1e\+09\)")
+    fails(["train", "--genotype", "resnet18", "--random-baseline", "2"], "--random-baseline compares a pruned model")
+    fails(["train", "--genotype", "resnet18", "--pruned", str(tmp_path / "p")], "not both")
+
+
 def test_default_synflow_step_runs_on_absolute_weights_by_hand():
     """Eq. 6.5 / Table 6.1: R_SF and θ̃ on |θ| is the default; signed θ is the code's option."""
     _, net = toy_net(torch.float64)

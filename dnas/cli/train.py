@@ -23,7 +23,7 @@ def add(sub) -> None:
     t.add_argument("--device")
     t.add_argument("--ssl", action="store_true", help="force SSL pretraining + linear evaluation (nasiam-mlp genotypes get it without)")
     t.add_argument("--logger", action="append", metavar="NAME[=DEST]",
-                   help="also log every epoch to tensorboard, mlflow or csv (repeatable; supervised and SSL)")
+                   help="also log every epoch to tensorboard, mlflow or csv (repeatable)")
     t.add_argument("--resume", metavar="DIR", help="continue an interrupted training (supervised or SSL) from its last epoch's checkpoint")
     t.set_defaults(fn=run)
 
@@ -41,9 +41,10 @@ def run(args) -> int:
 
     if args.resume:
         return run_resume(args)
-    if args.pruned:  # explicit override: fine-tune this pruned-model folder
-        return run_finetune_pruned(args)
-    if not args.genotype:
+    if args.pruned and args.genotype:
+        raise DnasError("give --genotype FILE or --pruned DIR, not both")
+    source = args.pruned or args.genotype
+    if not source:
         raise DnasError("dnas train needs --genotype FILE (or --pruned DIR to fine-tune a pruned model)")
     sets = parse_set(args.set or [])
     unknown = set(sets) - {"train", "space", "data"}
@@ -55,21 +56,48 @@ def run(args) -> int:
     from dnas.cli import data_flags
 
     dcfg = data_flags(args, sets.get("data", {}))
-    # the genotype's space picks the evaluation (supervised, ssl, pruned); --ssl forces SSL
-    kind = "ssl" if args.ssl else ("pruned" if is_file(Path(args.genotype) / "pruned.yaml") else evaluation_of(args.genotype))
-    if kind == "pruned":
-        folder = Path(args.genotype) if is_dir(args.genotype) else Path(args.genotype).parent
-        out = _out(args.out, folder.with_name(folder.name + "-finetuned"))
+    # the genotype's space picks the evaluation (supervised, ssl, pruned); --ssl forces SSL, --pruned the fine-tuning
+    if args.pruned or is_file(Path(source) / "pruned.yaml"):
+        if args.ssl:
+            raise DnasError("--ssl pretrains a searched network; a pruned model is fine-tuned (drop --ssl)")
+        kind = "pruned"
     else:
-        out = _out(args.out, Path("runs") / (("ssl-" if kind == "ssl" else "train-") + genotype_label(args.genotype)))
-    if args.logger and kind == "pruned":
-        raise DnasError("--logger follows a supervised training or an SSL pretraining; the fine-tuning of a pruned model has none")
+        kind = "ssl" if args.ssl else evaluation_of(source)
+    if args.random_baseline is not None and kind != "pruned":
+        raise DnasError("--random-baseline compares a pruned model with random prunings: give --pruned DIR (a dnas prune --out folder)")
+    if kind == "pruned":
+        folder = Path(source) if is_dir(source) else Path(source).parent
+        out = _out(args.out, folder.with_name(folder.name + "-finetuned"))
+        if args.random_baseline:
+            return run_random_baseline(args, folder, tcfg, sets, dcfg, out)
+    else:
+        out = _out(args.out, Path("runs") / (("ssl-" if kind == "ssl" else "train-") + genotype_label(source)))
     result = train(
-        args.genotype, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
+        source, data=args.data, train_config=tcfg, space_config=sets.get("space"), data_config=dcfg,
         seed=args.seed or 0, device=args.device or "cpu", out=out, evaluation=kind, loggers=args.logger,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
-    print(f"weights and metrics written to {out}")
+    print(f"{'the fine-tuned model' if kind == 'pruned' else 'weights'} and metrics written to {out}")
+    return 0
+
+
+def run_random_baseline(args, folder: Path, tcfg: dict, sets: dict, dcfg: dict | None, out: str) -> int:
+    """``--pruned DIR --random-baseline R``: the pruned model and R random prunings of its budget, fine-tuned alike."""
+    import json
+
+    from dnas.config import config_dict, make_config
+    from dnas.evaluate.pruned import FinetuneConfig
+    from dnas.tools.prune_quality import finetune_random_baseline
+
+    if args.random_baseline < 0:
+        raise DnasError(f"--random-baseline takes a number of random prunings >= 0, got {args.random_baseline}")
+    if sets.get("space"):
+        raise DnasError("a pruned model keeps its structure; space options do not apply when fine-tuning it")
+    tcfg = config_dict(make_config(FinetuneConfig, tcfg, "the fine-tuning of a pruned model"))
+    result = finetune_random_baseline(folder, args.random_baseline, args.data, **tcfg, data_config=dcfg,
+                                      seed=args.seed or 0, out=out, device=args.device or "cpu", loggers=args.logger)
+    print(json.dumps(result))
+    print(f"the fine-tuned model, baseline.json and metrics written to {out}")
     return 0
 
 
@@ -87,25 +115,6 @@ def run_resume(args) -> int:
     result = train(resume=args.resume, device=args.device)  # no --device: the run's own
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     print(f"weights and metrics written to {args.resume}")
-    return 0
-
-
-def run_finetune_pruned(args) -> int:
-    import json
-
-    from dnas.tools.pruning import finetune_pruned
-
-    out = _out(args.out, Path(args.pruned).with_name(Path(args.pruned).name + "-finetuned"))
-    dcfg = {"data_dir": args.data_dir, "download": True} if args.download else ({"data_dir": args.data_dir} if args.data_dir else None)
-    if args.random_baseline:
-        from dnas.tools.prune_quality import finetune_random_baseline
-
-        result = finetune_random_baseline(args.pruned, args.random_baseline, args.data, epochs=args.epochs or 1, data_config=dcfg,
-                                          seed=args.seed or 0, out=out, device=args.device or "cpu")
-        print(json.dumps(result))
-        return 0
-    result = finetune_pruned(args.pruned, args.data, epochs=args.epochs or 1, out=out, device=args.device or "cpu", data_config=dcfg)
-    print(json.dumps(result))
     return 0
 
 

@@ -3,8 +3,11 @@ fine-tuning of the last kept block and the head (§6.1)."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,20 @@ from dnas.errors import DnasError, first_line
 
 #: the version tag of ``pruned.yaml``
 FORMAT = "dnas-pruned/1"
+
+
+@dataclass
+class FinetuneConfig:
+    """The fine-tuning of a pruned model (``dnas train --pruned DIR --set train.lr=...``)."""
+
+    epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 32
+
+    def check(self):
+        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0 or self.lr == float("inf"):
+            return "epochs >= 0, batch_size >= 1 and a finite lr > 0 are required"
+        return None
 
 
 def _save_model(model: nn.Module, path: Path) -> None:
@@ -44,6 +61,23 @@ def save_pruned(model: nn.Module, space_cfg: dict[str, Any], keep_blocks: list[i
             meta["source"]["weights_prefix"] = space_cfg["weights_prefix"]
     _save_model(model, out / "model.safetensors")
     atomic_write_text(out / "pruned.yaml", yaml.safe_dump(meta, sort_keys=False))
+
+
+@contextmanager
+def _finetune_run(out, meta: dict[str, Any], data: Any, epochs: int, lr: float, batch_size: int, loggers) -> Iterator[Any]:
+    """The fine-tuning's folder as a Run whose loggers mirror its history.jsonl (None without ``out``)."""
+    if out is None:
+        yield None
+        return
+    from dnas.engine.loggers import make_loggers
+    from dnas.engine.run import Run
+
+    config = {"pruned": meta, "data": data if isinstance(data, str) else "python", "finetune": {"epochs": epochs, "lr": lr, "batch_size": batch_size}}
+    with Run(out, progress=False) as run:
+        if (Path(out) / "history.jsonl").exists():
+            os.replace(Path(out) / "history.jsonl", Path(out) / "history.jsonl.previous")
+        run.loggers = make_loggers(loggers, out, config)
+        yield run
 
 
 def load_pruned(directory: str | Path) -> nn.Module:
@@ -83,9 +117,15 @@ def finetune_pruned(
     out: str | Path | None = None,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    loggers: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the last kept block + the head of a pruned model on ``data`` (thesis §6.1) and report
-    top-1 on its test split. Inputs are resized to the model's input size (channels repeated to 3)."""
+    top-1 on its test split. Inputs are resized to the model's input size (channels repeated to 3).
+
+    Each epoch's train loss and test top-1 go to ``out/history.jsonl`` and to ``loggers`` (as for
+    ``dnas train``); the fine-tuned model goes to ``out`` at the end."""
+    import time
+
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
@@ -93,8 +133,12 @@ def finetune_pruned(
     from dnas.engine.data import DataConfig, data_name, given_datasets, load_datasets
     from dnas.engine.distributed import resolve_device
     from dnas.engine.fit import fit
+    from dnas.engine.loggers import check_loggers
     from dnas.spaces.dario import find_blocks
 
+    check_loggers(loggers)
+    if loggers and out is None:
+        raise DnasError("loggers follow a fine-tuning written to a folder; give out")
     model = load_pruned(directory)
     meta = yaml.safe_load((Path(directory) / "pruned.yaml").read_text())
     ds = load_datasets(make_config(DataConfig, {"name": data_name(data), **(data_config or {})}, "data"), given_datasets(data))
@@ -120,20 +164,39 @@ def finetune_pruned(
             x = x.repeat(1, 3, 1, 1)
         return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
+    def top1() -> float:
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in DataLoader(ds.test, batch_size=batch_size):
+                correct += int((model(prep(x)).argmax(1).cpu() == y).sum())
+                total += len(y)
+        return correct / max(total, 1)
+
+    def loss_fn(batch) -> dict[str, torch.Tensor]:
+        loss = F.cross_entropy(model(prep(batch[0])), batch[1].to(dev))
+        if not torch.isfinite(loss):
+            raise DnasError(f"the fine-tuning loss is {float(loss.detach())}; lower the learning rate (lr={lr:g})"
+                            + (f"; '{out}' keeps the epochs logged so far" if out is not None else ""))
+        return {"loss": loss}
+
     opt = torch.optim.AdamW(params, lr=lr)
-    fit(model, DataLoader(ds.train, batch_size=batch_size, shuffle=True),
-        lambda batch: {"loss": F.cross_entropy(model(prep(batch[0])), batch[1].to(dev))}, opt, epochs=epochs,
-        on_epoch_end=lambda epoch, rec: log(f"epoch {epoch + 1}/{epochs} loss {rec.get('loss', 0.0):.4f}"))
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in DataLoader(ds.test, batch_size=batch_size):
-            correct += int((model(prep(x)).argmax(1).cpu() == y).sum())
-            total += len(y)
-    result = {"top1": correct / max(total, 1), "epochs": epochs, "tuned_params": sum(p.numel() for p in params)}
-    if out is not None:
-        meta["space"]["model_kwargs"] = {**meta["space"].get("model_kwargs", {}), "num_classes": classes}
-        save_pruned(model.cpu(), meta["space"], meta["keep_blocks"], meta["keep_heads"], Path(out))
-        (Path(out) / "finetune.json").write_text(json.dumps(result))
+    t0 = time.perf_counter()
+    with _finetune_run(out, meta, data, epochs, lr, batch_size, loggers) as run:
+        def epoch_end(epoch: int, rec: dict[str, Any]) -> None:
+            rec = {"epoch": epoch + 1, "train_loss": rec.get("loss", 0.0), "test_top1": top1(),
+                   "seconds": round(time.perf_counter() - t0, 2)}
+            log(f"epoch {epoch + 1}/{epochs} train_loss {rec['train_loss']:.4f} test_top1 {rec['test_top1']:.4f}")
+            if run is not None:
+                run.append_history(rec)
+            last.update(rec)
+
+        last: dict[str, Any] = {}
+        fit(model, DataLoader(ds.train, batch_size=batch_size, shuffle=True), loss_fn, opt, epochs=epochs, on_epoch_end=epoch_end)
+        result = {"top1": last["test_top1"] if last else top1(), "epochs": epochs, "tuned_params": sum(p.numel() for p in params)}
+        if out is not None:
+            meta["space"]["model_kwargs"] = {**meta["space"].get("model_kwargs", {}), "num_classes": classes}
+            save_pruned(model.cpu(), meta["space"], meta["keep_blocks"], meta["keep_heads"], Path(out))
+            (Path(out) / "finetune.json").write_text(json.dumps(result))
     log(f"top-1 {result['top1']:.4f} after fine-tuning {'the last kept block + head' if blocks else 'the head (no block kept)'}")
     return result

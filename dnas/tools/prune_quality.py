@@ -372,12 +372,14 @@ def evaluate_prune(space, original: nn.Module, kept: list[int], keep_heads: dict
 # -- fine-tuned baselines ----------------------------------------------------------------------------
 def finetune_random_baseline(directory: str | Path, r: int = 5, data: str = "digits", *, epochs: int = 1, lr: float = 1e-3,
                              batch_size: int = 32, data_config: dict[str, Any] | None = None, seed: int = 0,
-                             out: str | Path | None = None, device: str = "cpu", log: Callable[[str], None] = print) -> dict[str, Any]:
+                             out: str | Path | None = None, device: str = "cpu", log: Callable[[str], None] = print,
+                             loggers: list[Any] | None = None) -> dict[str, Any]:
     """Fine-tune the pruned model of ``directory`` and ``r`` random prunings of the same budget the same
     way (last kept block + head, same data, epochs, lr and seed: thesis §6.1) and compare their top-1.
 
     The random prunings are cut from the unpruned model that ``dnas prune`` recorded in pruned.yaml
-    (``source``: its weights file or timm's pretrained weights).
+    (``source``: its weights file or timm's pretrained weights). ``loggers`` follow the searched
+    pruning's fine-tuning (its epochs in ``out/history.jsonl``).
 
     Returns:
         ``{"searched": top1, "random": [top1...], "searched_vs_random": compare(...), "verdict": str, ...}``;
@@ -404,12 +406,12 @@ def finetune_random_baseline(directory: str | Path, r: int = 5, data: str = "dig
     original = build_model(space.config)
     quiet = lambda s: None
 
-    def tune(folder, save=None) -> float:
+    def tune(folder, save=None, loggers=None) -> float:
         torch.manual_seed(seed)  # same head init and batch order for every arm
         return finetune_pruned(folder, data, epochs=epochs, lr=lr, batch_size=batch_size, data_config=data_config,
-                               out=save, device=device, log=quiet)["top1"]
+                               out=save, device=device, log=quiet, loggers=loggers)["top1"]
 
-    searched = tune(d, Path(out) if out is not None else None)
+    searched = tune(d, Path(out) if out is not None else None, loggers)  # the loggers follow the searched pruning
     tops = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, p in enumerate(randoms):
