@@ -64,6 +64,28 @@ def test_fit_max_steps_grad_clip_and_batches_per_epoch():
     assert batch_size(((torch.zeros(5, 1), torch.zeros(5, 1)), None)) == 5
 
 
+def test_a_nan_loss_stops_the_training_in_one_line_and_keeps_the_finished_epochs(tmp_path, capsys):
+    """fit stops at the first non-finite loss (not training on to a NaN model and a 'finished' folder);
+    the error is a DnasError (one CLI line) and a Diverged (a trial counts it as NaN/inf)."""
+    from dnas.engine.fit import TrainingDiverged
+    from dnas.engine.loop import Diverged
+
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    losses = iter([1.0, 2.0, float("nan"), 3.0])
+    with pytest.raises(TrainingDiverged, match=r"^the training loss is nan at epoch 2, step 3; lower the learning rate") as e:
+        fit(model, [(torch.zeros(2, 2),)] * 2, lambda b: {"loss": model(b[0]).sum() * 0 + next(losses)}, opt, epochs=2)
+    assert isinstance(e.value, Diverged) and isinstance(e.value, DnasError)
+    g = dnas.create_space("darts", C=4, layers=3, nodes=2).random_genotype(__import__("random").Random(0))
+    out = tmp_path / "t"
+    g.save(tmp_path / "g.yaml")
+    assert main(["train", "--genotype", str(tmp_path / "g.yaml"), "--data", "synthetic", "--epochs", "2", "--set", "train.lr=1e30",
+                 "--set", "train.grad_clip=0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lower the learning rate" in err[0], err
+    assert (out / "config.yaml").is_file() and not (out / "metrics.json").exists()  # no finished-looking folder
+
+
 # -- routing ------------------------------------------------------------------------------------------
 def test_each_space_declares_its_evaluation():
     assert SPACES.get("darts").evaluation == "supervised" and SPACES.get("ddarts").evaluation == "supervised"
@@ -96,7 +118,7 @@ def test_train_routes_a_pruning_genotype_to_finetuning(tmp_path):
     r = dnas.train(tmp_path / "p" / "genotype.yaml", "synthetic", train_config={"epochs": 1, "batch_size": 64},
                    out=tmp_path / "f", log=lambda s: None)
     assert 0.0 <= r["top1"] <= 1.0 and r["epochs"] == 1 and (tmp_path / "f" / "pruned.yaml").is_file()
-    with pytest.raises(DnasError, match="unknown option 'momentum' for fine-tuning"):
+    with pytest.raises(DnasError, match="unknown option 'momentum' for the fine-tuning of a pruned model"):
         dnas.train(tmp_path / "p", "synthetic", train_config={"momentum": 0.9})
     lone = tmp_path / "lone.yaml"
     lone.write_text((tmp_path / "p" / "genotype.yaml").read_text())

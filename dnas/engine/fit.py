@@ -18,12 +18,20 @@ evaluator that runs after each epoch. Per epoch::
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+
+from dnas.engine.loop import Diverged
+from dnas.errors import DnasError
+
+
+class TrainingDiverged(Diverged, DnasError):
+    """The loss of a :func:`fit` step is NaN/inf: one line for a user, a NaN/inf failure for a trial."""
 
 
 def batch_size(batch: Any) -> int:
@@ -104,6 +112,9 @@ def fit(
             n = batch_size(batch)
             for k, v in out.items():
                 x = float(v.detach() if isinstance(v, torch.Tensor) else v) * n
+                if k == "loss" and not math.isfinite(x):  # read anyway for the epoch's mean: no extra sync
+                    raise TrainingDiverged(f"the training loss is {x / n} at epoch {epoch + 1}, step {result.steps + 1}; lower the learning "
+                                    f"rate (--set train.lr=...); what the run wrote before this epoch is kept")
                 sums[k] = sums.get(k, 0.0) + x
                 result.sums[k] = result.sums.get(k, 0.0) + x
             seen += n
