@@ -141,6 +141,14 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def check_seed(seed: Any) -> None:
+    """A seed torch takes: an integer in [0, 2^63)."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise DnasError(f"seed must be an integer, got {seed!r}")
+    if not 0 <= seed < 2**63:
+        raise DnasError(f"seed must be in [0, 2^63), got {seed}")
+
+
 @dataclass
 class Resolved:
     space: Any
@@ -202,8 +210,7 @@ def _resolve(config: dict[str, Any], space_obj: SearchSpace | None, strategy_obj
                           lambda s: config_dict(s.config))
     strategy.check_compatible(space, _device_type(cfg["device"]))  # an impossible pair stops here: no data, no model
     data = make_config(DataConfig, cfg["data"], "data")
-    if not isinstance(cfg["seed"], int):
-        raise DnasError(f"seed must be an integer, got {cfg['seed']!r}")
+    check_seed(cfg["seed"])
     if cfg.get("preset"):
         _preset(cfg, cfg["preset"])
     if cfg["callbacks"] and not strategy.uses_callbacks and any(v is not False for v in cfg["callbacks"].values()):
@@ -364,6 +371,9 @@ def search(
         supernet = r.space.supernet(task).to(dev)
         distributed.broadcast_module_(supernet)
         search_data = SearchData(datasets, r.data, seed=r.config["seed"]) if needs_data else None
+        # seeded again: the strategy's draws (α samples, dropout) do not depend on how many random numbers
+        # building the supernet took (a checkpoint read one way or another, a model from another library)
+        torch.manual_seed(r.config["seed"])
         genotype = r.strategy.search(supernet, search_data, run, r.callbacks)
         if run.writer:
             genotype.save(run.path("genotype.yaml"))
@@ -442,6 +452,7 @@ def train(
                                 "data": data if isinstance(data, str) and data != "digits" else None}, given_datasets(data))
     if genotype is None:
         raise DnasError("train needs a genotype (a Genotype, a genotype file or a shipped name), or resume=RUN_DIR")
+    check_seed(seed)
     device = device or "cpu"
     if loggers and out is None:
         raise DnasError("loggers mirror the training's out/history.jsonl: give out=DIR (--out) too")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -62,6 +63,8 @@ def make_config(cls: type, values: dict[str, Any], where: str):
             allowed = typing.get_args(hints[key]) if typing.get_origin(hints[key]) is typing.Literal else None
             what = f"one of {', '.join(map(repr, allowed))}" if allowed else _describe(hints[key])
             raise DnasError(f"option {key!r} of {where} must be {what}, got {value!r}")
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, (list, tuple)) else [value])):
+            raise DnasError(f"option {key!r} of {where} must be a finite number, got {value!r}")
     cfg = cls(**{k: (float(v) if hints[k] is float and isinstance(v, int) else v) for k, v in values.items()})
     check = getattr(cfg, "check", None)
     if check is not None:

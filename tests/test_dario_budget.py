@@ -328,6 +328,8 @@ def test_hf_folder_is_pruned_through_inputs_embeds(tmp_path):
     assert pruned(inputs_embeds=torch.randn(2, 8, 64)).last_hidden_state.shape == (2, 8, 64)
     with pytest.raises(DnasError, match="not a folder with a config.json"):
         dnas.create_space("dario", model=f"hf:{tmp_path / 'nothing'}").decisions()
+    with pytest.raises(DnasError, match="--seq-len 33 is more than the model's 32 positions"):
+        prune(model, seq_len=33, budget="blocks=3", iters=1, warm_start=1, out=tmp_path / "q", **QUIET)
 
 
 def test_hf_vision_model_takes_its_input_size_from_its_config(tmp_path):

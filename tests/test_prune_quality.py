@@ -282,3 +282,42 @@ def test_verdict_by_hand_ties_are_not_losses():
     assert "beat the random prunings' mean on this data, but not all of them (1 of 2)" in verdict(compare(0.8, [0.7, 0.85]))
     assert verdict(compare(0.8, [0.7, 0.8, 0.9])).endswith("it beats 1 of 3, ties 1, at their mean")
     assert verdict(compare(0.6, [0.7, 0.8])).endswith("it beats 0 of 2, below their mean")
+
+
+# -- a user's inputs -----------------------------------------------------------------------------------
+def test_the_same_weights_saved_two_ways_give_the_same_pruning(tmp_path):
+    """The search is seeded after the model is built: how the checkpoint was read does not move α."""
+    from safetensors.torch import load_file
+
+    sd = load_file(weights_file(tmp_path))
+    torch.save(sd, tmp_path / "plain.pth")
+    torch.save({"model.": sd, "epoch": 3}, tmp_path / "nested.pth")  # read through another loading path
+    runs = [prune("vit_tiny_patch16_224", model_kwargs=KW, weights=str(tmp_path / f), iters=3, warm_start=4, out=tmp_path / f"o{i}",
+                  bench_batch=1, bench_rounds=1, progress=False, log=quiet) for i, f in enumerate(("plain.pth", "nested.pth"))]
+    a, b = (torch.load(tmp_path / f"o{i}" / "alphas.pt") for i in range(2))
+    assert runs[0]["blocks_kept"] == runs[1]["blocks_kept"] and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_eval_data_and_out_fail_before_the_search_and_a_stopped_pruning_starts_over(tmp_path):
+    one = tmp_path / "one" / "a"
+    one.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(one / f"{i}.png")
+    kw = dict(model_kwargs=KW, iters=2, warm_start=1, bench_batch=1, bench_rounds=1, progress=False, log=quiet)
+    for data, match in (("imagefolder:" + str(tmp_path / "one"), "has 1 class"), ("imagefolder:" + str(tmp_path / "none"), "not found"),
+                        ("cifar10", "--data-dir DIR, or add --download")):
+        with pytest.raises(DnasError, match=match):
+            prune("vit_tiny_patch16_224", eval_data=data, quality={"data_dir": str(tmp_path)}, out=tmp_path / "e", **kw)
+        assert not (tmp_path / "e").exists()  # refused before the search wrote anything
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DnasError, match="is a file"):
+        prune("vit_tiny_patch16_224", out=tmp_path / "f", **kw)
+    with pytest.raises(DnasError, match="not reached"):  # an unreachable speed-up stops after the search
+        prune("vit_tiny_patch16_224", budget="speedup=1000", out=tmp_path / "s", **kw)
+    assert (tmp_path / "s" / "genotype.yaml").is_file() and not (tmp_path / "s" / "model.safetensors").exists()
+    r = prune("vit_tiny_patch16_224", budget="blocks=2", out=tmp_path / "s", **kw)  # the same folder: starts over
+    assert len(r["blocks_kept"]) == 2 and (tmp_path / "s" / "genotype.yaml.previous").is_file()
+    with pytest.raises(DnasError, match="already holds a pruned model"):
+        prune("vit_tiny_patch16_224", budget="blocks=2", out=tmp_path / "s", **kw)

@@ -111,3 +111,22 @@ def test_a_device_this_machine_lacks_is_one_line(name, says):
         pytest.skip("this machine has the device")
     with pytest.raises(DnasError, match=re.escape(says)):
         resolve_device(name)
+
+
+def test_values_that_would_train_silently_wrong_are_refused_up_front():
+    """NaN/inf in any float option, a negative grad_clip (clip_grad_norm_ flips the gradient) and a
+    seed torch cannot take are one line before any work."""
+    with pytest.raises(DnasError, match="option 'a_lr' of strategy 'darts' must be a finite number, got nan"):
+        resolve(parse_set(["strategy.a_lr=.nan"]))
+    with pytest.raises(DnasError, match="option 'a_betas' .* must be a finite number"):
+        resolve(parse_set(["strategy.a_betas=[0.5, .inf]"]))
+    with pytest.raises(DnasError, match="grad_clip must be >= 0"):
+        resolve(parse_set(["strategy.grad_clip=-1"]))
+    with pytest.raises(DnasError, match=r"seed must be in \[0, 2\^63\)"):
+        resolve({"seed": 10**20})
+    from dnas.config import make_config
+    from dnas.evaluate.supervised import TrainConfig
+
+    with pytest.raises(DnasError, match="grad_clip must be >= 0"):
+        make_config(TrainConfig, {"grad_clip": -1.0}, "train")
+    assert make_config(TrainConfig, {"grad_clip": 0}, "train").grad_clip == 0.0  # 0 = off, still fine

@@ -36,6 +36,8 @@ def add(sub) -> None:
     q = pr.add_argument_group("quality on data (optional)")
     q.add_argument("--eval-data", metavar="D", help="measure unpruned, pruned and random prunings of the same budget on dataset D "
                    "(digits, synthetic, imagefolder:PATH, ...): kNN, linear probe, feature cosine, params, images/s")
+    q.add_argument("--data-dir", default="data", metavar="DIR", help="where --eval-data and --calibration datasets live (default data)")
+    q.add_argument("--download", action="store_true", help="fetch a torchvision dataset (cifar10, ...) missing under --data-dir")
     q.add_argument("--random", type=int, default=5, metavar="R", help="random prunings with the same budget (default 5)")
     q.add_argument("--eval-size", type=int, default=1000, metavar="N", help="at most N train and N test images (default 1000)")
     q.add_argument("--calibration", metavar="D", help="data-aware: add a term keeping features close to the unpruned model's on D")
@@ -60,13 +62,14 @@ def run(args) -> int:
     except ValueError:
         raise DnasError(f"--input-size takes C,H,W like 3,224,224, not {args.input_size!r}") from None
     kwargs = {k: v for item in args.model_arg or [] for k, v in parse_set([f"m.{item}"])["m"].items()}
-    strat = {"terms": {"calibration": {"data": args.calibration, "size": args.calibration_size, "weight": args.calibration_weight}}} \
-        if args.calibration else {}
+    strat = {"terms": {"calibration": {"data": args.calibration, "size": args.calibration_size, "weight": args.calibration_weight,
+                                       "data_dir": args.data_dir, "download": args.download}}} if args.calibration else {}
     if args.signed_synflow:
         strat["abs_params"] = False
     if args.compare_calibration and not args.eval_data:
         raise DnasError("--compare-calibration compares on labelled data: add --eval-data D")
-    quality = {"random": args.random, "eval_size": args.eval_size, "compare_calibration": args.compare_calibration, "seed": args.seed}
+    quality = {"random": args.random, "eval_size": args.eval_size, "compare_calibration": args.compare_calibration, "seed": args.seed,
+               "data_dir": args.data_dir, "download": args.download}
     report = prune(args.model, out=args.out, weights=args.weights, weights_prefix=args.weights_prefix, pretrained=args.pretrained, blocks=args.blocks, model_kwargs=kwargs,
                    granularity=args.granularity, proxy=args.proxy, threshold=args.threshold, iters=args.iters,
                    warm_start=args.warm_start, keep_blocks=keep, budget=args.budget, input_size=size, seq_len=args.seq_len,

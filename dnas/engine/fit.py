@@ -89,6 +89,8 @@ def fit(
         The per-epoch records (``epoch``, the means of ``loss_fn``'s numbers, what ``on_epoch_end``
         added) and the number of steps taken.
     """
+    if grad_clip < 0:  # clip_grad_norm_ with a negative norm flips the gradient: gradient ascent
+        raise DnasError(f"grad_clip must be >= 0 (0: no clipping), got {grad_clip:g}")
     params = [p for g in optimizer.param_groups for p in g["params"]]
     result = FitResult()
     for epoch in range(start_epoch, epochs):

@@ -50,6 +50,8 @@ class GradientConfig:
             return "epochs and warmup_epochs must be >= 0"
         if self.w_lr <= 0 or self.a_lr < 0:
             return "learning rates must be positive"
+        if self.grad_clip < 0:
+            return f"grad_clip must be >= 0 (0: no clipping), got {self.grad_clip:g}"
         if self.amp == "fp16" and getattr(self, "order", 1) == 2:
             return "amp fp16 needs loss scaling, which the second-order finite differences do not use; use amp bf16 or order 1"
         return None

@@ -35,6 +35,8 @@ class TrainConfig:
     def check(self):
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             return "epochs >= 0, batch_size >= 1 and lr > 0 are required"
+        if self.grad_clip < 0:
+            return f"grad_clip must be >= 0 (0: no clipping), got {self.grad_clip:g}"
         return None
 
 

@@ -408,7 +408,11 @@ def model_input_shape(model: nn.Module, cfg: DarioConfig) -> tuple[int, ...]:
     (seq_len, hidden) of the constant ``inputs_embeds`` for a text encoder."""
     if is_text_encoder(model):
         hidden = model.get_input_embeddings().embedding_dim
-        n = cfg.seq_len or min(128, getattr(getattr(model, "config", None), "max_position_embeddings", 128) or 128)
+        most = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if cfg.seq_len and most and cfg.seq_len > most:
+            raise DnasError(f"--seq-len {cfg.seq_len} is more than the model's {most} positions (max_position_embeddings); "
+                            f"give --seq-len {most} or less")
+        n = cfg.seq_len or min(128, most or 128)
         return (int(n), int(hidden))
     if cfg.input_size:
         return tuple(int(v) for v in cfg.input_size)

@@ -33,6 +33,7 @@ class CalibrationConfig:
     distance: Literal["cosine", "mse"] = "cosine"
     scale: Literal["grad", "none"] = "grad"  # grad: weight relative to the proxy's α-gradient at the start
     data_dir: str = "data"
+    download: bool = False  # fetch a torchvision dataset missing under data_dir
     seed: int = 0
 
     def check(self):
@@ -41,7 +42,7 @@ class CalibrationConfig:
         return None
 
 
-def model_images(data: str, data_dir: str, shape, model: nn.Module | None = None):
+def model_images(data: str, data_dir: str, shape, model: nn.Module | None = None, download: bool = False):
     """The datasets of ``data`` for a pretrained image model taking ``shape`` = (C, H, W): an
     ``imagefolder:PATH`` is read at the model's side (not 32 px then upsampled) and normalised with the
     model's mean and std (timm's ``pretrained_cfg``), as the model saw its training images; the built-in
@@ -49,7 +50,7 @@ def model_images(data: str, data_dir: str, shape, model: nn.Module | None = None
     from dnas.engine.data import DataConfig, load_datasets
 
     own = data.startswith("imagefolder:")
-    ds = load_datasets(DataConfig(name=data, data_dir=data_dir, augment=False, image_size=int(shape[-1]) if own else 32))
+    ds = load_datasets(DataConfig(name=data, data_dir=data_dir, download=download, augment=False, image_size=int(shape[-1]) if own else 32))
     norm = (getattr(model, "pretrained_cfg", None) or {}) if own and model is not None else {}
     if norm.get("mean") and norm.get("std"):
         from torchvision import transforms as T
@@ -92,7 +93,7 @@ def pooled_features(model: nn.Module, x: torch.Tensor, call=None) -> torch.Tenso
 
 def calibration_images(cfg: CalibrationConfig, shape, model: nn.Module | None = None) -> torch.Tensor:
     """``cfg.size`` images of ``cfg.data``'s training split (a seeded sample), fitted to ``shape``."""
-    ds = model_images(cfg.data, cfg.data_dir, shape, model).train
+    ds = model_images(cfg.data, cfg.data_dir, shape, model, cfg.download).train
     if len(ds) == 0:
         raise DnasError(f"calibration dataset '{cfg.data}' is empty")
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.size].tolist()

@@ -49,6 +49,7 @@ class QualityConfig:
     linear_lr: float = 0.1
     batch_size: int = 64  # feature extraction
     data_dir: str = "data"
+    download: bool = False  # fetch a torchvision dataset missing under data_dir
     seed: int = 0
 
     def check(self):
@@ -154,7 +155,7 @@ def eval_tensors(data: str, cfg: QualityConfig, shape=(3, 32, 32), model: nn.Mod
     an image folder at the model's input ``shape`` and normalisation (:func:`model_images`)."""
     from dnas.strategies.calibration import model_images
 
-    ds = model_images(data, cfg.data_dir, shape, model)
+    ds = model_images(data, cfg.data_dir, shape, model, cfg.download)
     if ds.task.num_classes < 2:
         raise DnasError(f"the quality report needs a labelled image dataset (classes); '{data}' has none")
     g = torch.Generator().manual_seed(cfg.seed)

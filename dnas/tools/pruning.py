@@ -10,6 +10,7 @@ throughput before/after, measured in the same process on the same batch).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 import warnings
@@ -352,8 +353,12 @@ def prune(
     from dnas.spaces.dario import KEEP, build_model, model_input_shape
 
     out = Path(out)
-    if (out / "model.safetensors").exists() or (out / "genotype.yaml").exists():
+    if out.exists() and not out.is_dir():
+        raise DnasError(f"--out '{out}' is a file; give a folder for the pruned model")
+    if (out / "model.safetensors").exists():
         raise DnasError(f"'{out}' already holds a pruned model; choose another --out")
+    if (out / "checkpoint.pt").exists():
+        raise DnasError(f"'{out}' holds a search's checkpoint, which the pruning would overwrite; choose another --out")
     budget_d = parse_budget(budget)
     if budget_d and keep_blocks is not None:
         raise DnasError("give a budget or keep_blocks (--keep-blocks), not both")
@@ -380,6 +385,8 @@ def prune(
     early.decisions()  # a bad model name or blocks path fails before any file is written
     if budget_d and keep_blocks is None:
         check_budget(early, budget_d)  # an impossible budget fails before the search, not after it
+    _check_data(eval_data, quality, strategy_config)  # so does a dataset that is missing or unlabelled
+    _set_aside(out, log)
     t0 = time.perf_counter()
     alphas: dict[str, float] = {}
     if keep_blocks is None:
@@ -454,6 +461,41 @@ def prune(
         f"{report['params_after'] / 1e6:.2f} M; {report['images_per_s_before']:.1f} -> {report['images_per_s_after']:.1f} "
         f"images/s (x{report['speedup']:.2f}); search {search_s:.1f}s; written to {out}")
     return report
+
+
+#: what a search writes into the prune folder before the export
+_SEARCH_FILES = ("genotype.yaml", "alphas.pt", "alphas.json", "alphas.png", "config.yaml", "history.jsonl", "report.json")
+
+
+def _set_aside(out: Path, log: Callable[[str], None]) -> None:
+    """A folder where an earlier pruning stopped before its export (an unreachable budget, a crash):
+    its files become ``*.previous`` and the pruning starts over there."""
+    old = [n for n in _SEARCH_FILES if (out / n).exists()]
+    if not old:
+        return
+    for n in old:
+        os.replace(out / n, out / f"{n}.previous")
+    log(f"'{out}' held a pruning that stopped before its export: its files are kept as *.previous")
+
+
+def _check_data(eval_data: str | None, quality: dict[str, Any] | None, strategy_config: dict[str, Any] | None) -> None:
+    """Load ``--eval-data`` and ``--calibration`` once before the search: a missing folder, an unknown
+    name or a dataset with one class fails now, not after minutes of search."""
+    from dnas.config import make_config
+    from dnas.engine.data import DataConfig, load_datasets
+    from dnas.strategies.calibration import CalibrationConfig
+    from dnas.tools.prune_quality import QualityConfig
+
+    if eval_data is not None:
+        q = make_config(QualityConfig, {k: v for k, v in (quality or {}).items() if k != "compare_calibration"}, "quality")
+        ds = load_datasets(DataConfig(name=eval_data, data_dir=q.data_dir, download=q.download, augment=False))
+        if ds.task.num_classes < 2:
+            raise DnasError(f"--eval-data {eval_data} has {ds.task.num_classes} class(es); the kNN and linear probe need "
+                            f"labelled images of 2 classes or more")
+    cal = ((strategy_config or {}).get("terms") or {}).get("calibration")
+    if cal is not None:
+        c = make_config(CalibrationConfig, dict(cal), "calibration")
+        load_datasets(DataConfig(name=c.data, data_dir=c.data_dir, download=c.download, augment=False))
 
 
 def _head_counts(space, kept: list[int], keep_heads: dict[int, list[int]]) -> dict[str, int]:
