@@ -253,3 +253,21 @@ def test_an_interrupted_ssl_pretraining_resumes_to_the_same_weights_and_queue(tm
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
     assert dnas.load_trained(tmp_path / "cut")(torch.zeros(2, 1, 8, 8)).shape[0] == 2
+
+
+def test_a_training_stopped_before_its_first_epoch_starts_over_in_its_folder(tmp_path, capsys):
+    """Killed before its first checkpoint, a training leaves config.yaml alone: --resume has nothing to
+    continue, so the same --out starts over (the old config kept as *.previous); a search's folder stays refused."""
+    g = dnas.create_space("darts", C=4, layers=3, nodes=2).random_genotype(__import__("random").Random(0))
+    g.save(tmp_path / "g.yaml")
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "config.yaml").write_text("train: {epochs: 5}\nseed: 0\n")
+    g.save(out / "genotype.yaml")
+    args = ["train", "--genotype", str(tmp_path / "g.yaml"), "--data", "synthetic", "--epochs", "0", "--out", str(out)]
+    assert main(args) == 0 and (out / "config.yaml.previous").is_file() and (out / "metrics.json").is_file()
+    search = tmp_path / "s"
+    search.mkdir()
+    (search / "config.yaml").write_text("strategy: {name: darts}\ntrain: {}\n")
+    capsys.readouterr()
+    assert main(args[:-1] + [str(search)]) == 2 and "already holds the results of a run" in capsys.readouterr().err

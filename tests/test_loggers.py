@@ -102,6 +102,9 @@ def test_search_with_tensorboard_and_csv_equals_history_and_dnas_log_replays_it(
     assert main(["log", str(out), "--to", "tensorboard", str(tmp_path / "tb2"), "--to", "csv", str(tmp_path / "m.csv")]) == 0
     _assert_equal_f32(_tb_scalars(tmp_path / "tb2")[1], want)
     assert _csv_scalars(tmp_path / "m.csv") == want
+    for dest in (["csv", str(tmp_path / "m.csv")], ["tensorboard", str(tmp_path / "tb2")]):  # again: refused, not doubled
+        assert main(["log", str(out), "--to", *dest]) == 2
+    assert _csv_scalars(tmp_path / "m.csv") == want
     # the loggers are part of the run's config: a resume keeps logging
     assert "loggers" in (out / "config.yaml").read_text()
 

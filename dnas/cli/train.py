@@ -123,11 +123,25 @@ _RESULTS = ("metrics.json", "finetune.json", "baseline.json", "model.safetensors
             "history.jsonl", "pruned.yaml")
 
 
+def _stopped_training(p: Path) -> bool:
+    """``p`` holds the config of a dnas training (a ``train`` section) and nothing it finished."""
+    from dnas._io import load_yaml
+
+    try:
+        cfg = load_yaml((p / "config.yaml").read_text())
+    except Exception:  # noqa: BLE001  (unreadable: not ours to overwrite)
+        return False
+    return isinstance(cfg, dict) and "train" in cfg and "strategy" not in cfg
+
+
 def _out(given: str | None, default: Path) -> str:
     """The training's folder: ``--out`` unless it holds a run's results (refused: they would be
     overwritten), else the default name, or default-2, -3, ... where that one holds some."""
     def taken(p: Path) -> str | None:
-        return next((name for name in _RESULTS if (p / name).exists()), None)
+        found = [name for name in _RESULTS if (p / name).exists()]
+        if found and set(found) <= {"config.yaml", "history.jsonl"} and _stopped_training(p):
+            return None  # a training stopped before its first checkpoint: it starts over (its files kept as *.previous)
+        return found[0] if found else None
 
     if given is not None:
         from dnas.evaluate import unfinished_training

@@ -390,6 +390,10 @@ def replay(run_dir: str | Path, name: str, dest: str | None = None) -> int:
         records += [json.loads(line) for line in trials.read_text().splitlines() if line.strip()]
     if not records:
         raise DnasError(f"'{run_dir}' holds no history.jsonl (or it is empty); is it a dnas run folder?")
+    if dest and ((name == "csv" and Path(dest).is_file() and Path(dest).stat().st_size)
+                 or (name == "tensorboard" and Path(dest).is_dir() and any(Path(dest).glob("events.out.tfevents.*")))):
+        raise DnasError(f"'{dest}' holds logged records already; a replay would add every record a second time: "
+                        f"remove it or give another {'file' if name == 'csv' else 'folder'}")
     cfg_path = run_dir / "config.yaml"
     config = (yaml.safe_load(cfg_path.read_text()) or {}) if cfg_path.is_file() else {}
     logger = open_logger(name, dest, run_dir, config)
