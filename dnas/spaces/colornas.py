@@ -236,6 +236,20 @@ class ColorNasSpace(SearchSpace):
             choices.update(sub.random_genotype(rng).choices)
         return self.genotype(choices)
 
+    def categorical(self) -> dict[str, tuple[str, ...]]:
+        """Each branch's DARTS cell encoding (a node's input pair and its two ops): every sample is a
+        valid genotype, so TPE and random search waste no trial on the 'none' op or a node without input."""
+        return {k: v for sub in self.branch_spaces().values() for k, v in sub.categorical().items()}
+
+    def from_categorical(self, sample: dict[str, str]) -> Genotype:
+        choices: dict[str, Any] = {}
+        for sub in self.branch_spaces().values():
+            names = sub.categorical()
+            choices.update(sub.from_categorical({k: sample[k] for k in names}).choices)
+        g = self.genotype(choices)
+        self.validate(g)
+        return g
+
     def space_size(self) -> float:
         n = 1.0
         for sub in self.branch_spaces().values():
