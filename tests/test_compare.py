@@ -257,3 +257,25 @@ def test_compare_on_an_ssl_space_trains_with_its_ssl_recipe_and_refuses_a_prunin
     assert "knn_top1" in metrics and r["genotypes"][0]["top1"] == [pytest.approx(100 * metrics["top1"], abs=1e-3)]
     with pytest.raises(DnasError, match="dnas compare trains genotypes from scratch; .* dnas prune --eval-data"):
         dnas.compare({"space": {"name": "dario"}, "strategy": {"name": "proxy"}}, out=tmp_path / "d", log=lambda *_: None)
+
+
+def test_the_random_arm_never_holds_a_genotype_twice(tmp_path, monkeypatch):
+    """Each searched genotype gets its own size-matched random ones; a genotype drawn for an earlier
+    one is excluded, else it would be trained and counted twice in the random arm."""
+    import dnas.tools.compare as cmp
+
+    calls = []
+    real = cmp.sample_matched
+
+    def spy(*args, exclude=(), **kw):
+        calls.append(list(exclude))
+        return real(*args, exclude=exclude, **kw)
+
+    monkeypatch.setattr(cmp, "sample_matched", spy)
+    space = dnas.create_space("darts", C=4, layers=3, nodes=2)
+    files = [str(space.random_genotype(random.Random(s)).save(tmp_path / f"g{s}.yaml")) for s in (1, 2)]
+    r = dnas.compare({**TINY, "train": {**TINY["train"], "epochs": 0}}, genotypes=files, out=tmp_path / "c", log=lambda s: None,
+                     random=2, train_seeds=1, threads=1)
+    randoms = [dnas.load_genotype(f) for f in sorted((tmp_path / "c" / "genotypes").glob("random-*.yaml"))]
+    assert len(randoms) == 4 and len(set(randoms)) == 4 and r["random"]["n"] == 4
+    assert set(calls[1][1:]) == set(randoms[:2])  # the second draw excluded the first one's genotypes

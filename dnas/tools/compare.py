@@ -545,6 +545,7 @@ def _compare(folder: Path, cfg: dict[str, Any], given: list[str] | None, opts: C
     data_cfg = make_config(DataConfig, dict(cfg["data"]), "data")
     task = load_datasets(data_cfg).task
     entries: list[dict[str, Any]] = []
+    drawn: list = []  # every random genotype so far: the random arm holds each once (a repeat would be counted twice)
     for i, path in enumerate(searched):
         g = load_genotype(path)
         entries.append({"id": f"searched-{i}", "arm": "searched", "group": i, "file": str(path)})
@@ -555,7 +556,8 @@ def _compare(folder: Path, cfg: dict[str, Any], given: list[str] | None, opts: C
             with _kept_rng():  # building draws initial weights: leave the global generator as it was
                 target = count_params(build_space.build_network(g, task))
             rng = _random.Random(opts.sample_seed * 1_000_003 + i)
-            found = sample_matched(_EvalBuild(space, build_space), task, target, opts.random, rng, opts.tolerance, opts.max_tries, exclude=[g])
+            found = sample_matched(_EvalBuild(space, build_space), task, target, opts.random, rng, opts.tolerance, opts.max_tries,
+                                   exclude=[g, *drawn])
             files = [str(rg.save(folder / "genotypes" / f"random-{i}-{j}.yaml")) for j, (rg, _) in enumerate(found)]
             rec = {"id": uid, "kind": "sample", "target_params": target, "params": [p for _, p in found], "files": files}
             atomic_write_text(units_dir / f"{uid}.json", json.dumps(rec, indent=1))
@@ -563,6 +565,7 @@ def _compare(folder: Path, cfg: dict[str, Any], given: list[str] | None, opts: C
             log(f"searched-{i}: {target} parameters; random genotypes with " + ", ".join(map(str, rec["params"])))
         for j, f in enumerate(records[uid]["files"]):
             entries.append({"id": f"random-{i}-{j}", "arm": "random", "group": i, "file": f})
+            drawn.append(load_genotype(f))
     # 3. trainings
     trainings = []
     for e in entries:
