@@ -46,6 +46,13 @@ if TYPE_CHECKING:
     from dnas.supernet import Supernet
 
 
+def diverged_advice(epochs_done: int) -> str:
+    """What to do after a search diverged: a resume keeps the config it started with, so the learning
+    rates are lowered in a new run."""
+    kept = f"the run folder keeps its {epochs_done} finished epoch(s); " if epochs_done else ""
+    return f"{kept}start it again with lower learning rates (--set strategy.w_lr=... --set strategy.a_lr=...) in another --out"
+
+
 @dataclass
 class LoopState:
     """What the loop hands its strategy's steps and its callbacks: the live objects and where the search is."""
@@ -259,10 +266,7 @@ class Rollback(Callback):
         term = getattr(error, "term", str(error))
         self.divergences += 1
         if self.divergences > self.config.max_divergences or self._last_good is None:
-            raise DnasError(
-                f"the search diverged again at epoch {state.epoch + 1} ({term}); the run folder keeps every "
-                f"finished epoch (last checkpoint: epoch {state.epoch}); lower the learning rates and --resume"
-            )
+            raise DnasError(f"the search diverged again at epoch {state.epoch + 1} ({term}); {diverged_advice(state.epoch)}")
         state.load_state_dict(self._last_good)
         state.optimizers.scale_lr(self.config.lr_factor)
         state.events.append(f"diverged ({term}): restarted epoch {state.epoch + 1} with learning rates × {self.config.lr_factor}")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from dnas.engine.callbacks import LoopState
+from dnas.engine.callbacks import LoopState, diverged_advice
 from dnas.engine.distributed import average_, broadcast_object
 from dnas.errors import DnasError
 from dnas.strategy import Strategy
@@ -353,10 +353,7 @@ def search_loop(strategy: GradientStrategy, supernet: "Supernet", data: "SearchD
                     # the first callback that repairs the state wins; none, or too many replays: stop
                     if replay == MAX_REPLAYS or not any(cb.on_divergence(state, d) for cb in cbs):
                         again = f" after {replay} replays" if replay else ""
-                        raise DnasError(
-                            f"the search diverged at epoch {epoch + 1} ({d.term}){again}; the run folder keeps every "
-                            f"finished epoch (last checkpoint: epoch {epoch}); lower the learning rates and --resume"
-                        ) from None
+                        raise DnasError(f"the search diverged at epoch {epoch + 1} ({d.term}){again}; {diverged_advice(epoch)}") from None
             opt.schedule.step()
             genotype = strategy.derive(supernet)
             record = {
