@@ -222,7 +222,11 @@ def load_genotype(path: str | Path, validate: bool = True) -> Genotype:
         if picked:  # FILE:NAME, one of the genotypes in a DARTS-style file
             p, select = picked
         elif builtin is None:
-            raise DnasError(f"genotype file '{path}' not found (and no built-in genotype has that name)")
+            from dnas.genotypes import builtin_genotypes
+            from dnas.registry import did_you_mean
+
+            hint = did_you_mean(str(path), builtin_genotypes()) if len(str(path)) < 100 else ""
+            raise DnasError(f"genotype file '{path}' not found, and no built-in genotype has that name{hint}")
         else:
             p = builtin
     try:

@@ -77,6 +77,8 @@ def test_malformed_files(tmp_path, text):
 def test_missing_file_and_builtin_fallback(tmp_path):
     with pytest.raises(DnasError, match="not found"):
         load_genotype(tmp_path / "absent.yaml")
+    with pytest.raises(DnasError, match=r"not found, and no built-in genotype has that name \(did you mean 'resnet18'\?\)"):
+        load_genotype("resnet19")
     with pytest.raises(DnasError, match="not found"):  # a name no file can have (e.g. YAML text pasted in): no OSError
         load_genotype("space: darts\n" + "x" * 300)
 
