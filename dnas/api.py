@@ -106,6 +106,8 @@ def _preset(cfg: dict[str, Any], name: str) -> dict[str, Any]:
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise DnasError(f"config file '{p}' is a folder; give a YAML file (a run's own is {p / 'config.yaml'})")
     if not p.is_file():
         raise DnasError(f"config file '{p}' not found")
     try:

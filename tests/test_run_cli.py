@@ -51,6 +51,9 @@ def test_cli_search_show_train(tmp_path, capsys, monkeypatch):
     shown = capsys.readouterr().out
     assert "normal:" in shown and "reduce:" in shown and "run: 2 epochs" in shown
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["show", str(run), "--plot", str(tmp_path / "noext")]) == 0  # the file it names is the file written
+    assert f"plot written to {tmp_path / 'noext.png'}" in capsys.readouterr().out and (tmp_path / "noext.png").is_file()
+    assert main(["search", "--config", str(tmp_path)]) == 2 and "is a folder; give a YAML file" in capsys.readouterr().err
 
     out = tmp_path / "trained"
     assert main(["train", "--genotype", str(run / "genotype.yaml"), "--data", "synthetic", "--epochs", "2",
