@@ -393,6 +393,23 @@ def test_stages_that_change_the_shape_are_refused_and_their_blocks_gate(tmp_path
     assert pruned(torch.ones(1, 1, 1, 4)).shape == (1, 1, 1, 16)
 
 
+def test_a_factory_checkpoint_of_another_depth_is_one_line_and_extra_modules_are_left_out(tmp_path):
+    """A user factory's weights: tensors of the model's own modules it lacks (layers of a deeper build)
+    are refused, not silently dropped; a module the model does not have at all (another head) is left out."""
+    import importlib
+
+    from dnas.spaces.dario import build_model
+
+    deep = importlib.import_module("dario_toy").resnetish(4, 3)
+    torch.save(deep.state_dict(), tmp_path / "deep.pth")
+    kw = {"model": "dario_toy:resnetish", "input_size": [1, 1, 4]}
+    with pytest.raises(DnasError, match=r"do not fit model 'dario_toy:resnetish' \(not in the model: layer1\.2\.fc\.weight"):
+        build_model(dnas.create_space("dario", **kw, model_kwargs={"width": 4, "depth": 2}, weights=str(tmp_path / "deep.pth")).config)
+    torch.save({**deep.state_dict(), "other_head.weight": torch.zeros(2)}, tmp_path / "extra.pth")
+    m = build_model(dnas.create_space("dario", **kw, model_kwargs={"width": 4, "depth": 3}, weights=str(tmp_path / "extra.pth")).config)
+    assert all(torch.equal(v, deep.state_dict()[k]) for k, v in m.state_dict().items())
+
+
 def test_blocks_that_change_the_shape_stay_ungated_and_count_in_the_budget(tmp_path):
     """ResNet's layout (layer1, layer2, the first block of layer2 widening): found without --blocks; the
     widening block has no gate, is in every pruning, searched or random, and counts in blocks=K."""

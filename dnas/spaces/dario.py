@@ -189,8 +189,11 @@ def _load_into(model: nn.Module, path: str, name: str, prefix: str | None = None
     """A weights file into a non-timm model: shapes that differ or no matching tensor are one line."""
     sd = unwrap_prefix(load_weights_file(path), list(model.state_dict()), path, prefix)
     bad, missing, unexpected = _mismatch(model, sd)
-    if bad or len(missing) == len(model.state_dict()):
-        raise _misfit_error(path, name, bad, missing, unexpected)
+    tops = {k.split(".")[0] for k in model.state_dict()}
+    # tensors of the model's own modules that it lacks (layers.5 for a 4-layer build): other options, not extras
+    foreign = [k for k in unexpected if k.split(".")[0] in tops]
+    if bad or foreign or len(missing) == len(model.state_dict()):
+        raise _misfit_error(path, name, bad, missing, foreign or unexpected)
     model.load_state_dict(sd, strict=False)
     if missing:
         warnings.warn(f"{len(missing)} tensors of '{name}' are not in '{path}' (e.g. {missing[0]}); they stay random", stacklevel=3)
