@@ -331,6 +331,8 @@ def test_deepen_copies_cells_and_the_cli_writes_a_valid_genotype(tmp_path):
     assert load_genotype(tmp_path / "p14.yaml") == deepen(g8, 14, "per_third") != g14
     assert cli(["deepen", str(path), "--cells", "14", "--out", str(path)]) == 2  # the searched genotype is not written over
     assert load_genotype(path) == g8
+    with pytest.raises(dnas.DnasError, match=r"number of cells of the new genotype \(--cells\), >= 1; got 0"):
+        deepen(g8, 0)
     # shared normal/reduce cells (darts): only the depth changes
     gd = dnas.create_space("darts", C=4, layers=8, nodes=2).random_genotype(random.Random(0))
     assert deepen(gd, 14).choices == gd.choices and deepen(gd, 14).config["layers"] == 14

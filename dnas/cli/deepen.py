@@ -13,17 +13,14 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from dnas.genotype import load_genotype
-    from dnas.tools.deepen import deepen
-
     from pathlib import Path
 
     from dnas.errors import DnasError
+    from dnas.genotype import load_genotype
+    from dnas.tools.deepen import deepen
 
     if args.out and Path(args.out).exists():  # never written over: it may be the searched genotype itself
         raise DnasError(f"--out '{args.out}' exists; choose a new file name")
-    if args.cells < 1:
-        raise DnasError(f"--cells takes the number of cells of the new genotype, >= 1 (got {args.cells})")
     g = deepen(load_genotype(args.genotype), args.cells, args.mapping)
     if args.out:
         print(g.save(args.out))

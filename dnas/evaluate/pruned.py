@@ -3,7 +3,6 @@ fine-tuning of the last kept block and the head (§6.1)."""
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,8 +29,8 @@ class FinetuneConfig:
     batch_size: int = 32
 
     def check(self):
-        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0 or self.lr == float("inf"):
-            return "epochs >= 0, batch_size >= 1 and a finite lr > 0 are required"
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:  # NaN/inf: refused by make_config already
+            return "epochs >= 0, batch_size >= 1 and lr > 0 are required"
         return None
 
 
@@ -74,8 +73,7 @@ def _finetune_run(out, meta: dict[str, Any], data: Any, epochs: int, lr: float, 
 
     config = {"pruned": meta, "data": data if isinstance(data, str) else "python", "finetune": {"epochs": epochs, "lr": lr, "batch_size": batch_size}}
     with Run(out, progress=False) as run:
-        if (Path(out) / "history.jsonl").exists():
-            os.replace(Path(out) / "history.jsonl", Path(out) / "history.jsonl.previous")
+        run.start_over()  # an earlier fine-tuning's history.jsonl: kept as *.previous
         run.loggers = make_loggers(loggers, out, config)
         yield run
 

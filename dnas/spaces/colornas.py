@@ -245,10 +245,8 @@ class ColorNasSpace(SearchSpace):
         choices: dict[str, Any] = {}
         for sub in self.branch_spaces().values():
             names = sub.categorical()
-            choices.update(sub.from_categorical({k: sample[k] for k in names}).choices)
-        g = self.genotype(choices)
-        self.validate(g)
-        return g
+            choices.update(sub.from_categorical({k: sample[k] for k in names}).choices)  # validated per branch
+        return self.genotype(choices)
 
     def space_size(self) -> float:
         n = 1.0

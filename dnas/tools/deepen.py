@@ -96,6 +96,8 @@ def deepen(genotype: Genotype, cells: int, mapping: Mapping = "algorithm") -> Ge
     from dnas.registry import create_space
     from dnas.spaces.darts import DartsSpace
 
+    if cells < 1:
+        raise DnasError(f"deepen takes the number of cells of the new genotype (--cells), >= 1; got {cells}")
     src = create_space(genotype.space, **dict(genotype.config))
     if not isinstance(src, DartsSpace):
         raise DnasError(f"deepen works on DARTS-style cell genotypes (darts, ddarts), not space '{genotype.space}'")

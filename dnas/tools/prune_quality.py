@@ -149,6 +149,13 @@ def pruned_copy(original: nn.Module, blocks_path: str | None, pruning: Pruning) 
 
 
 # -- measuring -------------------------------------------------------------------------------------------
+def require_labels(data: str, classes: int) -> None:
+    """The quality report's kNN and linear probe need at least two classes."""
+    if classes < 2:
+        raise DnasError(f"--eval-data {data} has {classes} class(es); the kNN and linear probe need labelled images "
+                        f"of 2 classes or more")
+
+
 def eval_tensors(data: str, cfg: QualityConfig, shape=(3, 32, 32), model: nn.Module | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train x, train y, test x, test y) of a labelled image dataset, at most ``eval_size`` each (seeded);
@@ -156,8 +163,7 @@ def eval_tensors(data: str, cfg: QualityConfig, shape=(3, 32, 32), model: nn.Mod
     from dnas.strategies.calibration import model_images
 
     ds = model_images(data, cfg.data_dir, shape, model, cfg.download)
-    if ds.task.num_classes < 2:
-        raise DnasError(f"the quality report needs a labelled image dataset (classes); '{data}' has none")
+    require_labels(data, ds.task.num_classes)
     g = torch.Generator().manual_seed(cfg.seed)
 
     def take(split):

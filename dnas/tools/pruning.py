@@ -484,14 +484,12 @@ def _check_data(eval_data: str | None, quality: dict[str, Any] | None, strategy_
     from dnas.config import make_config
     from dnas.engine.data import DataConfig, load_datasets
     from dnas.strategies.calibration import CalibrationConfig
-    from dnas.tools.prune_quality import QualityConfig
+    from dnas.tools.prune_quality import QualityConfig, require_labels
 
     if eval_data is not None:
         q = make_config(QualityConfig, {k: v for k, v in (quality or {}).items() if k != "compare_calibration"}, "quality")
         ds = load_datasets(DataConfig(name=eval_data, data_dir=q.data_dir, download=q.download, augment=False))
-        if ds.task.num_classes < 2:
-            raise DnasError(f"--eval-data {eval_data} has {ds.task.num_classes} class(es); the kNN and linear probe need "
-                            f"labelled images of 2 classes or more")
+        require_labels(eval_data, ds.task.num_classes)
     cal = ((strategy_config or {}).get("terms") or {}).get("calibration")
     if cal is not None:
         c = make_config(CalibrationConfig, dict(cal), "calibration")
